@@ -1,0 +1,158 @@
+"""File helpers shared by the commands: atomic writes, image discovery and decoding."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "atomic_write",
+    "atomic_path",
+    "list_images",
+    "read_image",
+    "save_image",
+    "ImageFiles",
+]
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+
+    A crash or an exception leaves any previous ``path`` untouched and no partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for libraries that write by file name;
+    renamed onto ``path`` when the block succeeds, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def list_images(paths: Iterable[PathLike], *, recursive: bool = True) -> List[Path]:
+    """Expand files and folders into a sorted, de-duplicated list of image files.
+
+    Folders are searched recursively for :data:`IMAGE_EXTENSIONS` (case-insensitive);
+    files named explicitly are kept whatever their extension. A path that does not exist
+    raises ``FileNotFoundError`` naming it.
+    """
+    found: List[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found.extend(
+                q for q in sorted(p.glob(pattern)) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    seen, out = set(), []
+    for q in found:
+        if q not in seen:
+            seen.add(q)
+            out.append(q)
+    return out
+
+
+def read_image(path: PathLike, *, max_side: Optional[int] = None) -> torch.Tensor:
+    """Decode an image file to a ``(3, H, W)`` float32 RGB tensor in [0, 1].
+
+    Grey, palette and RGBA images are converted to RGB (alpha dropped). 16-bit PNGs
+    keep their precision. With ``max_side`` the image is downscaled (area filter) so its
+    longer side is at most that many pixels. Raises ``OSError``/``ValueError`` for
+    unreadable files.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode.startswith("I;16") else 255.0)
+            arr = np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=-1)
+            t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        else:
+            im = im.convert("RGB")
+            if max_side is not None and max(im.size) > max_side:
+                scale = max_side / max(im.size)
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BOX)
+            t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+    return t
+
+
+def save_image(image: torch.Tensor, path: PathLike) -> None:
+    """Write a ``(3, H, W)`` float image in [0, 1] as an 8-bit file (format from the suffix), atomically."""
+    from PIL import Image
+
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
+    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unknown image file extension {path.suffix!r} for {path}")
+    with atomic_write(path) as f:
+        Image.fromarray(arr).save(f, format=fmt)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A dataset over image files that reports decode failures instead of raising.
+
+    Item ``i`` is ``(image or None, str(path), error message or "")`` where ``image`` is
+    ``(3, H, W)`` float in [0, 1] from :func:`read_image`. Use :meth:`collate` as the
+    DataLoader's ``collate_fn`` (it keeps failures as ``None`` entries).
+    """
+
+    def __init__(self, files: Sequence[PathLike], *, max_side: Optional[int] = None) -> None:
+        self.files = [Path(f) for f in files]
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], str, str]:
+        path = self.files[index]
+        try:
+            return read_image(path, max_side=self.max_side), str(path), ""
+        except Exception as exc:  # any decoder failure is reported per file, never fatal
+            return None, str(path), f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def collate(batch):
+        return list(batch)

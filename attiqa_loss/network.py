@@ -1,0 +1,112 @@
+"""The attribute-aware IQA network: a timm backbone with one sigmoid head per attribute."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from .attributes import ATTRIBUTES
+from .validation import check_images
+
+__all__ = ["AttiqaNet", "create_attiqa_net", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The fast small backbone the shipped default model uses.
+DEFAULT_BACKBONE = "resnet10t"
+
+
+class AttiqaNet(nn.Module):
+    """Attribute-aware no-reference IQA network (METHOD.md section 5).
+
+    A fully convolutional timm backbone with global average pooling, followed by one
+    linear head per attribute and a sigmoid. Input normalisation happens inside.
+
+    Args:
+        backbone: timm model name (fully convolutional, e.g. ``"resnet10t"``, ``"resnet50"``).
+        attributes: attribute names in output order (default :data:`ATTRIBUTES`).
+        mean, std: per-channel normalisation applied to the [0, 1] input.
+        pretrained: load the backbone's pretrained weights through timm (ImageNet). Needs
+            network access or ``pretrained_cfg_overlay={"file": "/path/weights.safetensors"}``.
+        pretrained_cfg_overlay: passed to :func:`timm.create_model`, e.g. a local weight file.
+        backbone_kwargs: extra keyword arguments for :func:`timm.create_model`.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` float RGB in [0, 1], ``H, W >= 32``.
+        - Output: ``(B, A)`` scores in [0, 1], quality-aligned (1 = sharp, high contrast,
+          well lit, colourful, noise-free), columns in ``attributes`` order.
+
+    Example:
+        >>> net = create_attiqa_net("test_resnet")
+        >>> net(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        attributes: Sequence[str] = ATTRIBUTES,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        *,
+        pretrained: bool = False,
+        pretrained_cfg_overlay: Optional[Mapping[str, Any]] = None,
+        backbone_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must have 3 entries with std > 0, got mean={mean}, std={std}")
+        self.backbone_name = backbone
+        self.attributes = tuple(attributes)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone = timm.create_model(
+            backbone,
+            pretrained=pretrained,
+            pretrained_cfg_overlay=dict(pretrained_cfg_overlay) if pretrained_cfg_overlay else None,
+            num_classes=0,
+            global_pool="avg",
+            **self.backbone_kwargs,
+        )
+        width = self.backbone.num_features
+        self.heads = nn.ModuleDict({name: nn.Linear(width, 1) for name in self.attributes})
+        # Normalisation comes from checkpoint metadata, so it is not part of the state dict.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled feature vector."""
+        return self.backbone.num_features
+
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments needed to rebuild this network (stored in checkpoints)."""
+        return {
+            "backbone": self.backbone_name,
+            "attributes": list(self.attributes),
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+            "backbone_kwargs": self.backbone_kwargs,
+        }
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features. ``(B, 3, H, W)`` in [0, 1] -> ``(B, C)``; no input checks."""
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return self.backbone(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Attribute logits. ``(B, C)`` -> ``(B, A)`` (before the sigmoid)."""
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)
+
+    def forward(self, images: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+        """Scores in [0, 1]. ``(B, 3, H, W)`` in [0, 1] -> ``(B, A)``; see the class docstring."""
+        if check:
+            check_images(images)
+        return torch.sigmoid(self.forward_head(self.forward_features(images)))
+
+
+def create_attiqa_net(backbone: str = DEFAULT_BACKBONE, **kwargs: Any) -> AttiqaNet:
+    """Build a fresh :class:`AttiqaNet` (random heads; backbone random unless ``pretrained``)."""
+    return AttiqaNet(backbone, **kwargs)

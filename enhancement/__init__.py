@@ -1,0 +1,1 @@
+"""Low-light enhancement and denoising U-Net trained with ``AttiqaLoss`` (``attiqa-enhance``)."""

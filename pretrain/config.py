@@ -1,0 +1,209 @@
+"""YAML -> typed dataclasses, with ``--set dotted.key=value`` overrides.
+
+Used by every training entry point (``attiqa-pretrain``, ``attiqa-enhance``). The rules:
+a YAML file only sets values the dataclass declares; an unknown key anywhere, in the
+file or in ``--set``, is an error that names it and lists the known keys; values are
+checked against the declared types. Config objects stop at ``main()``: code below it
+takes plain arguments or built objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+
+import yaml
+
+from attiqa_loss.io import atomic_write
+
+__all__ = ["ConfigError", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+def _known_keys(cls: type, prefix: str = "") -> List[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _known_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"config key {key!r} expects {hint}, got {value!r}")
+    if origin in (list, tuple, List, Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or hint is tuple else items
+    if origin in (dict, Dict, Mapping) or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+    if typing.get_origin(hint) is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"config key {key!r} must be one of {list(args)}, got {value!r}")
+    return value
+
+
+def _build(cls: Type[T], data: Mapping[str, Any], prefix: str, root: type) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [f"{prefix}{k}" for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known keys: {_known_keys(root)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.", root)
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid config section {prefix.rstrip('.') or '<root>'!r}: {exc}") from exc
+
+
+def _set_dotted(data: Dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple:
+    """``"train.lr=2e-4"`` -> ``("train.lr", 0.0002)`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads "2e-4" as a string; numbers written that way are meant as floats.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Sequence[str] = ()) -> T:
+    """Build ``cls`` (a dataclass) from its defaults, a YAML file and ``key=value`` overrides.
+
+    Later sources win: defaults < file < overrides. Unknown keys and wrongly typed values
+    raise :class:`ConfigError` naming them.
+    """
+    data: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    known = set(_known_keys(cls))
+    for text in overrides:
+        key, value = parse_override(text)
+        if key not in known and not any(k.startswith(key + ".") for k in known):
+            raise ConfigError(f"unknown config key {key!r} in --set; known keys: {sorted(known)}")
+        _set_dotted(data, key, value)
+    return _build(cls, data, "", cls)
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain nested dict of a config dataclass (tuples become lists)."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Any, path: Union[str, Path]) -> None:
+    """Write the resolved config as YAML, atomically."""
+    with atomic_write(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, default_config: Optional[str] = None) -> None:
+    """Add ``--config FILE``, ``--set dotted.key=value`` (repeatable) and ``--out DIR``."""
+    parser.add_argument("--config", type=Path, default=default_config, help="YAML config file (sets defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.lr=2e-4 (repeatable; unknown keys are an error)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder for results, logs and checkpoints")
+
+
+def config_from_args(cls: Type[T], args: argparse.Namespace) -> T:
+    """``load_config(cls, args.config, args.overrides)``, exiting with the message on a bad config."""
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
