@@ -1,0 +1,259 @@
+"""Graded, single-attribute degradations (METHOD.md sections 3 and 6).
+
+Each attribute has several *families* of degradation, each a function of a strength
+``s`` in [0, 1]: ``s = 0`` leaves the image untouched, ``s = 1`` is the strongest level.
+Families marked ``trained=True`` are the ones the synthetic teacher learns from; the
+others are held back to test generalisation to degradations the model never saw
+(motion blur when trained on Gaussian blur, gamma when trained on exposure, ...).
+
+All functions take ``(B, 3, H, W)`` float RGB in [0, 1] and return the same shape in
+[0, 1]. Randomness (noise, blur direction) comes only from the ``generator`` argument,
+so a degradation is reproducible.
+
+Example:
+    >>> x = torch.rand(1, 3, 64, 64)
+    >>> degrade(x, "sharpness", "gaussian", 0.5).shape
+    torch.Size([1, 3, 64, 64])
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from attiqa_loss.attributes import ATTRIBUTES
+
+__all__ = [
+    "Family",
+    "FAMILIES",
+    "degrade",
+    "list_families",
+    "graded_strengths",
+    "luminance",
+    "srgb_to_linear",
+    "linear_to_srgb",
+]
+
+Degrader = Callable[[torch.Tensor, float, Optional[torch.Generator]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Family:
+    attribute: str
+    name: str
+    fn: Degrader
+    trained: bool
+    description: str
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
+    w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0) + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
+
+
+def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel with a normalised 2-D ``kernel`` (reflect padding)."""
+    kernel = (kernel / kernel.sum()).to(x)
+    kh, kw = kernel.shape
+    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
+    if max(pad) >= min(x.shape[-2:]):
+        padded = F.pad(x, pad, mode="replicate")
+    else:
+        padded = F.pad(x, pad, mode="reflect")
+    weight = kernel.expand(x.shape[1], 1, kh, kw)
+    return F.conv2d(padded, weight, groups=x.shape[1])
+
+
+def _gaussian_blur(x, s, g):
+    sigma = 3.0 * s
+    if sigma < 0.05:
+        return x
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k1 = torch.exp(-(t**2) / (2 * sigma**2))
+    return _filter(x, k1[:, None] * k1[None, :])
+
+
+def _defocus_blur(x, s, g):
+    radius = 4.0 * s
+    if radius < 0.3:
+        return x
+    r = math.ceil(radius)
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    # Anti-aliased disk: coverage falls off linearly over one pixel at the rim.
+    kernel = (radius + 0.5 - torch.sqrt(xx**2 + yy**2)).clamp(0, 1)
+    return _filter(x, kernel)
+
+
+def _motion_blur(x, s, g):
+    length = 14.0 * s
+    if length < 1.0:
+        return x
+    angle = float(torch.rand((), generator=g)) * math.pi
+    r = math.ceil(length / 2)
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    # Distance of each tap to the line segment through the centre at `angle`.
+    along = xx * math.cos(angle) + yy * math.sin(angle)
+    across = -xx * math.sin(angle) + yy * math.cos(angle)
+    kernel = (1 - across.abs()).clamp(0, 1) * (length / 2 + 0.5 - along.abs()).clamp(0, 1)
+    return _filter(x, kernel)
+
+
+def _resample_blur(x, s, g):
+    factor = 1.0 + 3.0 * s
+    if factor < 1.05:
+        return x
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(4, round(h / factor)), max(4, round(w / factor))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _contrast_linear(x, s, g):
+    mean = luminance(x).mean(dim=(2, 3), keepdim=True)
+    return (mean + (x - mean) * (1 - 0.8 * s)).clamp(0, 1)
+
+
+def _contrast_haze(x, s, g):
+    airlight = 0.8
+    t = 1 - 0.75 * s
+    return (x * t + airlight * (1 - t)).clamp(0, 1)
+
+
+def _exposure(x, s, g):
+    return linear_to_srgb(srgb_to_linear(x) * 2.0 ** (-5.0 * s))
+
+
+def _gamma(x, s, g):
+    return x.clamp(0, 1) ** (1.0 + 2.5 * s)
+
+
+def _desaturate(x, s, g):
+    return torch.lerp(x, luminance(x).expand_as(x), s)
+
+
+def _hsv_saturation(x, s, g):
+    hsv = kornia.color.rgb_to_hsv(x)
+    hsv = torch.cat([hsv[:, :1], hsv[:, 1:2] * (1 - s), hsv[:, 2:]], dim=1)
+    return kornia.color.hsv_to_rgb(hsv).clamp(0, 1)
+
+
+def _gaussian_noise(x, s, g):
+    sigma = 0.15 * s
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    return (x + sigma * noise).clamp(0, 1)
+
+
+def _poisson_gaussian_noise(x, s, g):
+    if s <= 0:
+        return x
+    # Shot noise from a sensor collecting `photons` electrons at full scale, plus read noise.
+    photons = 1000.0 * (1 - s) ** 2 + 8.0
+    shot = torch.poisson((x.clamp(0, 1) * photons).cpu(), generator=g) / photons
+    read = 0.02 * s * torch.randn(x.shape, generator=g)
+    return (shot + read).to(x).clamp(0, 1)
+
+
+def _jpeg(x, s, g):
+    import numpy as np
+    from PIL import Image
+
+    quality = int(round(95 - 85 * s))
+    out = []
+    for img in x:
+        arr = (img.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        dec = np.asarray(Image.open(buf).convert("RGB"), dtype=np.uint8).copy()
+        out.append(torch.from_numpy(dec).permute(2, 0, 1).float() / 255)
+    return torch.stack(out).to(x)
+
+
+_DEFINITIONS = [
+    ("sharpness", "gaussian", _gaussian_blur, True, "Gaussian blur, sigma 0-3 px"),
+    ("sharpness", "defocus", _defocus_blur, False, "disk (defocus) blur, radius 0-4 px"),
+    ("sharpness", "motion", _motion_blur, False, "linear motion blur, length 0-14 px, random direction"),
+    ("sharpness", "resample", _resample_blur, False, "downscale by 1-4x and upscale back (bilinear)"),
+    ("contrast", "linear", _contrast_linear, True, "pull towards mean luminance, contrast x1 to x0.2"),
+    ("contrast", "haze", _contrast_haze, False, "blend with grey airlight 0.8, transmission 1 to 0.25"),
+    ("brightness", "exposure", _exposure, True, "exposure 0 to -5 EV in linear light"),
+    ("brightness", "gamma", _gamma, False, "gamma 1 to 3.5 on sRGB values"),
+    ("colorfulness", "desaturate", _desaturate, True, "blend towards Rec.601 luma, saturation 1 to 0"),
+    ("colorfulness", "hsv", _hsv_saturation, False, "HSV saturation scaled 1 to 0"),
+    ("noisiness", "gaussian", _gaussian_noise, True, "additive Gaussian noise, sigma 0-0.15"),
+    ("noisiness", "poisson_gaussian", _poisson_gaussian_noise, False, "Poisson shot noise (1008-8 e-) + read noise"),
+    ("noisiness", "jpeg", _jpeg, False, "JPEG compression, quality 95 to 10"),
+]
+
+#: ``FAMILIES[attribute][name] -> Family``, in attribute order.
+FAMILIES: Dict[str, Dict[str, Family]] = {a: {} for a in ATTRIBUTES}
+for _attr, _name, _fn, _trained, _desc in _DEFINITIONS:
+    FAMILIES[_attr][_name] = Family(_attr, _name, _fn, _trained, _desc)
+
+
+def list_families(attribute: Optional[str] = None, *, trained: Optional[bool] = None) -> List[Family]:
+    """Families of one attribute (or all), optionally only the trained or the held-back ones."""
+    attrs = [attribute] if attribute is not None else list(ATTRIBUTES)
+    out = []
+    for a in attrs:
+        if a not in FAMILIES:
+            raise ValueError(f"unknown attribute {a!r}; expected one of {list(ATTRIBUTES)}")
+        out += [f for f in FAMILIES[a].values() if trained is None or f.trained == trained]
+    return out
+
+
+def graded_strengths(levels: int) -> torch.Tensor:
+    """``levels`` evenly spaced strengths from 0 (pristine) to 1 (strongest)."""
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    return torch.linspace(0, 1, levels)
+
+
+def degrade(
+    images: torch.Tensor,
+    attribute: str,
+    family: str,
+    strength: float,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Apply one family at one strength to a batch.
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in [0, 1] (or ``(3, H, W)``).
+        attribute: one of :data:`ATTRIBUTES`.
+        family: a name in ``FAMILIES[attribute]``.
+        strength: in [0, 1]; 0 returns the input unchanged.
+        generator: CPU generator for the random parts (noise, blur direction).
+
+    Returns:
+        The degraded images, same shape, in [0, 1].
+    """
+    if attribute not in FAMILIES:
+        raise ValueError(f"unknown attribute {attribute!r}; expected one of {list(ATTRIBUTES)}")
+    if family not in FAMILIES[attribute]:
+        raise ValueError(f"unknown {attribute} family {family!r}; expected one of {list(FAMILIES[attribute])}")
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    single = images.ndim == 3
+    x = images[None] if single else images
+    if strength == 0.0:
+        return images
+    out = FAMILIES[attribute][family].fn(x, strength, generator)
+    return out[0] if single else out
