@@ -6,8 +6,12 @@ desirable pole. ``noisiness = 0.95`` therefore means "clean", not "noisy".
 
 from __future__ import annotations
 
+import math
+import numbers
 from types import MappingProxyType
 from typing import Iterable, Mapping, Tuple
+
+import numpy as np
 
 __all__ = ["ATTRIBUTES", "AttributeSet", "DEFAULT_TEMPLATES", "validate_attribute_mapping"]
 
@@ -79,8 +83,9 @@ def validate_attribute_mapping(
 ) -> Tuple[float, ...]:
     """Resolve a ``{name: value}`` mapping to a tuple in attribute order.
 
-    Names that the mapping leaves out keep ``default``. Unknown names, non-numbers,
-    NaN and values outside ``[low, high]`` raise ``ValueError``/``TypeError`` naming the
+    Names that the mapping leaves out keep ``default``. Unknown names, non-numbers
+    (numpy scalars count as numbers, bools do not), NaN, infinities and values outside
+    ``[low, high]`` raise ``ValueError``/``TypeError`` naming the
     rule and the value.
     """
     names = tuple(names)
@@ -94,11 +99,14 @@ def validate_attribute_mapping(
     out = []
     for name in names:
         value = mapping.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # numbers.Real admits numpy scalars (values read from arrays or configs); bool is excluded
+        # because {"noisiness": True} is far more likely a mistake than a weight of 1.
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{what}[{name!r}] must be a float, got {type(value).__name__} {value!r}")
         value = float(value)
-        if value != value or value < low or (high is not None and value > high):
-            rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-            raise ValueError(f"{what}[{name!r}] must be {rng}, got {value}")
+        # Infinite weights must be rejected too: the normalised loss would become inf/inf = NaN.
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{what}[{name!r}] must be a finite number {rng}, got {value}")
         out.append(value)
     return tuple(out)

@@ -1,0 +1,131 @@
+"""Shared fixtures: tiny random networks and checkpoints, synthetic images, the shared data folder.
+
+Nothing here downloads anything: networks are timm's tiny ``test_*`` models with random
+weights, and images are smooth random textures generated on the fly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attiqa_loss import AttiqaNet, create_attiqa_net, save_checkpoint
+
+TINY_BACKBONE = "test_resnet"
+
+
+def _devices() -> List[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+#: Devices to parametrise over (CUDA only where present).
+DEVICES = _devices()
+
+
+def make_texture(height: int, width: int, seed: int = 0, *, smoothness: int = 8) -> torch.Tensor:
+    """A smooth random RGB texture ``(3, H, W)`` in [0, 1] (upsampled low-resolution noise).
+
+    Smooth images stand in for photos: random pixel noise would sit at one extreme of
+    every attribute, while these have structure at several scales.
+    """
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, height // smoothness), max(2, width // smoothness), generator=g)
+    base = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    detail = 0.05 * torch.randn(1, 3, height, width, generator=g)
+    return (base + detail).clamp(0, 1)[0]
+
+
+@pytest.fixture
+def texture() -> Callable[..., torch.Tensor]:
+    """``texture(h, w, seed=0) -> (3, H, W)`` smooth random image in [0, 1]."""
+    return make_texture
+
+
+@pytest.fixture
+def image_batch() -> Callable[..., torch.Tensor]:
+    """``image_batch(b, h, w, seed=0) -> (B, 3, H, W)`` batch of smooth textures in [0, 1]."""
+
+    def build(batch: int = 2, height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
+        return torch.stack([make_texture(height, width, seed + i) for i in range(batch)])
+
+    return build
+
+
+def _write_png(path: Path, image: torch.Tensor) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(np.ascontiguousarray(arr)).save(path)
+    return path
+
+
+@pytest.fixture
+def write_png() -> Callable[..., Path]:
+    """``write_png(path, h=48, w=40, seed=0)`` writes an 8-bit RGB texture PNG and returns its path."""
+
+    def write(path, height: int = 48, width: int = 40, seed: int = 0) -> Path:
+        return _write_png(Path(path), make_texture(height, width, seed))
+
+    return write
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Callable[..., Path]:
+    """``image_folder(sizes=((48, 40),), name="images") -> folder`` with one PNG per size."""
+
+    def build(sizes: Sequence[Sequence[int]] = ((48, 40),), name: str = "images") -> Path:
+        folder = tmp_path / name
+        for i, (h, w) in enumerate(sizes):
+            _write_png(folder / f"img_{i:03d}.png", make_texture(h, w, seed=i))
+        return folder
+
+    return build
+
+
+def build_tiny_net(seed: int = 0, backbone: str = TINY_BACKBONE) -> AttiqaNet:
+    """A tiny randomly initialised :class:`AttiqaNet` in eval mode, reproducible from ``seed``."""
+    torch.manual_seed(seed)
+    return create_attiqa_net(backbone).eval()
+
+
+@pytest.fixture
+def tiny_net() -> AttiqaNet:
+    """A fresh tiny random :class:`AttiqaNet` (``test_resnet``) in eval mode; safe to modify."""
+    return build_tiny_net(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_path(tmp_path_factory) -> Path:
+    """A saved tiny checkpoint shared by the session: read it, never modify it."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(build_tiny_net(0), path, training={"recipe": "random-init test model"})
+    return path
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_net) -> Path:
+    """The ``tiny_net`` fixture saved to a private checkpoint file (free to modify or corrupt)."""
+    return save_checkpoint(tiny_net, tmp_path / "tiny.safetensors", training={"recipe": "random-init test model"})
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The project's shared photo folder (``<repo>/../shared/data``); skips when it is absent."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path} (a fresh clone has none)")
+    return path
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each available device: ``"cpu"`` always, ``"cuda"`` when present."""
+    return request.param
+
