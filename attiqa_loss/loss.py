@@ -65,6 +65,12 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    # Half/bfloat16 scores (autocast) are summed in float32; float64 stays float64 so
+    # double-precision checks (gradcheck) are not silently rounded to float32.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def attribute_distance(
     scores: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -75,7 +81,7 @@ def attribute_distance(
         - Output: scalar, or ``(B,)`` with ``reduction="none"``.
     """
     _check_reduction(reduction)
-    scores = scores.float()
+    scores = _at_least_float32(scores)
     per_image = ((scores - targets).abs() * weights).sum(dim=1) / weights.sum()
     if reduction == "mean":
         return per_image.mean()
@@ -218,7 +224,7 @@ class AttiqaLoss(nn.Module):
 
     def scores(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Higher-is-better attribute scores ``{name: (B,)}`` in [0, 1] (differentiable)."""
-        s = self._scores(images).float()
+        s = _at_least_float32(self._scores(images))
         return {name: s[:, i] for i, name in enumerate(self.attributes)}
 
     def extra_repr(self) -> str:

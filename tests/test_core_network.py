@@ -1,0 +1,92 @@
+"""AttiqaNet: the attribute-aware IQA network (METHOD.md section 5) on a tiny random backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net
+from attiqa_loss.network import IMAGENET_MEAN, IMAGENET_STD
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (32, 47), (97, 64)])
+def test_scores_shape_and_range(tiny_net, image_batch, hw):
+    out = tiny_net(image_batch(3, *hw))
+    assert out.shape == (3, len(ATTRIBUTES))
+    assert out.dtype == torch.float32
+    assert torch.all((out >= 0) & (out <= 1))
+
+
+def test_forward_is_sigmoid_of_head_of_features(tiny_net, image_batch):
+    x = image_batch(2)
+    feats = tiny_net.forward_features(x)
+    assert feats.shape == (2, tiny_net.num_features)
+    logits = tiny_net.forward_head(feats)
+    assert logits.shape == (2, 5)
+    torch.testing.assert_close(tiny_net(x), torch.sigmoid(logits))
+
+
+def test_heads_follow_attribute_order(tiny_net, image_batch):
+    x = image_batch(2)
+    before = tiny_net(x)
+    with torch.no_grad():
+        tiny_net.heads["brightness"].bias += 3.0
+    after = tiny_net(x)
+    changed = (after - before).abs().amax(dim=0) > 1e-4
+    assert changed.tolist() == [name == "brightness" for name in ATTRIBUTES]
+
+
+def test_normalisation_happens_inside(tiny_net, image_batch):
+    x = image_batch(2)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    by_hand = tiny_net.forward_head(tiny_net.backbone((x - mean) / std))
+    torch.testing.assert_close(tiny_net(x), torch.sigmoid(by_hand))
+
+
+def test_eval_mode_is_batch_independent(tiny_net, image_batch):
+    x = image_batch(3)
+    torch.testing.assert_close(tiny_net(x)[1:2], tiny_net(x[1:2]), rtol=1e-5, atol=1e-6)
+
+
+def test_config_rebuilds_the_same_architecture(tiny_net):
+    cfg = tiny_net.config()
+    assert cfg["backbone"] == "test_resnet"
+    assert cfg["attributes"] == list(ATTRIBUTES)
+    assert cfg["mean"] == pytest.approx(IMAGENET_MEAN) and cfg["std"] == pytest.approx(IMAGENET_STD)
+    rebuilt = AttiqaNet(cfg["backbone"], cfg["attributes"], cfg["mean"], cfg["std"], backbone_kwargs=cfg["backbone_kwargs"])
+    ref = tiny_net.state_dict()
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in ref.items()}
+    # normalisation travels in checkpoint metadata, not in the state dict
+    assert not any(k in ("mean", "std") for k in ref)
+
+
+@pytest.mark.parametrize("mean, std", [((0.5, 0.5), (0.5, 0.5, 0.5)), ((0.5,) * 3, (0.5, 0.0, 0.5)), ((0.5,) * 3, (1, 1, 1, 1))])
+def test_bad_normalisation(mean, std):
+    with pytest.raises(ValueError, match=r"mean and std must have 3 entries with std > 0, got mean="):
+        AttiqaNet("test_resnet", mean=mean, std=std)
+
+
+def test_unknown_backbone_is_an_error():
+    with pytest.raises(RuntimeError, match="not_a_timm_model"):
+        create_attiqa_net("not_a_timm_model")
+
+
+def test_forward_checks_inputs_unless_told_not_to(tiny_net):
+    with pytest.raises(ValueError, match=r"\[0, 1\].*max=255"):
+        tiny_net(torch.full((1, 3, 32, 32), 255.0))
+    out = tiny_net(torch.full((1, 3, 32, 32), 255.0), check=False)
+    assert out.shape == (1, 5)
+
+
+def test_custom_attribute_subset():
+    net = create_attiqa_net("test_resnet", attributes=("sharpness", "noisiness")).eval()
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+    assert list(net.heads) == ["sharpness", "noisiness"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_device(tiny_net, device, dtype):
+    net = tiny_net.to(device=device, dtype=dtype)
+    out = net(torch.rand(2, 3, 40, 33, device=device, dtype=dtype))
+    assert out.dtype == dtype and out.device.type == device
