@@ -1,0 +1,207 @@
+"""The synthetic teacher (METHOD.md section 6): graded degradations of pristine photos.
+
+Every step draws ``sources`` crops. For each crop one attribute is degraded at
+``levels`` distinct strengths (its ordinal label is ``1 - strength``; the other four
+attributes carry no label), optionally on top of a fixed *nuisance* degradation of
+another attribute shared by the whole group (so the network learns each attribute
+under the others). One extra, overlapping crop of the same photo at the same strength
+is added per group for the consistency term.
+
+Degradations are applied in a fixed, camera-like order (optics blur, contrast,
+colour, exposure, then sensor noise) so that a nuisance never changes the amount of
+the target degradation: noise is always added last, on top of darkening.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.io import list_images, read_image
+
+from .degradations import FAMILIES, degrade, list_families
+
+__all__ = ["PIPELINE_ORDER", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
+
+#: Order in which degradations are composed (a physical camera pipeline).
+PIPELINE_ORDER = ("sharpness", "contrast", "colorfulness", "brightness", "noisiness")
+
+
+@dataclass
+class SyntheticBatch:
+    """One training batch.
+
+    Attributes:
+        images: ``(N, 3, crop, crop)`` float in [0, 1].
+        labels: ``(N, 5)`` quality-aligned labels; NaN where an attribute has no label.
+        groups: ``(N,)`` group id; ranking and specificity compare images of one group.
+        pairs: ``(P, 2)`` indices of overlapping crops at the same strength (consistency).
+        target: ``(N,)`` index of the attribute degraded in each image's group.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+    pairs: torch.Tensor
+    target: torch.Tensor
+
+
+def split_holdout(files: Sequence[Path], every: int) -> tuple:
+    """Deterministic split of a sorted file list: every ``every``-th file is held out.
+
+    Returns ``(train_files, heldout_files)``; ``every <= 0`` holds nothing out.
+    """
+    files = sorted(files)
+    if every <= 0:
+        return list(files), []
+    held = [f for i, f in enumerate(files) if i % every == every - 1]
+    train = [f for i, f in enumerate(files) if i % every != every - 1]
+    return train, held
+
+
+def load_photos(files: Sequence[Path], *, max_side: int, min_side: int) -> List[torch.Tensor]:
+    """Decode photos once into uint8 ``(3, H, W)`` tensors (downscaled to ``max_side``).
+
+    Photos smaller than ``min_side`` are skipped with a warning.
+    """
+    out = []
+    for f in files:
+        img = read_image(f, max_side=max_side)
+        if min(img.shape[-2:]) < min_side:
+            print(f"synthetic teacher: skipping {f}: {tuple(img.shape[-2:])} is smaller than {min_side}px")
+            continue
+        out.append((img * 255).round().to(torch.uint8))
+    return out
+
+
+def _uniform(g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _randint(g: torch.Generator, n: int) -> int:
+    return int(torch.randint(n, (), generator=g))
+
+
+class SyntheticTeacher:
+    """Draws :class:`SyntheticBatch` es from in-memory photos; all randomness from a generator.
+
+    Args:
+        photos: uint8 ``(3, H, W)`` tensors (see :func:`load_photos`).
+        crop: side of the square training crops.
+        levels: strengths per group (>= 2).
+        min_gap: minimum difference between two strengths of one group.
+        nuisance_prob: probability that a group also carries a fixed degradation of
+            another attribute.
+        scale_range: photos are viewed at a random scale in this range before cropping.
+        families: per attribute, the family names to train on (default: the ``trained`` ones).
+    """
+
+    def __init__(
+        self,
+        photos: Sequence[torch.Tensor],
+        *,
+        crop: int = 192,
+        levels: int = 3,
+        min_gap: float = 0.15,
+        nuisance_prob: float = 0.5,
+        nuisance_max: float = 0.8,
+        scale_range: Sequence[float] = (0.5, 1.0),
+        families: Optional[dict] = None,
+    ) -> None:
+        if not photos:
+            raise ValueError("the synthetic teacher needs at least one photo, got none")
+        if levels < 2:
+            raise ValueError(f"levels must be >= 2, got {levels}")
+        if min_gap * (levels - 1) > 1:
+            raise ValueError(f"min_gap * (levels - 1) must be <= 1, got {min_gap} * {levels - 1}")
+        self.photos = list(photos)
+        self.crop = crop
+        self.levels = levels
+        self.min_gap = min_gap
+        self.nuisance_prob = nuisance_prob
+        self.nuisance_max = nuisance_max
+        self.scale_range = tuple(scale_range)
+        fams = families or {a: [f.name for f in list_families(a, trained=True)] for a in ATTRIBUTES}
+        for a, names in fams.items():
+            for n in names:
+                if a not in FAMILIES or n not in FAMILIES[a]:
+                    raise ValueError(f"unknown degradation family {a}/{n}")
+        self.families = {a: list(fams[a]) for a in ATTRIBUTES}
+
+    @property
+    def group_size(self) -> int:
+        return self.levels + 1
+
+    def _crops(self, g: torch.Generator) -> tuple:
+        photo = self.photos[_randint(g, len(self.photos))]
+        h, w = photo.shape[-2:]
+        scale = _uniform(g, *self.scale_range)
+        region = min(h, w, max(self.crop, round(self.crop / scale)))
+        top, left = _randint(g, h - region + 1), _randint(g, w - region + 1)
+        # A second crop overlapping the first by at least half in each direction.
+        shift = region // 4
+        top2 = min(max(0, top + _randint(g, 2 * shift + 1) - shift), h - region)
+        left2 = min(max(0, left + _randint(g, 2 * shift + 1) - shift), w - region)
+        crops = torch.stack([photo[:, top : top + region, left : left + region],
+                             photo[:, top2 : top2 + region, left2 : left2 + region]]).float() / 255
+        if region != self.crop:
+            crops = F.interpolate(crops, size=(self.crop, self.crop), mode="area")
+        if _uniform(g) < 0.5:
+            crops = crops.flip(-1)
+        return crops[:1], crops[1:]
+
+    def _strengths(self, g: torch.Generator) -> List[float]:
+        for _ in range(100):
+            s = sorted(_uniform(g) for _ in range(self.levels))
+            if all(b - a >= self.min_gap for a, b in zip(s, s[1:])):
+                return s
+        return [i / (self.levels - 1) for i in range(self.levels)]
+
+    def _apply(self, x: torch.Tensor, plan: dict, g: torch.Generator) -> torch.Tensor:
+        for attr in PIPELINE_ORDER:
+            if attr in plan:
+                family, strength = plan[attr]
+                x = degrade(x, attr, family, strength, g)
+        return x
+
+    def sample(self, sources: int, g: torch.Generator) -> SyntheticBatch:
+        """Draw ``sources`` groups of ``levels + 1`` images each."""
+        images, labels, groups, pairs, target = [], [], [], [], []
+        for src in range(sources):
+            base, other = self._crops(g)
+            a = _randint(g, len(ATTRIBUTES))
+            attr = ATTRIBUTES[a]
+            family = self.families[attr][_randint(g, len(self.families[attr]))]
+            plan = {}
+            if _uniform(g) < self.nuisance_prob:
+                others = [b for b in ATTRIBUTES if b != attr and self.families[b]]
+                b = others[_randint(g, len(others))]
+                plan[b] = (self.families[b][_randint(g, len(self.families[b]))], _uniform(g, 0, self.nuisance_max))
+            strengths = self._strengths(g)
+            pair_level = _randint(g, self.levels)
+            for k, s in enumerate(strengths):
+                plan[attr] = (family, s)
+                images.append(self._apply(base, plan, g))
+                if k == pair_level:
+                    pairs.append((len(images) - 1, None))
+            images.append(self._apply(other, {**plan, attr: (family, strengths[pair_level])}, g))
+            pairs[-1] = (pairs[-1][0], len(images) - 1)
+            for s in strengths + [strengths[pair_level]]:
+                row = torch.full((len(ATTRIBUTES),), math.nan)
+                row[a] = 1.0 - s
+                labels.append(row)
+                groups.append(src)
+                target.append(a)
+        return SyntheticBatch(
+            images=torch.cat(images),
+            labels=torch.stack(labels),
+            groups=torch.tensor(groups),
+            pairs=torch.tensor(pairs, dtype=torch.long),
+            target=torch.tensor(target),
+        )

@@ -1,0 +1,368 @@
+"""``attiqa-pretrain train``: train the attribute-aware network (METHOD.md section 6).
+
+Teachers: ``synthetic`` (graded degradations of pristine photos, no downloads) and/or
+``clip`` (pseudo-labels written by ``attiqa-pretrain label``). Single process, or DDP
+under ``torchrun`` (gloo on CPU, NCCL on GPU). Rank 0 writes TensorBoard logs, the
+resumable ``state.pt`` (atomic) and, at the end, ``checkpoint.safetensors`` that
+``AttiqaLoss(checkpoint=...)`` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
+from attiqa_loss.io import list_images
+
+from .config import add_config_arguments, config_from_args, config_to_dict, save_config
+from .degradations import list_families
+from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
+from .objectives import pretrain_losses
+from .state import load_state, save_state, step_generator
+from .synthetic import SyntheticTeacher, load_photos, split_holdout
+from .validity import family_srcc
+
+DESCRIPTION = __doc__
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet10t"
+    #: load ImageNet weights through timm (needs network, or ``pretrained_file``)
+    pretrained: bool = False
+    #: local weight file for the backbone (timm ``pretrained_cfg_overlay={"file": ...}``)
+    pretrained_file: Optional[str] = None
+
+
+@dataclass
+class SyntheticConfig:
+    enabled: bool = True
+    #: folders of pristine photos (``--images`` replaces this list)
+    images: List[str] = field(default_factory=list)
+    #: every N-th photo (sorted by path) is held out for validation; 0 = none
+    holdout_every: int = 5
+    max_side: int = 768
+    crop: int = 192
+    levels: int = 3
+    min_gap: float = 0.15
+    nuisance_prob: float = 0.5
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 1.0])
+
+
+@dataclass
+class ClipTeacherConfig:
+    enabled: bool = False
+    #: output folder of ``attiqa-pretrain label`` (``--labels`` sets this and enables the teacher)
+    labels: Optional[str] = None
+    #: fraction of each batch drawn from CLIP-labelled photos when both teachers are on
+    fraction: float = 0.5
+    crop: int = 224
+    max_side: int = 512
+
+
+@dataclass
+class LossConfig:
+    ranking: float = 1.0
+    calibration: float = 0.2
+    consistency: float = 0.5
+    specificity: float = 0.5
+    margin: float = 0.5
+    delta: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    amp: bool = True
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 20
+    val_every: int = 500
+    checkpoint_every: int = 250
+    #: store the exported checkpoint in float16 (half the size)
+    export_fp16: bool = False
+
+
+@dataclass
+class ValConfig:
+    levels: int = 6
+    max_images: int = 12
+    max_side: int = 384
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    clip: ClipTeacherConfig = field(default_factory=ClipTeacherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+
+
+class _Logits(nn.Module):
+    """Forward to logits, so DDP's hooks see the call that produces the loss."""
+
+    def __init__(self, net: AttiqaNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x))
+
+
+class ClipLabelled:
+    """Photos with CLIP pseudo-labels, drawn as random crops (group ``-1``: one ranking pool)."""
+
+    def __init__(self, label_dir: str, *, crop: int, max_side: int) -> None:
+        from .label import read_labels  # written by the labelling step
+
+        self.paths, self.labels = read_labels(label_dir)
+        if not self.paths:
+            raise ValueError(f"no labelled images in {label_dir}")
+        self.crop, self.max_side = crop, max_side
+
+    def sample(self, n: int, g: torch.Generator):
+        from attiqa_loss.io import read_image
+
+        idx = torch.randint(len(self.paths), (n,), generator=g).tolist()
+        images = []
+        for i in idx:
+            img = read_image(self.paths[i], max_side=self.max_side)
+            h, w = img.shape[-2:]
+            c = min(self.crop, h, w)
+            top, left = int(torch.randint(h - c + 1, (), generator=g)), int(torch.randint(w - c + 1, (), generator=g))
+            patch = img[:, top : top + c, left : left + c]
+            if c != self.crop:
+                patch = torch.nn.functional.interpolate(patch[None], size=(self.crop, self.crop), mode="bilinear")[0]
+            images.append(patch)
+        return torch.stack(images), self.labels[idx].clone()
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _build_synthetic(cfg: PretrainConfig):
+    files = list_images(cfg.synthetic.images)
+    train_files, held_files = split_holdout(files, cfg.synthetic.holdout_every)
+    teacher = SyntheticTeacher(
+        load_photos(train_files, max_side=cfg.synthetic.max_side, min_side=cfg.synthetic.crop // 2),
+        crop=cfg.synthetic.crop,
+        levels=cfg.synthetic.levels,
+        min_gap=cfg.synthetic.min_gap,
+        nuisance_prob=cfg.synthetic.nuisance_prob,
+        scale_range=cfg.synthetic.scale_range,
+    )
+    return teacher, train_files, held_files
+
+
+def validate(net: AttiqaNet, images: List[torch.Tensor], levels: int, device: torch.device) -> Dict[str, float]:
+    """Mean per-image SRCC of each attribute with its trained degradation families."""
+    net.eval()
+
+    def scorer(x):
+        return net(x.to(device), check=False)
+
+    out = {}
+    for attr in ATTRIBUTES:
+        vals = [family_srcc(scorer, images, attr, f.name, levels)["srcc"][:, ATTRIBUTES.index(attr)]
+                for f in list_families(attr, trained=True)]
+        out[attr] = float(torch.cat(vals).nanmean())
+    net.train()
+    return out
+
+
+def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Run the training described by ``cfg``; returns the exported checkpoint path."""
+    from tqdm.auto import tqdm
+
+    if not cfg.synthetic.enabled and not cfg.clip.enabled:
+        raise ValueError("enable at least one teacher: synthetic.enabled or clip.enabled (--labels DIR)")
+    if cfg.synthetic.enabled and not cfg.synthetic.images:
+        raise ValueError("the synthetic teacher needs photos: pass --images DIR or set synthetic.images")
+    if cfg.clip.enabled and not cfg.clip.labels:
+        raise ValueError("the clip teacher needs labels: pass --labels DIR (output of `attiqa-pretrain label`)")
+    if cfg.train.batch_size < 4:
+        raise ValueError(f"train.batch_size must be >= 4, got {cfg.train.batch_size}")
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    dist = init_distributed(cfg.train.device)
+    device = dist.device
+    out = Path(out)
+    torch.manual_seed(cfg.train.seed)
+    overlay = {"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None
+    net = create_attiqa_net(
+        cfg.model.backbone, pretrained=cfg.model.pretrained or overlay is not None, pretrained_cfg_overlay=overlay
+    ).to(device)
+    model: nn.Module = _Logits(net)
+    if dist.distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    synthetic = held = None
+    n_clip = 0
+    if cfg.synthetic.enabled:
+        synthetic, train_files, held_files = _build_synthetic(cfg)
+        held = [f for f in held_files][: cfg.val.max_images]
+    clip = None
+    if cfg.clip.enabled:
+        clip = ClipLabelled(cfg.clip.labels, crop=cfg.clip.crop, max_side=cfg.clip.max_side)
+        n_clip = cfg.train.batch_size if synthetic is None else round(cfg.train.batch_size * cfg.clip.fraction)
+    n_sources = 0 if synthetic is None else max(1, (cfg.train.batch_size - n_clip) // synthetic.group_size)
+
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
+    state_path = out / "state.pt"
+    start = 0
+    if resume and state_path.is_file():
+        start = load_state(state_path, map_location=device, model=net, optimizer=optimizer, scheduler=scheduler)
+        if dist.is_main:
+            print(f"resumed from {state_path} at step {start}", file=sys.stderr)
+
+    writer = None
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+        writer.add_text("config", "```\n" + __import__("yaml").safe_dump(config_to_dict(cfg)) + "\n```", start)
+    held_images = None
+    if dist.is_main and held:
+        from attiqa_loss.io import read_image
+
+        held_images = [read_image(f, max_side=cfg.val.max_side) for f in held]
+
+    use_amp = cfg.train.amp and device.type == "cuda"
+    weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,
+               "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity}
+    model.train()
+    t0, seen = time.perf_counter(), 0
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=not (progress and dist.is_main), unit="step", file=sys.stderr)
+    last_val: Dict[str, float] = {}
+    for step in range(start, cfg.train.steps):
+        g = step_generator(cfg.train.seed, step, dist.rank)
+        parts, terms = [], {}
+        images, labels, groups, pairs, target = [], [], [], None, None
+        if synthetic is not None:
+            b = synthetic.sample(n_sources, g)
+            images.append(b.images), labels.append(b.labels), groups.append(b.groups)
+            pairs, target = b.pairs, b.target
+        if clip is not None:
+            x, y = clip.sample(n_clip, g)
+            images.append(x), labels.append(y), groups.append(torch.full((len(x),), -1))
+        x = torch.cat(images).to(device, non_blocking=True)
+        y = torch.cat(labels).to(device)
+        grp = torch.cat(groups).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        n_syn = 0 if synthetic is None else len(b.labels)
+        terms = pretrain_losses(logits.float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
+        if synthetic is not None:
+            syn_terms = pretrain_losses(
+                logits[:n_syn].float(), y[:n_syn], grp[:n_syn], pairs=pairs.to(device), target=target.to(device)
+            )
+            terms["consistency"], terms["specificity"] = syn_terms["consistency"], syn_terms["specificity"]
+        loss = sum(weights[k] * v for k, v in terms.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seen += len(x)
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            logged = {k: float(all_reduce_mean(v.detach())) for k, v in terms.items()}
+            if writer is not None:
+                for k, v in logged.items():
+                    writer.add_scalar(f"loss/{k}", v, done)
+                writer.add_scalar("loss/total", sum(weights[k] * v for k, v in logged.items()), done)
+                writer.add_scalar("lr", scheduler.get_last_lr()[0], done)
+                rate = seen / (time.perf_counter() - t0)
+                writer.add_scalar("speed/images_per_s", rate, done)
+                bar.set_postfix({k[:4]: f"{v:.3f}" for k, v in logged.items()} | {"img/s": f"{rate:.1f}"})
+        if held_images is not None and (done % cfg.train.val_every == 0 or done == cfg.train.steps):
+            last_val = validate(net, held_images, cfg.val.levels, device)
+            for k, v in last_val.items():
+                writer.add_scalar(f"val/srcc/{k}", v, done)
+            bar.write("val SRCC " + " ".join(f"{k}={v:.3f}" for k, v in last_val.items()))
+        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+            if dist.is_main:
+                save_state(state_path, step=done, model=net, optimizer=optimizer, scheduler=scheduler)
+            barrier()
+        bar.update(1)
+    bar.close()
+    final = out / "checkpoint.safetensors"
+    if dist.is_main:
+        elapsed = time.perf_counter() - t0
+        training = {
+            "recipe": "attiqa-pretrain train",
+            "teachers": [t for t, on in (("synthetic", cfg.synthetic.enabled), ("clip", cfg.clip.enabled)) if on],
+            "config": config_to_dict(cfg),
+            "steps": cfg.train.steps,
+            "world_size": dist.world_size,
+            "holdout_files": [str(f) for f in (held or [])],
+            "val_srcc": last_val,
+            "wall_time_s_this_run": round(elapsed, 1),
+        }
+        save_checkpoint(net, final, training=training, dtype=torch.float16 if cfg.train.export_fp16 else None)
+        if writer is not None:
+            writer.add_hparams(
+                {"backbone": cfg.model.backbone, "steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
+                 "lr": cfg.train.lr},
+                {f"hparam/srcc_{k}": v for k, v in last_val.items()} or {"hparam/steps": float(cfg.train.steps)},
+                run_name="hparams",
+            )
+            writer.close()
+        print(f"wrote {final}", file=sys.stderr)
+    barrier()
+    cleanup_distributed()
+    return final
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--images", nargs="+", default=None, help="folders of pristine photos (synthetic teacher)")
+    parser.add_argument("--labels", default=None, help="output folder of `attiqa-pretrain label` (enables the clip teacher)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(PretrainConfig, args)
+    if args.images:
+        cfg.synthetic.images = list(args.images)
+    if args.labels:
+        cfg.clip.labels, cfg.clip.enabled = args.labels, True
+    try:
+        train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"attiqa-pretrain train: {exc}") from None
+    return 0

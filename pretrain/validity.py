@@ -1,0 +1,103 @@
+"""Does a score follow its degradation? Per-image SRCC against graded levels.
+
+Used for validation during training and by the validity report
+(``attiqa-pretrain validity``, :mod:`pretrain.validity_report`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from attiqa_loss.attributes import ATTRIBUTES
+
+from .degradations import degrade, graded_strengths
+
+__all__ = ["spearman", "graded_scores", "family_srcc"]
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, 5)
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share their mean rank), 0-based, along the last dim."""
+    order = x.argsort(dim=-1)
+    ranks = torch.empty_like(x, dtype=torch.float64)
+    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=torch.float64).expand_as(x).contiguous())
+    # Average tied ranks.
+    out = ranks.clone()
+    flat_x, flat_r, flat_o = x.reshape(-1, x.shape[-1]), ranks.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])
+    for row in range(flat_x.shape[0]):
+        vals, inv = torch.unique(flat_x[row], return_inverse=True)
+        if len(vals) < flat_x.shape[1]:
+            sums = torch.zeros(len(vals), dtype=torch.float64).index_add_(0, inv, flat_r[row])
+            cnts = torch.zeros(len(vals), dtype=torch.float64).index_add_(0, inv, torch.ones_like(flat_r[row]))
+            flat_o[row] = (sums / cnts)[inv]
+    return out
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation along the last dim (NaN where either side is constant)."""
+    ra, rb = _ranks(a.double()), _ranks(b.double())
+    ra = ra - ra.mean(-1, keepdim=True)
+    rb = rb - rb.mean(-1, keepdim=True)
+    den = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
+    return (ra * rb).sum(-1) / den
+
+
+@torch.no_grad()
+def graded_scores(
+    scorer: Scorer,
+    image: torch.Tensor,
+    attribute: str,
+    family: str,
+    levels: int,
+    *,
+    seed: int = 0,
+    base: Optional[Sequence[tuple]] = None,
+) -> torch.Tensor:
+    """Scores of one image degraded at ``levels`` graded strengths: ``(levels, 5)``.
+
+    ``base`` is an optional list of ``(attribute, family, strength)`` applied first to
+    every level (a second, fixed degradation: the mixed cases).
+    """
+    from .synthetic import PIPELINE_ORDER
+
+    x = image[None] if image.ndim == 3 else image
+    rows = []
+    for s in graded_strengths(levels).tolist():
+        plan = {a: (f, st) for a, f, st in (base or [])}
+        plan[attribute] = (family, s)
+        g = torch.Generator().manual_seed(seed)
+        y = x
+        for a in PIPELINE_ORDER:
+            if a in plan:
+                y = degrade(y, a, plan[a][0], plan[a][1], g)
+        rows.append(y)
+    return scorer(torch.cat(rows)).float().cpu()
+
+
+def family_srcc(
+    scorer: Scorer,
+    images: Sequence[torch.Tensor],
+    attribute: str,
+    family: str,
+    levels: int = 6,
+    *,
+    seed: int = 0,
+    base: Optional[Sequence[tuple]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Per-image SRCC between every attribute's score and ``1 - strength``.
+
+    Returns:
+        ``{"srcc": (n_images, 5), "shift": (n_images, 5)}``: the SRCC of each attribute's
+        score with the quality-aligned level, and each score's change from the lowest to
+        the highest strength (negative = the score fell).
+    """
+    quality = 1 - graded_strengths(levels).double()
+    srcc, shift = [], []
+    for i, img in enumerate(images):
+        s = graded_scores(scorer, img, attribute, family, levels, seed=seed + i, base=base)
+        srcc.append(spearman(s.T.double(), quality.expand(len(ATTRIBUTES), -1)))
+        shift.append(s[-1] - s[0])
+    return {"srcc": torch.stack(srcc).float(), "shift": torch.stack(shift).float()}
