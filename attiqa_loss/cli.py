@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .attributes import ATTRIBUTES
+from .checkpoint import CheckpointError
 from .io import ImageFiles, list_images
 from .loss import load_attiqa
 from .network import AttiqaNet
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attiqa-score",
         description=_HEADER,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit status 1 if any file could not be read or scored (the rest are still scored).",
+        epilog="Exit status 1 if any file could not be read or scored (the rest are still scored); "
+        "2 if a path does not exist, no image was found, or the model cannot be loaded.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", type=Path, default=None, help="a .safetensors model (default: the embedded one)")
@@ -145,7 +147,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not files:
         print("attiqa-score: no image files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
-    net = load_attiqa(args.checkpoint)
+    try:
+        net = load_attiqa(args.checkpoint)
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f"attiqa-score: cannot load the model: {exc}", file=sys.stderr)
+        return 2
     rows, failures = score_files(
         net,
         files,
@@ -155,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_side=args.max_side,
         progress=not args.no_progress,
     )
-    if rows:
+    # csv/json consumers get a parseable (header-only / empty) document even if nothing scored
+    if rows or args.format != "table":
         print(_format(rows, args.format))
     if args.logdir is not None and rows:
         by_file = dict(rows)
