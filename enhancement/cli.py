@@ -1,0 +1,190 @@
+"""``attiqa-enhance``: train a U-Net enhancer with AttiqaLoss, run it, or see the demo.
+
+    attiqa-enhance train --config configs/enhance_lowlight.yaml --data PHOTOS --out runs/lowlight
+    attiqa-enhance infer --checkpoint runs/lowlight --data DARK_PHOTOS --out runs/lowlight/enhanced
+    attiqa-enhance demo ...            (implemented in enhancement.demo)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from attiqa_loss import ATTRIBUTES
+
+__all__ = ["main", "build_parser"]
+
+_SCORES = "Attribute scores are in [0, 1] and quality-aligned, 1 = the desirable pole:\n" + "\n".join(
+    f"  {name:<13} {ATTRIBUTES.descriptions[name]}" for name in ATTRIBUTES
+)
+
+DESCRIPTION = f"""Low-light enhancement and denoising with a U-Net trained on fidelity losses plus
+AttiqaLoss (attribute-aware no-reference quality).
+
+  train   train an enhancer from a YAML config (paired, synthetic or unpaired data)
+  infer   enhance a folder of images with a trained enhancer; CSV of scores before/after
+  demo    the offline demonstration (see `attiqa-enhance demo --help`)
+
+{_SCORES}"""
+
+TRAIN_DESCRIPTION = f"""Train a U-Net enhancer (METHOD.md section 9).
+
+The config (YAML, see configs/enhance_*.yaml) sets the data mode (paired low/ + high/
+folders, synthetic pairs from clean photos, or unpaired low-light photos), the U-Net,
+each loss term's weight and the optimisation. --set overrides single values; unknown
+keys are an error. Runs under torchrun for DDP (gloo on CPU, NCCL on GPU).
+
+Writes to --out: config.yaml, checkpoint.pt (resume with --resume), enhancer.safetensors
+(the final weights, read by `infer`), metrics.json and TensorBoard logs in tb/.
+
+{_SCORES}"""
+
+INFER_DESCRIPTION = f"""Enhance every image under --data (any size; sizes and names are kept) and write
+the results to --out, with scores.csv listing each attribute before and after.
+
+{_SCORES}"""
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from pretrain.config import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="training images (replaces data.train_dir): clean photos for synthetic mode, a folder with "
+        "low/ and high/ for paired mode, low-light photos for unpaired mode",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt exactly where it stopped (reuses OUT/config.yaml when --config is not given)",
+    )
+
+
+def _add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="a run folder (with enhancer.safetensors) or the file")
+    p.add_argument("--data", type=Path, required=True, help="image file or folder (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for enhanced images and scores.csv")
+    p.add_argument(
+        "--attiqa-checkpoint",
+        type=Path,
+        default=None,
+        help="quality model (.safetensors) for the scores; default: the one the enhancer was trained with if it "
+        "still exists, else the model embedded in the package",
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attiqa-enhance", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+    _add_train_arguments(sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt))
+    _add_infer_arguments(sub.add_parser("infer", help="enhance a folder", description=INFER_DESCRIPTION, formatter_class=fmt))
+    sub.add_parser("demo", help="the offline demonstration (enhancement.demo)", add_help=False)
+    return parser
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> List[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _changed_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(prefix + k)
+    return keys
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pretrain.config import config_from_args, config_to_dict
+
+    from .config import EnhanceConfig
+    from .objectives import LpipsUnavailable
+    from .train import train
+
+    saved = args.out / "config.yaml"
+    if args.resume and args.config is None and saved.is_file():
+        args.config = saved
+    cfg = config_from_args(EnhanceConfig, args)
+    if args.data is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_dir=str(args.data)))
+    if args.resume and saved.is_file():
+        changed = [k for k in _changed_keys(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg)) if k != "train.steps"]
+        if changed:
+            print(f"attiqa-enhance: warning: resuming with a config that differs from {saved} in {changed}", file=sys.stderr)
+    try:
+        metrics = train(cfg, args.out, resume=args.resume)
+    except (FileNotFoundError, ValueError, LpipsUnavailable) as exc:
+        print(f"attiqa-enhance train: error: {exc}", file=sys.stderr)
+        return 2
+    if metrics:
+        print("\n".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from attiqa_loss import load_attiqa
+
+    from .infer import enhance_files, list_inputs, summarize, write_scores_csv, SCORES_FILENAME
+    from .weights import load_enhancer
+
+    try:
+        model, training = load_enhancer(args.checkpoint)
+        files = list_inputs(args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"attiqa-enhance infer: error: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print(f"attiqa-enhance infer: error: no images found in {args.data}", file=sys.stderr)
+        return 2
+    root = args.data if args.data.is_dir() else args.data.parent
+    if args.out.resolve() == root.resolve():
+        print(f"attiqa-enhance infer: error: --out must differ from the input folder {root} (it would overwrite it)", file=sys.stderr)
+        return 2
+    quality_path = args.attiqa_checkpoint
+    if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
+        quality_path = Path(training["attiqa_checkpoint"])
+    try:
+        quality = load_attiqa(quality_path)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"attiqa-enhance infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)", file=sys.stderr)
+        return 2
+    rows, failures = enhance_files(
+        model, files, root, args.out, quality=quality, device=torch.device(args.device), progress=not args.no_progress
+    )
+    write_scores_csv(rows, args.out / SCORES_FILENAME)
+    print(summarize(rows))
+    print(f"attiqa-enhance infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}", file=sys.stderr)
+    if failures:
+        print(f"attiqa-enhance infer: {len(failures)} image(s) failed:", file=sys.stderr)
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        # The demo owns its arguments (including --help); imported only when asked for.
+        return int(importlib.import_module("enhancement.demo").main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    return run_train(args) if args.command == "train" else run_infer(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

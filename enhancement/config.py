@@ -1,0 +1,253 @@
+"""Typed configuration of ``attiqa-enhance train`` (YAML -> dataclasses, see :mod:`pretrain.config`).
+
+Every section rejects unknown keys (``pretrain.config`` does that) and checks its values
+in ``__post_init__``, so a bad value fails at start-up with a message naming the key,
+not an hour into training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple
+
+from attiqa_loss.attributes import validate_attribute_mapping
+
+__all__ = [
+    "UNetConfig",
+    "LowLightSynthesisConfig",
+    "NoiseSynthesisConfig",
+    "DataConfig",
+    "LossConfig",
+    "TrainConfig",
+    "ValConfig",
+    "EnhanceConfig",
+]
+
+MIN_CROP = 32  # the quality network's smallest accepted input
+
+
+def _check_range(name: str, value: Tuple[float, float], low: float, high: Optional[float] = None) -> None:
+    if len(value) != 2 or value[0] > value[1]:
+        raise ValueError(f"{name} must be a [min, max] pair with min <= max, got {list(value)}")
+    if value[0] < low or (high is not None and value[1] > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must lie in {bound}, got {list(value)}")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass
+class UNetConfig:
+    """U-Net shape: ``width`` channels at full resolution, doubled at each of ``depth`` levels."""
+
+    width: int = 32
+    depth: int = 3
+    blocks: int = 2
+    max_width: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("width", "depth", "blocks", "max_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LowLightSynthesisConfig:
+    """Low-light synthesis: ``gain * x ** gamma`` with a colour cast, then sensor noise.
+
+    ``shot_noise`` is the Poisson scale ``a`` and ``read_noise`` the Gaussian sigma ``b`` of
+    the Poisson-Gaussian model ``var = a * y + b ** 2`` on the darkened signal ``y``.
+    """
+
+    exposure: Tuple[float, float] = (0.05, 0.5)
+    gamma: Tuple[float, float] = (1.0, 2.5)
+    color_cast: float = 0.1
+    shot_noise: Tuple[float, float] = (0.0, 0.01)
+    read_noise: Tuple[float, float] = (0.0, 0.02)
+
+    def __post_init__(self) -> None:
+        _check_range("lowlight.exposure", self.exposure, 1e-4, 1.0)
+        _check_range("lowlight.gamma", self.gamma, 1e-2)
+        _check_range("lowlight.shot_noise", self.shot_noise, 0.0)
+        _check_range("lowlight.read_noise", self.read_noise, 0.0)
+        if not 0 <= self.color_cast < 1:
+            raise ValueError(f"lowlight.color_cast must be in [0, 1), got {self.color_cast}")
+
+
+@dataclass
+class NoiseSynthesisConfig:
+    """Noise synthesis: Gaussian ``sigma`` or, with probability ``poisson_probability``,
+    Poisson-Gaussian ``var = shot_noise * x + read_noise ** 2``; levels drawn uniformly."""
+
+    sigma: Tuple[float, float] = (0.01, 0.2)
+    shot_noise: Tuple[float, float] = (0.001, 0.05)
+    read_noise: Tuple[float, float] = (0.0, 0.05)
+    poisson_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_range("noise.sigma", self.sigma, 0.0)
+        _check_range("noise.shot_noise", self.shot_noise, 0.0)
+        _check_range("noise.read_noise", self.read_noise, 0.0)
+        if not 0 <= self.poisson_probability <= 1:
+            raise ValueError(f"noise.poisson_probability must be in [0, 1], got {self.poisson_probability}")
+
+
+@dataclass
+class DataConfig:
+    """Where training pairs come from.
+
+    ``mode``: ``paired`` (``train_dir`` holds ``low/`` and ``high/`` with matching names),
+    ``synthetic`` (clean photos in ``train_dir``, degraded on the fly as ``task`` says) or
+    ``unpaired`` (low-light photos in ``train_dir``, no reference). ``--data DIR`` on the
+    command line replaces ``train_dir``. Validation uses ``val_dir`` (same layout) or,
+    when it is empty, ``val_images`` files held out of ``train_dir``.
+    """
+
+    mode: Literal["paired", "synthetic", "unpaired"] = "synthetic"
+    task: Literal["lowlight", "denoise"] = "lowlight"
+    train_dir: str = ""
+    val_dir: str = ""
+    val_images: int = 4
+    crop_size: int = 128
+    max_side: Optional[int] = None
+    flips: bool = True
+    rot90: bool = True
+    num_workers: int = 0
+    lowlight: LowLightSynthesisConfig = field(default_factory=LowLightSynthesisConfig)
+    noise: NoiseSynthesisConfig = field(default_factory=NoiseSynthesisConfig)
+
+    def __post_init__(self) -> None:
+        if self.crop_size < MIN_CROP:
+            raise ValueError(f"data.crop_size must be >= {MIN_CROP} (the quality network's minimum), got {self.crop_size}")
+        if self.max_side is not None and self.max_side < self.crop_size:
+            raise ValueError(f"data.max_side must be >= data.crop_size ({self.crop_size}), got {self.max_side}")
+        if self.val_images < 0 or self.num_workers < 0:
+            raise ValueError(
+                f"data.val_images and data.num_workers must be >= 0, got {self.val_images} and {self.num_workers}"
+            )
+
+
+@dataclass
+class LossConfig:
+    """Objective terms, each with its own weight (0 switches a term off).
+
+    Reference terms (need a target; ``paired``/``synthetic`` only): ``fidelity`` (L1 or
+    Charbonnier), ``ssim`` (1 - SSIM), ``lpips``. No-reference terms: ``attiqa``
+    (:class:`attiqa_loss.AttiqaLoss` with per-attribute ``attiqa_weights`` and
+    ``attiqa_targets``; scores are quality-aligned, 1 = desirable), ``exposure`` (mean
+    patch brightness towards ``exposure_level``) and ``tv`` (total variation).
+    ``attiqa_checkpoint``: a ``.safetensors`` quality model, or null for the model
+    embedded in the package.
+    """
+
+    fidelity: Literal["l1", "charbonnier"] = "charbonnier"
+    fidelity_weight: float = 1.0
+    charbonnier_eps: float = 1e-3
+    ssim_weight: float = 0.2
+    ssim_window: int = 11
+    lpips_weight: float = 0.0
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    lpips_allow_missing: bool = False
+    attiqa_weight: float = 0.1
+    attiqa_checkpoint: Optional[str] = None
+    attiqa_weights: Dict[str, float] = field(default_factory=dict)
+    attiqa_targets: Dict[str, float] = field(default_factory=dict)
+    exposure_weight: float = 0.0
+    exposure_level: float = 0.6
+    exposure_patch: int = 16
+    tv_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("fidelity_weight", "ssim_weight", "lpips_weight", "attiqa_weight", "exposure_weight", "tv_weight"):
+            _check_positive(f"loss.{name}", getattr(self, name), allow_zero=True)
+        _check_positive("loss.charbonnier_eps", self.charbonnier_eps)
+        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
+            raise ValueError(f"loss.ssim_window must be an odd integer >= 3, got {self.ssim_window}")
+        if not 0 < self.exposure_level < 1:
+            raise ValueError(f"loss.exposure_level must be in (0, 1), got {self.exposure_level}")
+        if self.exposure_patch < 1:
+            raise ValueError(f"loss.exposure_patch must be >= 1, got {self.exposure_patch}")
+        validate_attribute_mapping(self.attiqa_weights, "loss.attiqa_weights", low=0.0, high=None, default=1.0)
+        validate_attribute_mapping(self.attiqa_targets, "loss.attiqa_targets", low=0.0, high=1.0, default=1.0)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: AdamW, linear warmup then cosine decay to ``min_lr``, gradient
+    clipping (``grad_clip`` = 0 disables it), optional EMA of the weights (``ema_decay`` =
+    0 disables it). ``batch_size`` is per process: under torchrun the global batch is
+    ``batch_size * world_size``. ``amp``: ``auto`` = bfloat16 autocast on CUDA, off on CPU.
+    ``steps`` counts optimiser steps; checkpoints every ``ckpt_every`` steps."""
+
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _check_positive("train.lr", self.lr)
+        _check_positive("train.min_lr", self.min_lr, allow_zero=True)
+        _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("train.grad_clip", self.grad_clip, allow_zero=True)
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class ValConfig:
+    """Validation every ``every`` steps and at the end: PSNR/SSIM (LPIPS when it can be
+    loaded and ``lpips`` is true) and attribute scores of input, output and target.
+    Validation images are centre-cropped to ``crop_size`` (0 = whole image); ``grid_images``
+    of them go into the TensorBoard image grid."""
+
+    every: int = 500
+    crop_size: int = 256
+    grid_images: int = 4
+    lpips: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"val.every must be >= 1, got {self.every}")
+        if self.crop_size != 0 and self.crop_size < MIN_CROP:
+            raise ValueError(f"val.crop_size must be 0 (whole image) or >= {MIN_CROP}, got {self.crop_size}")
+        if self.grid_images < 0:
+            raise ValueError(f"val.grid_images must be >= 0, got {self.grid_images}")
+
+
+@dataclass
+class EnhanceConfig:
+    """The whole ``attiqa-enhance train`` configuration (see ``configs/enhance_*.yaml``)."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.mode == "unpaired":
+            used = [n for n in ("fidelity_weight", "ssim_weight", "lpips_weight") if getattr(self.loss, n) > 0]
+            if used:
+                raise ValueError(
+                    f"data.mode 'unpaired' has no reference images, so reference terms must be 0; "
+                    f"got {', '.join(f'loss.{n}={getattr(self.loss, n)}' for n in used)}"
+                )

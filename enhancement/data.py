@@ -1,0 +1,220 @@
+"""Training and validation data: paired folders, synthetic pairs from clean photos, unpaired photos.
+
+Items are addressed by ``(index, seed)`` and every random choice of an item (crop,
+flips, rotation, degradation) comes from ``torch.Generator().manual_seed(seed)``; the
+batch sampler draws indices and seeds from :func:`pretrain.state.step_generator`. So a
+batch depends only on ``(seed, step, rank)``, worker processes or not, and a resumed run
+sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from attiqa_loss.io import list_images, read_image
+from pretrain.state import step_generator
+
+from .synthesis import augment_together
+
+__all__ = [
+    "MODES",
+    "list_pairs",
+    "list_items",
+    "split_holdout",
+    "EnhanceDataset",
+    "StepBatchSampler",
+    "load_validation",
+]
+
+MODES = ("paired", "synthetic", "unpaired")
+PathLike = Union[str, os.PathLike]
+#: One training item: an image path, or a ``(low, high)`` pair of paths.
+Item = Union[Path, Tuple[Path, Path]]
+Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+
+
+def list_pairs(folder: PathLike) -> List[Tuple[Path, Path]]:
+    """``(low, high)`` path pairs from ``folder/low`` and ``folder/high``.
+
+    Files pair up by their path relative to ``low/``/``high/`` without the extension
+    (``low/a.jpg`` pairs with ``high/a.png``). Raises ``FileNotFoundError`` when a
+    sub-folder is missing and ``ValueError`` listing names found on one side only.
+    """
+    folder = Path(folder)
+    sides = {}
+    for side in ("low", "high"):
+        if not (folder / side).is_dir():
+            raise FileNotFoundError(f"paired data needs {folder / side}/ (with {folder}/low and {folder}/high), not found")
+        files = list_images([folder / side])
+        sides[side] = {str(f.relative_to(folder / side).with_suffix("")): f for f in files}
+    only_low = sorted(set(sides["low"]) - set(sides["high"]))
+    only_high = sorted(set(sides["high"]) - set(sides["low"]))
+    if only_low or only_high:
+        raise ValueError(
+            f"paired folders {folder}/low and {folder}/high must hold the same names; "
+            f"only in low/: {only_low[:10]}, only in high/: {only_high[:10]}"
+            + (" (lists truncated)" if max(len(only_low), len(only_high)) > 10 else "")
+        )
+    return [(sides["low"][k], sides["high"][k]) for k in sorted(sides["low"])]
+
+
+def list_items(folder: PathLike, mode: str) -> List[Item]:
+    """Training items of ``folder`` for ``mode`` (pairs for ``paired``, files otherwise)."""
+    _check_mode(mode)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder not found: {folder}")
+    items: List[Item] = list_pairs(folder) if mode == "paired" else list_images([folder])
+    if not items:
+        raise ValueError(f"no images found in {folder} (looked for {'low/ and high/ pairs' if mode == 'paired' else 'image files'})")
+    return items
+
+
+def split_holdout(items: Sequence[Item], count: int, seed: int) -> Tuple[List[Item], List[Item]]:
+    """Hold ``count`` items out for validation, chosen by ``seed``; returns ``(train, val)``."""
+    if count == 0:
+        return list(items), []
+    if count >= len(items):
+        raise ValueError(
+            f"holding out data.val_images={count} images for validation needs at least {count + 1} images, "
+            f"found {len(items)}; add images, set data.val_dir, or lower data.val_images"
+        )
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    held = set(order[:count])
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+
+
+def _read_pair(item: Tuple[Path, Path], max_side: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    low, high = read_image(item[0], max_side=max_side), read_image(item[1], max_side=max_side)
+    if low.shape != high.shape:
+        raise ValueError(
+            f"paired images differ in size: {item[0]} is {tuple(low.shape[1:])}, {item[1]} is {tuple(high.shape[1:])}"
+        )
+    return low, high
+
+
+class EnhanceDataset(Dataset):
+    """Training crops addressed by ``(index, seed)``.
+
+    Args:
+        items: from :func:`list_items`.
+        mode: ``"paired"`` | ``"synthetic"`` | ``"unpaired"``.
+        crop_size: side of the square training crop.
+        degrade: ``(clean (1, 3, H, W), generator) -> degraded`` for ``synthetic`` mode.
+        max_side: downscale photos whose longer side exceeds this before cropping.
+        flips, rot90: geometric augmentation, applied identically to input and target.
+
+    Returns (per item):
+        ``{"input": (3, S, S), "target": (3, S, S)}`` in [0, 1]; ``unpaired`` items have
+        no ``"target"``. In ``synthetic`` mode only the input is degraded.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        mode: str,
+        crop_size: int,
+        *,
+        degrade: Optional[Degrade] = None,
+        max_side: Optional[int] = None,
+        flips: bool = True,
+        rot90: bool = True,
+    ) -> None:
+        _check_mode(mode)
+        if mode == "synthetic" and degrade is None:
+            raise ValueError("synthetic mode needs a degrade function")
+        if not items:
+            raise ValueError("EnhanceDataset needs at least one item")
+        self.items, self.mode, self.crop_size = list(items), mode, crop_size
+        self.degrade, self.max_side, self.flips, self.rot90 = degrade, max_side, flips, rot90
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+        index, seed = key
+        g = torch.Generator().manual_seed(int(seed))
+        item = self.items[index]
+        if self.mode == "paired":
+            images = list(_read_pair(item, self.max_side))
+        else:
+            images = [read_image(item, max_side=self.max_side)]
+        crops = augment_together(images, self.crop_size, g, flips=self.flips, rot90=self.rot90)
+        if self.mode == "paired":
+            return {"input": crops[0], "target": crops[1]}
+        if self.mode == "unpaired":
+            return {"input": crops[0]}
+        return {"input": self.degrade(crops[0][None], g)[0].contiguous(), "target": crops[0]}
+
+
+class StepBatchSampler(Sampler):
+    """Yields, for each step in ``[start_step, steps)``, a batch of ``(index, seed)`` keys
+    drawn (with replacement) from ``step_generator(seed, step, rank)``.
+
+    Sampling with replacement per step needs no epoch bookkeeping, and ranks draw
+    independent batches because the rank is part of the generator's seed.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int, start_step: int, steps: int) -> None:
+        self.num_items, self.batch_size = num_items, batch_size
+        self.seed, self.rank, self.start_step, self.steps = seed, rank, start_step, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        for step in range(self.start_step, self.steps):
+            g = step_generator(self.seed, step, self.rank)
+            indices = torch.randint(self.num_items, (self.batch_size,), generator=g).tolist()
+            seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
+            yield list(zip(indices, seeds))
+
+
+def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    if size <= 0 or (h <= size and w <= size):
+        return image
+    ch, cw = min(h, size), min(w, size)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[..., top : top + ch, left : left + cw]
+
+
+def load_validation(
+    items: Sequence[Item],
+    mode: str,
+    *,
+    crop_size: int = 0,
+    degrade: Optional[Degrade] = None,
+    max_side: Optional[int] = None,
+    seed: int = 0,
+) -> List[Dict[str, object]]:
+    """Decode the validation set once: ``[{"name", "input", "target"?}]`` with ``(3, H, W)`` tensors.
+
+    Images are centre-cropped to ``crop_size`` (0 keeps them whole). Synthetic inputs
+    are degraded with a generator fixed per image, so every validation sees the same
+    inputs.
+    """
+    _check_mode(mode)
+    out: List[Dict[str, object]] = []
+    for i, item in enumerate(items):
+        if mode == "paired":
+            low, high = (_center_crop(im, crop_size) for im in _read_pair(item, max_side))
+            out.append({"name": item[1].name, "input": low, "target": high})
+            continue
+        image = _center_crop(read_image(item, max_side=max_side), crop_size)
+        if mode == "unpaired":
+            out.append({"name": item.name, "input": image})
+        else:
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * (i + 1))
+            out.append({"name": item.name, "input": degrade(image[None], g)[0], "target": image})
+    return out

@@ -1,0 +1,211 @@
+"""The enhancement objective: fidelity, SSIM, LPIPS, AttiqaLoss and no-reference regularisers.
+
+``total = sum_k weight_k * term_k`` over the terms with a positive weight. Reference
+terms compare the output with a target; no-reference terms (``attiqa``, ``exposure``,
+``tv``) need only the output, so they also serve unpaired training.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, Optional, Tuple
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attiqa_loss import AttiqaLoss
+
+__all__ = [
+    "REFERENCE_TERMS",
+    "charbonnier_loss",
+    "exposure_control_loss",
+    "total_variation_loss",
+    "LpipsUnavailable",
+    "load_lpips",
+    "resolve_lpips",
+    "EnhancementObjective",
+]
+
+REFERENCE_TERMS = ("fidelity", "ssim", "lpips")
+
+
+def charbonnier_loss(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean of ``sqrt((output - target) ** 2 + eps ** 2)``: L1 with a smooth minimum.
+
+    Shape: ``(B, C, H, W)`` twice -> scalar.
+    """
+    return torch.sqrt((output - target) ** 2 + eps * eps).mean()
+
+
+def exposure_control_loss(images: torch.Tensor, level: float = 0.6, patch: int = 16) -> torch.Tensor:
+    """Zero-DCE's exposure control: mean ``|local mean intensity - level|`` over
+    ``patch x patch`` tiles (whole image if it is smaller).
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in [0, 1].
+        level: the well-exposed grey level to pull tiles towards.
+        patch: tile side.
+
+    Returns:
+        Scalar; 0 when every tile's mean equals ``level``.
+    """
+    grey = images.mean(dim=1, keepdim=True)
+    k = max(1, min(patch, *grey.shape[-2:]))
+    return (F.avg_pool2d(grey, k) - level).abs().mean()
+
+
+def total_variation_loss(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (kornia ``total_variation``), averaged over the batch."""
+    return kornia.losses.total_variation(images, reduction="mean").mean()
+
+
+class LpipsUnavailable(RuntimeError):
+    """The lpips package or its backbone weights cannot be loaded."""
+
+
+def load_lpips(net: str = "alex") -> nn.Module:
+    """A frozen ``lpips.LPIPS`` metric in eval mode.
+
+    The lpips package ships its small linear heads, but builds the AlexNet/VGG/SqueezeNet
+    backbone through torchvision, which downloads ImageNet weights on first use (cached
+    under ``torch.hub.get_dir()``). Offline without that cache this fails.
+
+    Raises:
+        LpipsUnavailable: the package or the backbone weights could not be loaded; the
+            message says why and how to provide the weights.
+    """
+    try:
+        import lpips
+
+        model = lpips.LPIPS(net=net, verbose=False)
+    except Exception as exc:  # import error, URLError, corrupt cache file, ...
+        raise LpipsUnavailable(
+            f"LPIPS ({net}) is unavailable: {type(exc).__name__}: {exc}. lpips builds its backbone from "
+            f"torchvision's ImageNet weights, downloaded on first use into {torch.hub.get_dir()}/checkpoints; "
+            "copy them there on a machine without internet access"
+        ) from exc
+    model.eval().requires_grad_(False)
+    return model
+
+
+def resolve_lpips(net: str, *, weight: float, allow_missing: bool, for_metrics: bool) -> Optional[nn.Module]:
+    """Load LPIPS when the loss (``weight > 0``) or validation (``for_metrics``) wants it.
+
+    When it cannot be loaded: with ``weight > 0`` and not ``allow_missing`` the error is
+    raised; otherwise a message goes to stderr and ``None`` is returned (the LPIPS loss
+    term and metric are then off).
+    """
+    if weight <= 0 and not for_metrics:
+        return None
+    try:
+        return load_lpips(net)
+    except LpipsUnavailable as exc:
+        if weight > 0 and not allow_missing:
+            raise LpipsUnavailable(
+                f"{exc}. loss.lpips_weight={weight} needs it; set loss.lpips_allow_missing=true to train without "
+                "the LPIPS term, or loss.lpips_weight=0"
+            ) from exc
+        what = "the LPIPS loss term and metric are disabled" if weight > 0 else "the LPIPS metric is disabled"
+        print(f"attiqa-enhance: warning: {exc}; {what}", file=sys.stderr)
+        return None
+
+
+class EnhancementObjective(nn.Module):
+    """Weighted sum of enhancement loss terms (METHOD.md section 9).
+
+    Terms (weight 0 switches one off):
+
+    - ``fidelity``: L1 or Charbonnier distance to the target.
+    - ``ssim``: ``1 - SSIM`` (kornia ``ssim_loss`` is ``(1 - SSIM) / 2``; doubled here).
+    - ``lpips``: LPIPS distance (needs ``lpips_model``; inputs mapped from [0, 1] to [-1, 1]).
+    - ``attiqa``: :class:`attiqa_loss.AttiqaLoss` on the output (scores quality-aligned,
+      1 = desirable; the term is the weighted distance to the attribute targets).
+    - ``exposure``: :func:`exposure_control_loss`.
+    - ``tv``: :func:`total_variation_loss`.
+
+    Frozen models (LPIPS, the quality network) never leave eval mode.
+
+    Args:
+        fidelity: ``"l1"`` or ``"charbonnier"``.
+        weights: per-term weights, e.g. ``{"fidelity": 1.0, "attiqa": 0.1}``; missing = 0.
+        charbonnier_eps, ssim_window, exposure_level, exposure_patch: term settings.
+        lpips_model: a frozen LPIPS module, needed when ``weights["lpips"] > 0``.
+        attiqa: an :class:`AttiqaLoss`, needed when ``weights["attiqa"] > 0``.
+
+    Shape:
+        - output, target: ``(B, 3, H, W)`` float RGB in [0, 1].
+        - Returns ``(total scalar, {term: unweighted scalar})`` for the active terms.
+    """
+
+    TERMS = ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv")
+
+    def __init__(
+        self,
+        weights: Dict[str, float],
+        *,
+        fidelity: str = "charbonnier",
+        charbonnier_eps: float = 1e-3,
+        ssim_window: int = 11,
+        exposure_level: float = 0.6,
+        exposure_patch: int = 16,
+        lpips_model: Optional[nn.Module] = None,
+        attiqa: Optional[AttiqaLoss] = None,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(weights) - set(self.TERMS))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown}; expected a subset of {list(self.TERMS)}")
+        bad = {k: v for k, v in weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"loss term weights must be >= 0, got {bad}")
+        if fidelity not in ("l1", "charbonnier"):
+            raise ValueError(f"fidelity must be 'l1' or 'charbonnier', got {fidelity!r}")
+        self.weights = {k: float(v) for k, v in weights.items() if v > 0}
+        if not self.weights:
+            raise ValueError(f"at least one loss term needs a positive weight, got {dict(weights)}")
+        if "lpips" in self.weights and lpips_model is None:
+            raise ValueError("the lpips term has a positive weight but no LPIPS model was given")
+        if "attiqa" in self.weights and attiqa is None:
+            raise ValueError("the attiqa term has a positive weight but no AttiqaLoss was given")
+        self.fidelity, self.charbonnier_eps, self.ssim_window = fidelity, charbonnier_eps, ssim_window
+        self.exposure_level, self.exposure_patch = exposure_level, exposure_patch
+        self.lpips_model, self.attiqa = lpips_model, attiqa
+
+    @property
+    def needs_target(self) -> bool:
+        return any(t in self.weights for t in REFERENCE_TERMS)
+
+    def train(self, mode: bool = True) -> "EnhancementObjective":
+        super().train(mode)
+        if self.lpips_model is not None:
+            self.lpips_model.eval()
+        return self
+
+    def _term(self, name: str, output: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
+        if name == "fidelity":
+            if self.fidelity == "l1":
+                return F.l1_loss(output, target)
+            return charbonnier_loss(output, target, self.charbonnier_eps)
+        if name == "ssim":
+            return 2 * kornia.losses.ssim_loss(output, target, self.ssim_window)
+        if name == "lpips":
+            return self.lpips_model(output, target, normalize=True).mean()
+        if name == "attiqa":
+            return self.attiqa(output)
+        if name == "exposure":
+            return exposure_control_loss(output, self.exposure_level, self.exposure_patch)
+        return total_variation_loss(output)
+
+    def forward(
+        self, output: torch.Tensor, target: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        if target is None and self.needs_target:
+            used = [t for t in REFERENCE_TERMS if t in self.weights]
+            raise ValueError(f"loss terms {used} compare with a target, but no target was given (unpaired data?)")
+        output = output.float()
+        target = target.float() if target is not None else None
+        terms = {name: self._term(name, output, target).float() for name in self.weights}
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        return total, terms

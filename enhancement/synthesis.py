@@ -1,0 +1,192 @@
+"""Synthetic training pairs: kornia-based degradations and paired geometric augmentation.
+
+Every random draw takes an explicit ``torch.Generator`` (CPU), so a training step's
+pairs are a pure function of ``(seed, step, rank)`` (:func:`pretrain.state.step_generator`)
+and a resumed run replays them exactly. All images are float RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import kornia
+import torch
+
+__all__ = [
+    "uniform",
+    "darken",
+    "apply_color_cast",
+    "add_gaussian_noise",
+    "add_poisson_gaussian_noise",
+    "synthesize_low_light",
+    "synthesize_noise",
+    "augment_together",
+]
+
+
+def uniform(bounds: Tuple[float, float], n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` draws from ``U(bounds[0], bounds[1])`` as a float32 ``(n,)`` CPU tensor."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+
+def _per_image(value: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return value.to(images.device, images.dtype).view(-1, *([1] * (images.ndim - 1)))
+
+
+def _randn_like(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    # Drawn on the CPU so the same generator gives the same noise on every device.
+    return torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+
+
+def darken(images: torch.Tensor, gain: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Under-exposure: ``gain * x ** gamma`` per image (kornia ``adjust_gamma``).
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in [0, 1].
+        gain: ``(B,)`` exposure factors in (0, 1]; smaller is darker.
+        gamma: ``(B,)`` exponents; above 1 crushes shadows further.
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1], never brighter than ``images`` when gain <= 1, gamma >= 1.
+    """
+    return kornia.enhance.adjust_gamma(images, gamma.to(images.device), gain.to(images.device))
+
+
+def apply_color_cast(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Multiply each channel by ``gains`` ``(B, 3)`` (a white-balance error), clipped to [0, 1]."""
+    return (images * gains.to(images.device, images.dtype)[:, :, None, None]).clamp(0, 1)
+
+
+def add_gaussian_noise(images: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Additive white Gaussian noise with per-image standard deviation ``sigma`` ``(B,)``; clipped to [0, 1]."""
+    return (images + _per_image(sigma, images) * _randn_like(images, generator)).clamp(0, 1)
+
+
+def add_poisson_gaussian_noise(
+    images: torch.Tensor, shot: torch.Tensor, read: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Sensor noise with variance ``shot * x + read ** 2`` (signal-dependent shot noise plus
+    read noise), in the usual heteroscedastic Gaussian approximation of the Poisson part.
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in [0, 1] (the clean signal ``x``).
+        shot: ``(B,)`` Poisson scale ``a`` (``a = 1 / photons at full scale``).
+        read: ``(B,)`` read-noise standard deviation ``b``.
+        generator: CPU generator for the noise.
+
+    Returns:
+        ``(B, 3, H, W)`` noisy images clipped to [0, 1].
+    """
+    var = _per_image(shot, images) * images.clamp(min=0) + _per_image(read, images) ** 2
+    return (images + var.sqrt() * _randn_like(images, generator)).clamp(0, 1)
+
+
+def synthesize_low_light(
+    clean: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    exposure: Tuple[float, float] = (0.05, 0.5),
+    gamma: Tuple[float, float] = (1.0, 2.5),
+    color_cast: float = 0.1,
+    shot_noise: Tuple[float, float] = (0.0, 0.01),
+    read_noise: Tuple[float, float] = (0.0, 0.02),
+) -> torch.Tensor:
+    """Turn well-exposed photos into plausible low-light shots.
+
+    Per image: exposure gain and gamma darkening (:func:`darken`), a colour cast (channel
+    gains ``1 + U(-color_cast, color_cast)`` rescaled to mean 1, so it shifts hue, not
+    brightness), then Poisson-Gaussian sensor noise on the dark signal. Each parameter is
+    drawn uniformly from its ``(min, max)`` range.
+
+    Args:
+        clean: ``(B, 3, H, W)`` float RGB in [0, 1].
+        generator: CPU generator (all draws, including the noise).
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    b = clean.shape[0]
+    gain, gam = uniform(exposure, b, generator), uniform(gamma, b, generator)
+    cast = 1 + (2 * torch.rand(b, 3, generator=generator) - 1) * color_cast
+    cast = cast / cast.mean(dim=1, keepdim=True)
+    shot, read = uniform(shot_noise, b, generator), uniform(read_noise, b, generator)
+    low = apply_color_cast(darken(clean, gain, gam), cast)
+    return add_poisson_gaussian_noise(low, shot, read, generator)
+
+
+def synthesize_noise(
+    clean: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    sigma: Tuple[float, float] = (0.01, 0.2),
+    shot_noise: Tuple[float, float] = (0.001, 0.05),
+    read_noise: Tuple[float, float] = (0.0, 0.05),
+    poisson_probability: float = 0.5,
+) -> torch.Tensor:
+    """Noisy versions of clean photos for denoising.
+
+    Per image, with probability ``poisson_probability`` Poisson-Gaussian noise
+    (``shot_noise``, ``read_noise`` ranges), otherwise Gaussian noise of standard deviation
+    drawn from ``sigma``.
+
+    Args:
+        clean: ``(B, 3, H, W)`` float RGB in [0, 1].
+        generator: CPU generator.
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    b = clean.shape[0]
+    use_pg = torch.rand(b, generator=generator) < poisson_probability
+    sig = uniform(sigma, b, generator)
+    shot, read = uniform(shot_noise, b, generator), uniform(read_noise, b, generator)
+    # Gaussian noise is Poisson-Gaussian noise with no shot part.
+    shot = torch.where(use_pg, shot, torch.zeros_like(shot))
+    read = torch.where(use_pg, read, sig)
+    return add_poisson_gaussian_noise(clean, shot, read, generator)
+
+
+def augment_together(
+    images: Sequence[torch.Tensor],
+    size: int,
+    generator: torch.Generator,
+    *,
+    flips: bool = True,
+    rot90: bool = True,
+) -> List[torch.Tensor]:
+    """One random crop, flips and quarter-turn, applied identically to every image.
+
+    Use it on an (input, target) pair so they stay aligned. An image smaller than
+    ``size`` is first upscaled (kornia ``resize``, shorter side to ``size``).
+
+    Args:
+        images: tensors of the same shape ``(3, H, W)``.
+        size: side of the square crop.
+        generator: CPU generator for the crop position, flips and rotation.
+        flips: random horizontal and vertical flips.
+        rot90: random rotation by a multiple of 90 degrees.
+
+    Returns:
+        List of ``(3, size, size)`` tensors, in the order given.
+    """
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images to augment together must share one shape, got {sorted(shapes)}")
+    out = list(images)
+    h, w = out[0].shape[-2:]
+    if min(h, w) < size:
+        out = [kornia.geometry.transform.resize(im[None], size, side="short", antialias=True)[0] for im in out]
+        h, w = out[0].shape[-2:]
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    hflip, vflip = (torch.rand(2, generator=generator) < 0.5).tolist()
+    turns = int(torch.randint(0, 4, (1,), generator=generator))
+    out = [im[..., top : top + size, left : left + size] for im in out]
+    if flips and hflip:
+        out = [kornia.geometry.transform.hflip(im) for im in out]
+    if flips and vflip:
+        out = [kornia.geometry.transform.vflip(im) for im in out]
+    if rot90 and turns:
+        out = [torch.rot90(im, turns, dims=(-2, -1)) for im in out]
+    return [im.contiguous() for im in out]
