@@ -103,15 +103,21 @@ def read_image(path: PathLike, *, max_side: Optional[int] = None) -> torch.Tenso
 
     with Image.open(path) as im:
         im.load()
+        size = im.size
+        if max_side is not None and max(size) > max_side:
+            scale = max_side / max(size)
+            size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode.startswith("I;16") else 255.0)
-            arr = np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=-1)
+            grey = Image.fromarray(np.clip(arr, 0, 1))  # mode "F": resized in float, precision kept
+            if size != grey.size:
+                grey = grey.resize(size, Image.BOX)
+            arr = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
             t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         else:
             im = im.convert("RGB")
-            if max_side is not None and max(im.size) > max_side:
-                scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BOX)
+            if size != im.size:
+                im = im.resize(size, Image.BOX)
             t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
     return t
 
