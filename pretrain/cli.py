@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "train": ("pretrain.train", "train the attribute-aware network (clip and/or synthetic teacher)"),
     "finetune": ("pretrain.finetune", "fit a MOS quality head on a path,mos CSV (probe or full fine-tune)"),
     "evaluate": ("pretrain.evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
+    "validity": ("pretrain.validity_report", "does each score follow its own degradation? (held-out photos)"),
 }
 
 DESCRIPTION = """ATTIQA pretraining pipeline.
