@@ -224,7 +224,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     n_clip = 0
     if cfg.synthetic.enabled:
         synthetic, train_files, held_files = _build_synthetic(cfg)
-        held = [f for f in held_files][: cfg.val.max_images]
+        held = list(held_files)
     clip = None
     if cfg.clip.enabled:
         clip = ClipLabelled(cfg.clip.labels, crop=cfg.clip.crop, max_side=cfg.clip.max_side)
@@ -257,7 +257,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     if dist.is_main and held:
         from attiqa_loss.io import read_image
 
-        held_images = [read_image(f, max_side=cfg.val.max_side) for f in held]
+        held_images = [read_image(f, max_side=cfg.val.max_side) for f in held[: cfg.val.max_images]]
 
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,

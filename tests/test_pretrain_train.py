@@ -1,0 +1,192 @@
+"""The pretraining objective and `attiqa-pretrain train`: gradients, resume, export, DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attiqa_loss import AttiqaLoss, create_attiqa_net, read_checkpoint_metadata
+from pretrain.config import ConfigError, load_config
+from pretrain.objectives import (
+    calibration_loss,
+    consistency_loss,
+    pretrain_losses,
+    ranking_loss,
+    specificity_loss,
+)
+from pretrain.synthetic import SyntheticTeacher
+from pretrain.train import PretrainConfig, train
+
+from conftest import make_texture
+
+NAN = math.nan
+
+
+def test_ranking_loss_orders_and_masks():
+    y = torch.tensor([[1.0, NAN], [0.0, NAN]])
+    g = torch.zeros(2, dtype=torch.long)
+    right = torch.tensor([[0.9, 0.2], [0.1, 0.9]])
+    wrong = torch.tensor([[0.1, 0.2], [0.9, 0.9]])
+    assert ranking_loss(right, y, g, margin=0.5) == 0
+    # reversed: hinge = margin * 1 - (0.1 - 0.9) = 1.3
+    assert torch.isclose(ranking_loss(wrong, y, g, margin=0.5), torch.tensor(1.3))
+    # Column 2 carries no labels, so its scores never matter.
+    assert ranking_loss(torch.tensor([[0.9, 0.0], [0.1, 1.0]]), y, g) == 0
+    # Different groups are never compared.
+    assert ranking_loss(wrong, y, torch.tensor([0, 1])) == 0
+    # Pairs closer than delta are ignored.
+    assert ranking_loss(wrong, torch.tensor([[0.52, NAN], [0.5, NAN]]), g, delta=0.05) == 0
+
+
+def test_calibration_consistency_specificity_known_values():
+    logits = torch.tensor([[0.0, 2.0]])
+    labels = torch.tensor([[0.5, NAN]])
+    assert torch.isclose(calibration_loss(logits, labels), torch.tensor(math.log(2.0)))
+    s = torch.tensor([[0.2, 0.5], [0.6, 0.5]])
+    assert torch.isclose(consistency_loss(s, torch.tensor([[0, 1]])), torch.tensor(0.2))
+    # Attribute 0 is the target (free to vary); attribute 1 is off-target and constant.
+    assert specificity_loss(s, torch.tensor([0, 0]), torch.tensor([0, 0])) == 0
+    assert torch.isclose(specificity_loss(s, torch.tensor([0, 0]), torch.tensor([1, 1])), torch.tensor(0.2))
+
+
+def test_every_head_parameter_gets_a_gradient_from_each_term():
+    torch.manual_seed(0)
+    net = create_attiqa_net("test_resnet")
+    photos = [(make_texture(120, 140, s) * 255).byte() for s in range(2)]
+    batch = SyntheticTeacher(photos, crop=48).sample(10, torch.Generator().manual_seed(0))
+    logits = net.forward_head(net.forward_features(batch.images))
+    terms = pretrain_losses(logits, batch.labels, batch.groups, pairs=batch.pairs, target=batch.target)
+    assert set(terms) == {"ranking", "calibration", "consistency", "specificity"}
+    for name, term in terms.items():
+        net.zero_grad()
+        term.backward(retain_graph=True)
+        grads = [p.grad for p in net.backbone.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), f"{name} sends no gradient to the backbone"
+    net.zero_grad()
+    sum(terms.values()).backward()
+    for name, p in net.heads.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # Heads of attributes degraded in this batch all learn.
+    learned = {n.split(".")[0] for n, p in net.heads.named_parameters() if p.grad.abs().sum() > 0}
+    assert len(learned) >= 3
+
+
+@pytest.fixture
+def photo_dir(write_png, tmp_path):
+    folder = tmp_path / "photos"
+    for i in range(6):
+        write_png(folder / f"p{i}.png", 96, 112, seed=i)
+    return folder
+
+
+def _cfg(photo_dir, steps, **extra):
+    sets = [
+        f"train.steps={steps}", "train.batch_size=8", "train.checkpoint_every=2", "train.val_every=1000",
+        "train.warmup_steps=2", "train.threads=1", "model.backbone=test_resnet", "synthetic.crop=48",
+        "synthetic.holdout_every=3", "val.max_images=1", "val.levels=3",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    cfg = load_config(PretrainConfig, None, sets)
+    cfg.synthetic.images = [str(photo_dir)]
+    return cfg
+
+
+def test_train_exports_a_checkpoint_that_attiqaloss_loads(photo_dir, tmp_path):
+    out = train(_cfg(photo_dir, 3), tmp_path / "run", progress=False)
+    assert out == tmp_path / "run" / "checkpoint.safetensors"
+    meta = read_checkpoint_metadata(out)
+    assert meta["backbone"] == "test_resnet"
+    assert meta["training"]["teachers"] == ["synthetic"]
+    assert len(meta["training"]["holdout_files"]) == 2
+    loss = AttiqaLoss(checkpoint=out)
+    x = torch.rand(2, 3, 40, 40, requires_grad=True)
+    loss(x).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch):
+    import pretrain.train as train_module
+
+    full = train(_cfg(photo_dir, 4), tmp_path / "full", progress=False)
+
+    # Kill the second run right after its step-2 state is on disk.
+    real_save = train_module.save_state
+
+    def save_then_die(path, *, step, **objects):
+        real_save(path, step=step, **objects)
+        if step == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(photo_dir, 4), part, progress=False)
+    assert not (part / "checkpoint.safetensors").exists()
+    monkeypatch.setattr(train_module, "save_state", real_save)
+    # Count the steps the resumed run executes: it must continue at step 2, not restart
+    # (a restart from the same seed would also end with equal weights).
+    steps_run = []
+    real_gen = train_module.step_generator
+    monkeypatch.setattr(train_module, "step_generator", lambda seed, step, rank=0: steps_run.append(step) or real_gen(seed, step, rank))
+    resumed = train(_cfg(photo_dir, 4), part, resume=True, progress=False)
+    assert steps_run == [2, 3]
+    a, b = load_file(str(full)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+def test_config_rejects_unknown_keys_and_missing_teacher(photo_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'train.stepz'"):
+        load_config(PretrainConfig, None, ["train.stepz=3"])
+    cfg = _cfg(photo_dir, 1)
+    cfg.synthetic.enabled = False
+    with pytest.raises(ValueError, match="enable at least one teacher"):
+        train(cfg, tmp_path / "x", progress=False)
+    cfg = _cfg(photo_dir, 1)
+    cfg.synthetic.images = []
+    with pytest.raises(ValueError, match="needs photos"):
+        train(cfg, tmp_path / "x", progress=False)
+
+
+def test_cli_help_and_shipped_configs_load():
+    from pretrain.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(PretrainConfig, root / "configs" / "pretrain_synthetic.yaml")
+    assert cfg.model.backbone == "resnet10t" and cfg.synthetic.enabled and not cfg.clip.enabled
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_torchrun_trains_on_cpu(photo_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "pretrain.cli", "train", "--out", str(out),
+        "--images", str(photo_dir), "--no-progress",
+        "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "model.backbone=test_resnet",
+        "--set", "synthetic.crop=48", "--set", "train.threads=1", "--set", "train.val_every=1000",
+        "--set", "synthetic.holdout_every=0", "--set", "train.device=cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = read_checkpoint_metadata(out / "checkpoint.safetensors")
+    assert meta["training"]["world_size"] == 2
