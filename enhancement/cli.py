@@ -65,12 +65,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/checkpoint.pt exactly where it stopped (reuses OUT/config.yaml when --config is not given)",
+        help="continue from OUT/checkpoint.pt exactly where it stopped "
+        "(reuses OUT/config.yaml when --config is not given)",
     )
 
 
 def _add_infer_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="a run folder (with enhancer.safetensors) or the file")
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run folder (with enhancer.safetensors) or the file"
+    )
     p.add_argument("--data", type=Path, required=True, help="image file or folder (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="output folder for enhanced images and scores.csv")
     p.add_argument(
@@ -90,10 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fmt = argparse.RawDescriptionHelpFormatter
-    _add_train_arguments(sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt))
-    _add_infer_arguments(sub.add_parser("infer", help="enhance a folder", description=INFER_DESCRIPTION, formatter_class=fmt))
+    _add_train_arguments(
+        sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt)
+    )
+    _add_infer_arguments(
+        sub.add_parser("infer", help="enhance a folder", description=INFER_DESCRIPTION, formatter_class=fmt)
+    )
     sub.add_parser("demo", help="the offline demonstration (enhancement.demo)", add_help=False)
     return parser
+
+
+def _say(message: str) -> None:
+    print(f"attiqa-enhance {message}", file=sys.stderr)
 
 
 def _changed_keys(a: dict, b: dict, prefix: str = "") -> List[str]:
@@ -123,13 +134,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_dir=str(args.data)))
     if args.resume and saved.is_file():
-        changed = [k for k in _changed_keys(yaml.safe_load(saved.read_text()) or {}, config_to_dict(cfg)) if k != "train.steps"]
+        before = yaml.safe_load(saved.read_text()) or {}
+        changed = [k for k in _changed_keys(before, config_to_dict(cfg)) if k != "train.steps"]
         if changed:
-            print(f"attiqa-enhance: warning: resuming with a config that differs from {saved} in {changed}", file=sys.stderr)
+            _say(f"train: warning: resuming with a config that differs from {saved} in {changed}")
     try:
         metrics = train(cfg, args.out, resume=args.resume)
     except (FileNotFoundError, ValueError, LpipsUnavailable) as exc:
-        print(f"attiqa-enhance train: error: {exc}", file=sys.stderr)
+        _say(f"train: error: {exc}")
         return 2
     if metrics:
         print("\n".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())))
@@ -146,14 +158,14 @@ def run_infer(args: argparse.Namespace) -> int:
         model, training = load_enhancer(args.checkpoint)
         files = list_inputs(args.data)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"attiqa-enhance infer: error: {exc}", file=sys.stderr)
+        _say(f"infer: error: {exc}")
         return 2
     if not files:
-        print(f"attiqa-enhance infer: error: no images found in {args.data}", file=sys.stderr)
+        _say(f"infer: error: no images found in {args.data}")
         return 2
     root = args.data if args.data.is_dir() else args.data.parent
     if args.out.resolve() == root.resolve():
-        print(f"attiqa-enhance infer: error: --out must differ from the input folder {root} (it would overwrite it)", file=sys.stderr)
+        _say(f"infer: error: --out must differ from the input folder {root} (it would overwrite it)")
         return 2
     quality_path = args.attiqa_checkpoint
     if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
@@ -161,16 +173,16 @@ def run_infer(args: argparse.Namespace) -> int:
     try:
         quality = load_attiqa(quality_path)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"attiqa-enhance infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)", file=sys.stderr)
+        _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
         return 2
     rows, failures = enhance_files(
         model, files, root, args.out, quality=quality, device=torch.device(args.device), progress=not args.no_progress
     )
     write_scores_csv(rows, args.out / SCORES_FILENAME)
     print(summarize(rows))
-    print(f"attiqa-enhance infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}", file=sys.stderr)
+    _say(f"infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}")
     if failures:
-        print(f"attiqa-enhance infer: {len(failures)} image(s) failed:", file=sys.stderr)
+        _say(f"infer: {len(failures)} image(s) failed:")
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1

@@ -121,7 +121,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.crop_size < MIN_CROP:
-            raise ValueError(f"data.crop_size must be >= {MIN_CROP} (the quality network's minimum), got {self.crop_size}")
+            raise ValueError(
+                f"data.crop_size must be >= {MIN_CROP} (the quality network's minimum), got {self.crop_size}"
+            )
         if self.max_side is not None and self.max_side < self.crop_size:
             raise ValueError(f"data.max_side must be >= data.crop_size ({self.crop_size}), got {self.max_side}")
         if self.val_images < 0 or self.num_workers < 0:

@@ -54,7 +54,9 @@ def list_pairs(folder: PathLike) -> List[Tuple[Path, Path]]:
     sides = {}
     for side in ("low", "high"):
         if not (folder / side).is_dir():
-            raise FileNotFoundError(f"paired data needs {folder / side}/ (with {folder}/low and {folder}/high), not found")
+            raise FileNotFoundError(
+                f"paired data needs {folder / side}/ (with {folder}/low and {folder}/high), not found"
+            )
         files = list_images([folder / side])
         sides[side] = {str(f.relative_to(folder / side).with_suffix("")): f for f in files}
     only_low = sorted(set(sides["low"]) - set(sides["high"]))
@@ -76,7 +78,8 @@ def list_items(folder: PathLike, mode: str) -> List[Item]:
         raise FileNotFoundError(f"data folder not found: {folder}")
     items: List[Item] = list_pairs(folder) if mode == "paired" else list_images([folder])
     if not items:
-        raise ValueError(f"no images found in {folder} (looked for {'low/ and high/ pairs' if mode == 'paired' else 'image files'})")
+        looked_for = "low/ and high/ pairs" if mode == "paired" else "image files"
+        raise ValueError(f"no images found in {folder} (looked for {looked_for})")
     return items
 
 

@@ -151,6 +151,7 @@ class _Trainer:
         self.ema = ModelEma(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
         self.last_metrics: Dict[str, float] = {}
+        self.validated_at = -1  # on every rank, so all ranks agree on the barriers to enter
 
     @property
     def checkpoint_path(self) -> Path:
@@ -189,6 +190,7 @@ class _Trainer:
         return model
 
     def validate(self, log: RunLogger) -> None:
+        self.validated_at = self.step
         if self.info.is_main and self.val:
             model = self.eval_model()
             metrics, scores, kept = evaluate(
@@ -290,7 +292,7 @@ class _Trainer:
                     self.validate(log)
                 if self.step % t.ckpt_every == 0 or self.step == t.steps:
                     self.save_checkpoint()
-            if not self.last_metrics:  # resumed at the end, or no validation step was reached
+            if self.validated_at != self.step:  # resumed at the end: still report the final weights
                 self.validate(log)
             self.export(log)
         finally:

@@ -49,11 +49,15 @@ def resolve_enhancer_path(run_or_file: PathLike) -> Path:
     if p.is_dir():
         p = p / ENHANCER_FILENAME
     if not p.is_file():
-        raise FileNotFoundError(f"no enhancer weights at {p} (expected a run folder with {ENHANCER_FILENAME} or the file)")
+        raise FileNotFoundError(
+            f"no enhancer weights at {p} (expected a run folder with {ENHANCER_FILENAME} or the file)"
+        )
     return p
 
 
-def load_enhancer(run_or_file: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Tuple[UNet, Dict[str, Any]]:
+def load_enhancer(
+    run_or_file: PathLike, *, map_location: Union[str, torch.device] = "cpu"
+) -> Tuple[UNet, Dict[str, Any]]:
     """Rebuild the U-Net saved by :func:`save_enhancer` (strict; nothing unpickled).
 
     Args:
@@ -66,7 +70,8 @@ def load_enhancer(run_or_file: PathLike, *, map_location: Union[str, torch.devic
     Raises:
         FileNotFoundError: nothing at the path.
         ValueError: not an enhancer file, another format version, or weights that do not
-            match the stored architecture (missing/unexpected keys are listed).
+            match the stored architecture (missing/unexpected keys and shape
+            mismatches are listed).
     """
     path = resolve_enhancer_path(run_or_file)
     try:
@@ -81,10 +86,21 @@ def load_enhancer(run_or_file: PathLike, *, map_location: Union[str, torch.devic
         raise ValueError(
             f"{path} has format_version={meta.get('format_version')!r}; expected {ENHANCER_FORMAT_VERSION}"
         )
-    model = UNet(**json.loads(meta["unet"]))
+    try:
+        model = UNet(**json.loads(meta["unet"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} has a missing or malformed U-Net config in its metadata: {exc!r}") from exc
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match its U-Net config: missing keys {missing}, unexpected keys {unexpected}")
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{path} does not match its U-Net config {meta['unet']}: missing keys {missing}, "
+            f"unexpected keys {unexpected}, shape mismatches {mismatched}"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval(), json.loads(meta.get("training", "{}"))

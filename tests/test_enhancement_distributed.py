@@ -1,0 +1,43 @@
+"""``attiqa-enhance train`` under ``torchrun --nproc_per_node 2`` on CPU (gloo)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch.distributed as dist
+
+from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
+from enhancement_helpers import REPO, tiny_overrides, write_images, write_quality_model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="this torch build has no gloo backend"
+)
+def test_two_process_cpu_training(tmp_path):
+    write_images(tmp_path / "clean", 6, size=(48, 56))
+    quality = write_quality_model(tmp_path / "q.safetensors")
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "enhancement.cli", "train",
+        "--config", str(REPO / "configs" / "enhance_lowlight.yaml"),
+        "--data", str(tmp_path / "clean"), "--out", str(out),
+        *tiny_overrides(quality, **{"train.steps": 3, "train.device": "cpu"}),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "(2 processes)" in proc.stderr
+    assert (out / "enhancer.safetensors").is_file() and (out / "checkpoint.pt").is_file()
+    assert json.loads((out / "metrics.json").read_text())["step"] == 3
+    # Rank 0 alone writes logs: a single event file.
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1

@@ -1,0 +1,189 @@
+"""End-to-end ``attiqa-enhance train`` / ``infer`` on tiny models and tiny generated images (CPU)."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.util import tensor_util
+
+from attiqa_loss import ATTRIBUTES
+from attiqa_loss.io import save_image
+from enhancement import cli
+from enhancement.objectives import EnhancementObjective
+from enhancement.weights import load_enhancer
+
+from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
+from enhancement_helpers import (
+    REPO,
+    smooth_texture,
+    tiny_overrides,
+    write_images,
+    write_pairs,
+    write_quality_model,
+)
+
+LOWLIGHT = str(REPO / "configs" / "enhance_lowlight.yaml")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("enhance")
+    write_images(root / "clean", 6, size=(48, 60))
+    write_pairs(root / "pairs", 4, size=(40, 48))
+    quality = write_quality_model(root / "q.safetensors")
+    return {"root": root, "clean": root / "clean", "pairs": root / "pairs", "quality": quality}
+
+
+def _train(assets, out, *extra, config=LOWLIGHT, data=None, **overrides):
+    args = ["train", "--config", config, "--data", str(data or assets["clean"]), "--out", str(out)]
+    return cli.main(args + tiny_overrides(assets["quality"], **overrides) + list(extra))
+
+
+@pytest.fixture(scope="module")
+def run(assets):
+    out = assets["root"] / "run"
+    assert _train(assets, out) == 0
+    return out
+
+
+def test_run_writes_config_checkpoint_weights_and_metrics(run, assets):
+    for name in ("config.yaml", "checkpoint.pt", "enhancer.safetensors", "metrics.json"):
+        assert (run / name).is_file(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["train_dir"] == str(assets["clean"]) and saved["train"]["steps"] == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["val/psnr"] > 0 and 0 <= metrics["val/ssim"] <= 1
+    for role in ("input", "output", "target"):
+        assert 0 <= metrics[f"attributes/brightness/{role}"] <= 1
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4 and {"model", "optimizer", "scheduler", "ema"} <= set(state)
+    model, training = load_enhancer(run)
+    assert model.config() == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256}
+    assert training["attiqa_checkpoint"] == str(assets["quality"])
+
+
+def test_event_file_holds_attribute_tags_layout_images_config_and_hparams(run):
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0, "images": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    for name in ATTRIBUTES:
+        for role in ("input", "output", "target"):
+            tag = f"attributes/{name}/{role}"
+            assert tag in tags
+            assert [e.step for e in acc.Tensors(tag)] == [2, 4]
+            assert "quality-aligned" in acc.SummaryMetadata(tag).summary_description
+    assert {"loss/fidelity", "loss/ssim", "loss/attiqa", "loss/total", "val/psnr", "val/ssim_input"} <= tags
+    # The custom-scalars layout: one Multiline chart per attribute with its three lines.
+    assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
+    event = acc.Tensors("custom_scalars__config__")[0]
+    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    for name in ATTRIBUTES:
+        (lines,) = [tags_ for title, tags_ in charts.items() if title.startswith(name + " ")]
+        assert lines == [f"attributes/{name}/{r}" for r in ("input", "output", "target")]
+    assert "loss/total" in charts["terms"]
+    # Image strips input | output | target, the config as text, hparams with final metrics.
+    strip = acc.Images("samples/0")[-1]
+    assert strip.width == 3 * strip.height == 3 * 32
+    assert "config/text_summary" in tags
+    text = tensor_util.make_ndarray(acc.Tensors("config/text_summary")[0].tensor_proto).item().decode()
+    assert "crop_size: 32" in text
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(acc.PluginTagToContent("hparams"))
+    assert "hparams/val_psnr" in tags and "hparams/attributes_brightness_output" in tags
+
+
+def test_infer_keeps_sizes_and_names_and_writes_scores(run, tmp_path, assets):
+    data = tmp_path / "in"
+    save_image(smooth_texture(45, 67, seed=1), data / "a.png")
+    save_image(smooth_texture(33, 40, seed=2), data / "sub" / "b.jpg")
+    save_image(smooth_texture(20, 20, seed=3), data / "tiny.png")
+    out = tmp_path / "out"
+    weights = str(run / "enhancer.safetensors")
+    code = cli.main(["infer", "--checkpoint", weights, "--data", str(data), "--out", str(out), "--no-progress"])
+    assert code == 0
+    for rel, size in (("a.png", (67, 45)), ("sub/b.jpg", (40, 33)), ("tiny.png", (20, 20))):
+        with Image.open(out / rel) as im:
+            assert im.size == size
+    with open(out / "scores.csv", newline="") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"a.png", "sub/b.jpg", "tiny.png"}
+    assert 0 <= float(rows["a.png"]["noisiness_before"]) <= 1 and 0 <= float(rows["a.png"]["noisiness_after"]) <= 1
+    assert rows["tiny.png"]["sharpness_before"] == ""  # below the quality model's 32x32 minimum
+    # The quality model recorded in the enhancer is found without --attiqa-checkpoint; --out must not be --data.
+    assert cli.main(["infer", "--checkpoint", str(run), "--data", str(data), "--out", str(data)]) == 2
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
+    settings = {"train.steps": 6, "train.ckpt_every": 2, "val.every": 3}
+    straight = assets["root"] / "straight"
+    assert _train(assets, straight, **settings) == 0
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    forward = EnhancementObjective.forward
+
+    def dying_forward(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # during step 5: the checkpoint of step 4 exists, step 5 is lost
+            raise Killed()
+        return forward(self, *args, **kwargs)
+
+    killed = assets["root"] / "killed"
+    monkeypatch.setattr(EnhancementObjective, "forward", dying_forward)
+    with pytest.raises(Killed):
+        _train(assets, killed, **settings)
+    monkeypatch.setattr(EnhancementObjective, "forward", forward)
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert not (killed / "enhancer.safetensors").exists()
+    assert cli.main(["train", "--out", str(killed), "--resume"]) == 0  # reuses killed/config.yaml
+
+    a, b = load_file(str(straight / "enhancer.safetensors")), load_file(str(killed / "enhancer.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    sa, sb = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (straight, killed))
+    for key in sa["model"]:
+        torch.testing.assert_close(sa["model"][key], sb["model"][key], rtol=0, atol=1e-6)
+    assert sa["step"] == sb["step"] == 6
+
+
+@pytest.mark.parametrize("mode", ["paired", "unpaired", "denoise"])
+def test_other_data_modes_train(assets, mode):
+    out = assets["root"] / f"mode_{mode}"
+    if mode == "paired":
+        code = _train(assets, out, data=assets["pairs"], **{"data.mode": "paired", "train.steps": 2})
+    elif mode == "unpaired":
+        config = str(REPO / "configs" / "enhance_lowlight_unpaired.yaml")
+        code = _train(assets, out, config=config, data=assets["clean"], **{"train.steps": 2})
+    else:
+        code = _train(assets, out, config=str(REPO / "configs" / "enhance_denoise.yaml"), **{"train.steps": 2})
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    if mode == "unpaired":
+        assert "val/psnr" not in metrics and "attributes/brightness/target" not in metrics
+        assert "attributes/brightness/output" in metrics
+    else:
+        assert metrics["val/psnr"] > 0 and "attributes/noisiness/target" in metrics
+
+
+def test_train_errors_are_clear(assets, tmp_path, capsys, monkeypatch):
+    assert cli.main(["train", "--out", str(tmp_path / "a")] + tiny_overrides(assets["quality"])) == 2
+    assert "no training images: pass --data DIR" in capsys.readouterr().err
+    args = ["train", "--out", str(tmp_path / "b"), "--data", str(assets["clean"]), "--resume"]
+    assert cli.main(args + tiny_overrides(assets["quality"])) == 2
+    assert "--resume: no checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown config key 'train.stepz'"):
+        cli.main(["train", "--out", str(tmp_path / "c"), "--set", "train.stepz=3"])
+    import lpips
+
+    monkeypatch.setattr(lpips, "LPIPS", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    code = _train(assets, tmp_path / "d", **{"loss.lpips_weight": 0.1, "loss.lpips_allow_missing": False})
+    assert code == 2 and "loss.lpips_allow_missing=true" in capsys.readouterr().err
