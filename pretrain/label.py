@@ -39,7 +39,7 @@ from .clip_model import (
     pseudo_labels,
 )
 from .config import add_config_arguments, config_from_args, save_config
-from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed, resolve_device
 from .label_store import (
     LABELS_FORMAT,
     MANIFEST_NAME,
@@ -259,11 +259,14 @@ def label_files(
     out_dir = Path(out_dir)
     plan = _plan(files, shard_size, teacher, prompt_set, init_seed, jpeg_draft)
     plan_path = out_dir / PLAN_NAME
+    # Every rank checks an existing plan before the barrier, so a mismatch stops all of
+    # them instead of leaving the others waiting for rank 0.
+    existed = plan_path.is_file()
+    if existed:
+        check_plan(read_plan(out_dir), plan, out_dir)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if plan_path.is_file():
-            check_plan(read_plan(out_dir), plan, out_dir)
-        else:
+        if not existed:
             write_json(plan_path, plan)
         # Temporary files of shards whose writer was killed: nobody is writing yet.
         for stale in out_dir.glob(".shard-*.tmp"):
@@ -481,10 +484,13 @@ def run(args: argparse.Namespace) -> int:
     if args.rescore is not None:
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
-        paths, labels = rescore(
-            args.rescore, cfg.label.prompts, cfg.clip.model, cfg.clip.pretrained,
-            tau=cfg.clip.tau, init_seed=cfg.clip.init_seed, dest=args.out,
-        )
+        try:
+            paths, _ = rescore(
+                args.rescore, cfg.label.prompts, cfg.clip.model, cfg.clip.pretrained,
+                tau=cfg.clip.tau, init_seed=cfg.clip.init_seed, dest=args.out,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"error: {exc}") from None
         save_config(cfg, Path(args.out) / "config.yaml")
         print(f"rescored {len(paths)} images from {args.rescore} into {args.out}", file=sys.stderr)
         return 0
@@ -495,12 +501,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     if not files:
         raise SystemExit(f"error: no image files found in {cfg.data.images or cfg.data.file_list}")
-    info = init_distributed(cfg.label.device)
     try:
         prompt_set = load_prompt_set(cfg.label.prompts) if cfg.label.prompts else default_prompt_set()
         teacher = create_clip_teacher(
-            cfg.clip.model, cfg.clip.pretrained, device=info.device, tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
+            cfg.clip.model, cfg.clip.pretrained, device=resolve_device(cfg.label.device, int(os.environ.get("LOCAL_RANK", "0"))),
+            tau=cfg.clip.tau,
+            init_seed=cfg.clip.init_seed,
         )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    info = init_distributed(cfg.label.device)
+    try:
         if info.is_main:
             save_config(cfg, Path(args.out) / "config.yaml")
         label_files(
