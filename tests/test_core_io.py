@@ -53,6 +53,21 @@ def test_atomic_path_success_and_failure(tmp_path):
     assert os.listdir(tmp_path) == ["model.bin"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_files_get_ordinary_permissions(tmp_path, umask, expected):
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a.txt", "w") as f:
+            f.write("x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == expected
+
+
 # --------------------------------------------------------------------------- listing
 
 

@@ -221,3 +221,16 @@ def test_console_script(mixed_folder, tiny_checkpoint_path):
     rows = json.loads(proc.stdout)  # the progress bar goes to stderr, never into the data
     assert len(rows) == 4 and all(list(r) == COLUMNS for r in rows)
     assert "broken.png" in proc.stderr and "2 of 6 file(s) could not be scored" in proc.stderr
+
+
+def test_real_photos(shared_data, tiny_checkpoint_path, capsys):
+    folder = shared_data / "pristine" / "set14"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    n = len(list(folder.glob("*.png")))
+    code, out, err = _run([folder, "--checkpoint", tiny_checkpoint_path, "--format", "csv", "--no-progress",
+                           "--max-side", "96"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == n > 0
+    assert all(0 <= float(r[name]) <= 1 for r in rows for name in ATTRIBUTES)
