@@ -193,7 +193,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
         # The demo owns its arguments (including --help); imported only when asked for.
-        return int(importlib.import_module("enhancement.demo").main(argv[1:]) or 0)
+        try:
+            demo = importlib.import_module("enhancement.demo")
+        except ModuleNotFoundError as exc:
+            if exc.name != "enhancement.demo":
+                raise
+            _say("demo: error: this install has no enhancement.demo module")
+            return 2
+        return int(demo.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return run_train(args) if args.command == "train" else run_infer(args)
 

@@ -43,6 +43,12 @@ def test_demo_is_delegated_lazily_with_its_arguments(monkeypatch):
     assert seen["argv"] == ["--out", "runs/demo", "--help"]
 
 
+def test_missing_demo_module_is_reported(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "enhancement.demo", None)  # makes the import fail
+    assert cli.main(["demo"]) == 2
+    assert "no enhancement.demo module" in capsys.readouterr().err
+
+
 def test_demo_is_listed_in_the_top_level_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
