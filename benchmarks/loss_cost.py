@@ -1,0 +1,376 @@
+"""Cost of a quality loss in training: images/s and peak memory of forward + backward to the input.
+
+Compares AttiqaLoss (default and ResNet-50 architectures, random weights), the bare timm
+backbone under it, a CLIP-IQA-style loss (open_clip RN50 image encoder) and LPIPS
+(alex, vgg) against a fixed reference. All methods run in one process, alternating
+over repeats after a warm-up; medians are reported with ratios against the first
+AttiqaLoss architecture. Writes a CSV atomically and prints a table.
+
+    python benchmarks/loss_cost.py --device cpu
+    python benchmarks/loss_cost.py --device cuda            # adds a bf16 autocast + channels_last pass
+    python benchmarks/loss_cost.py --quick --backbones test_resnet --lpips-nets alex
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from torch import nn
+
+from attiqa_loss import DEFAULT_BACKBONE, AttiqaLoss, create_attiqa_net
+from benchmarks import _common as common
+from benchmarks._memory import peak_memory_mib
+
+KINDS = ("attiqa", "bare", "clipiqa", "lpips")
+PRECISIONS = ("fp32", "bf16-cl")
+COLUMNS = (
+    "device", "method", "kind", "arch", "precision", "size", "batch", "threads", "repeats",
+    "median_ms", "iqr_pct", "images_per_s", "speed_vs_ref", "gflop_per_image", "peak_mem_mib", "mem_vs_ref",
+    "mem_measure",
+)
+
+EPILOG = """\
+Methods (random weights everywhere: this measures cost, not quality):
+  attiqa:<arch>   AttiqaLoss(checkpoint=create_attiqa_net(arch)), input checks on
+  bare:<arch>     the timm backbone alone (num_classes=0, avg pool), loss = features.mean()
+  clipiqa:<arch>  1 - softmax(100*[cos(f,t+), cos(f,t-)])[0], open_clip image encoder,
+                  input resized to its fixed size (224) and CLIP-normalised inside
+  lpips:<net>     lpips.LPIPS(net, pretrained=False, pnet_rand=True)(x, fixed_ref)
+
+Timing: every step is loss(x).backward() on a fresh leaf x of shape (B, 3, S, S);
+median over --repeats, methods alternating (rotated order each repeat) after --warmup
+steps each; iqr_pct is the interquartile range of the repeats over the median (noise).
+gflop_per_image is counted by torch.utils.flop_counter in the first warm-up step. Peak memory is the extra memory at the peak of one step over what was in
+use before it: torch.cuda.max_memory_allocated on CUDA; on CPU the growth of the
+resident set's high-water mark (VmHWM reset through /proc/self/clear_refs), each
+method in a fresh child process (--memory subprocess, the CPU default).
+
+Targets: AttiqaLoss (default arch) >= 3x the images/s of the CLIP-IQA-style RN50 loss
+at 256x256 with no more peak memory; AttiqaLoss within 10% of its bare backbone.
+"""
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str
+    arch: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.arch}"
+
+
+class _BareBackbone(nn.Module):
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        import timm
+
+        self.model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="avg")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).mean()
+
+
+def build_loss(method: Method) -> nn.Module:
+    """A frozen, eval-mode module mapping ``(B, 3, H, W)`` in [0, 1] to a scalar loss."""
+    from benchmarks.baselines import ClipIqaStyleLoss, LpipsToReference
+
+    if method.kind == "attiqa":
+        module: nn.Module = AttiqaLoss(checkpoint=create_attiqa_net(method.arch))
+    elif method.kind == "bare":
+        module = _BareBackbone(method.arch)
+    elif method.kind == "clipiqa":
+        module = ClipIqaStyleLoss(method.arch, pretrained=None)
+    elif method.kind == "lpips":
+        module = LpipsToReference(method.arch)
+    else:
+        raise ValueError(f"unknown method kind {method.kind!r}; expected one of {list(KINDS)}")
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def list_methods(args: argparse.Namespace) -> List[Method]:
+    """The methods to run, the reference (first AttiqaLoss architecture) first."""
+    methods: List[Method] = []
+    for arch in args.backbones:
+        if "attiqa" in args.kinds:
+            methods.append(Method("attiqa", arch))
+        if "bare" in args.kinds:
+            methods.append(Method("bare", arch))
+    if "clipiqa" in args.kinds:
+        methods.append(Method("clipiqa", args.clip_model))
+    if "lpips" in args.kinds:
+        methods.extend(Method("lpips", net) for net in args.lpips_nets)
+    if not methods:
+        raise ValueError(f"no methods selected (--kinds {args.kinds}, --backbones {args.backbones})")
+    return methods
+
+
+def make_step(module: nn.Module, images: torch.Tensor, precision: str) -> Callable[[], torch.Tensor]:
+    """One training-loss step: forward, backward to a fresh leaf copy of ``images``."""
+    autocast = precision == "bf16-cl"
+
+    def step() -> torch.Tensor:
+        x = images.detach().requires_grad_(True)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = module(x)
+        loss.backward()
+        return x.grad
+
+    return step
+
+
+def make_input(batch: int, size: int, device: torch.device, precision: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(batch, 3, size, size, generator=g).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if precision == "bf16-cl" else x
+
+
+def _prepare(module: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    module = module.to(device)
+    return module.to(memory_format=torch.channels_last) if precision == "bf16-cl" else module
+
+
+def _check_grad(grad: Optional[torch.Tensor], name: str) -> None:
+    if grad is None or not bool(torch.isfinite(grad).all()):
+        raise RuntimeError(f"{name}: the gradient did not reach the input or is not finite")
+
+
+def _warm_up(step: Callable[[], torch.Tensor], n: int, name: str) -> None:
+    for _ in range(n):
+        _check_grad(step(), name)
+
+
+def count_flops(step: Callable[[], torch.Tensor], name: str) -> float:
+    """FLOPs of one forward + backward step as counted by ``torch.utils.flop_counter`` (matmuls, convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        grad = step()
+    _check_grad(grad, name)
+    return float(counter.get_total_flops())
+
+
+def measure_speed(
+    modules: Dict[Method, nn.Module], args: argparse.Namespace, device: torch.device, precision: str
+) -> Tuple[Dict[Tuple[Method, int], List[float]], Dict[Tuple[Method, int], float]]:
+    """Seconds per step for every (method, size), methods alternating within each repeat,
+    and FLOPs per step (counted during the first, untimed warm-up step)."""
+    from tqdm import tqdm
+
+    times: Dict[Tuple[Method, int], List[float]] = {}
+    flops: Dict[Tuple[Method, int], float] = {}
+    methods = list(modules)
+    total = len(args.sizes) * len(methods) * (max(args.warmup, 1) + args.repeats)
+    with tqdm(total=total, desc=f"timing {precision}", file=sys.stderr, disable=args.no_progress) as bar:
+        for size in args.sizes:
+            x = make_input(args.batch, size, device, precision)
+            steps = {m: make_step(modules[m], x, precision) for m in methods}
+            for m in methods:
+                bar.set_postfix_str(f"warm-up {m.name} {size}px")
+                flops[(m, size)] = count_flops(steps[m], m.name)
+                _warm_up(steps[m], args.warmup - 1, m.name)
+                bar.update(max(args.warmup, 1))
+            for rep in range(args.repeats):
+                # Rotate the order so no method always follows the same (cache-cooling) neighbour.
+                for m in methods[rep % len(methods):] + methods[: rep % len(methods)]:
+                    bar.set_postfix_str(f"{m.name} {size}px")
+                    times.setdefault((m, size), []).append(common.time_call(steps[m], device))
+                    bar.update(1)
+    return times, flops
+
+
+def measure_memory_here(
+    method: Method, module: nn.Module, args: argparse.Namespace, device: torch.device, precision: str
+) -> Dict[int, Tuple[float, str]]:
+    """Peak memory per size of one method in this process (one warm-up step first)."""
+    out = {}
+    for size in args.sizes:
+        x = make_input(args.batch, size, device, precision)
+        step = make_step(module, x, precision)
+        _warm_up(step, 1, method.name)
+        out[size] = peak_memory_mib(step, device)
+        del x, step
+    return out
+
+
+def measure_memory_subprocess(
+    method: Method, args: argparse.Namespace, precision: str
+) -> Dict[int, Tuple[float, str]]:
+    """Run :func:`measure_memory_here` for one method in a fresh Python process."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--memory-child", method.name,
+        "--precision", precision, "--batch", str(args.batch), "--threads", str(args.threads),
+        "--sizes", *map(str, args.sizes),
+    ]
+    if args.clip_config:
+        cmd += ["--clip-config", str(args.clip_config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child for {method.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {int(k): (float(v[0]), str(v[1])) for k, v in result.items()}
+
+
+def _child(args: argparse.Namespace, device: torch.device) -> int:
+    kind, _, arch = args.memory_child.partition(":")
+    method = Method(kind, arch)
+    precision = args.precision[0]
+    module = _prepare(build_loss(method), device, precision)
+    result = measure_memory_here(method, module, args, device, precision)
+    print(json.dumps({str(k): list(v) for k, v in result.items()}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/loss_cost.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="square input sizes (default: 256 512)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: 8)")
+    p.add_argument("--repeats", type=int, default=None, help="timed steps per method and size (default: 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per method and size first (default: 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all usable cores)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="method kinds to run (default: all)")
+    p.add_argument("--backbones", nargs="+", default=[DEFAULT_BACKBONE, "resnet50"],
+                   help=f"AttiqaNet/timm architectures; the first is the reference (default: {DEFAULT_BACKBONE} resnet50)")
+    p.add_argument("--clip-model", default="RN50", help="open_clip architecture of the CLIP-IQA-style loss (default: RN50)")
+    p.add_argument("--clip-config", default=None,
+                   help="extra open_clip model config JSON (file NAME.json defines --clip-model NAME)")
+    p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], help="LPIPS trunks (default: alex vgg)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=None,
+                   help="fp32 and/or bf16 autocast + channels_last (default: fp32 on cpu, both on cuda)")
+    p.add_argument("--memory", choices=("auto", "subprocess", "inprocess", "none"), default=None,
+                   help="peak-memory measurement: auto = in-process on cuda, one child process per "
+                        "method on cpu (default; --quick: inprocess)")
+    p.add_argument("--out", type=Path, default=None, help="CSV path (default: benchmarks/results/loss_cost_<device>.csv)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 64x64, batch 2, 1 warm-up, 1 repeat, in-process memory (explicit flags win)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _apply_defaults(args: argparse.Namespace, device: torch.device) -> None:
+    quick = {"sizes": [64], "batch": 2, "repeats": 1, "warmup": 1, "memory": "inprocess"}
+    full = {"sizes": [256, 512], "batch": 8, "repeats": 5, "warmup": 2, "memory": "auto"}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.precision is None:
+        args.precision = ["fp32", "bf16-cl"] if device.type == "cuda" else ["fp32"]
+    if args.memory == "auto":
+        args.memory = "inprocess" if device.type == "cuda" else "subprocess"
+    for key in ("batch", "repeats"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if min(args.sizes) < 32:
+        raise ValueError(f"--sizes must all be >= 32 (AttiqaLoss's minimum), got {args.sizes}")
+
+
+def run(args: argparse.Namespace) -> List[dict]:
+    """Measure, write the CSV, print the table and the target checks; returns the rows."""
+    device = common.resolve_device(args.device)
+    args.threads = common.set_threads(args.threads)
+    _apply_defaults(args, device)
+    from benchmarks.baselines import register_clip_config
+
+    register_clip_config(args.clip_config)
+    if args.memory_child:
+        _child(args, device)
+        return []
+    methods = list_methods(args)
+    ref = methods[0]
+    rows: List[dict] = []
+    for precision in args.precision:
+        print(f"building {len(methods)} losses ({precision}) ...", file=sys.stderr)
+        modules = {m: _prepare(build_loss(m), device, precision) for m in methods}
+        times, flops = measure_speed(modules, args, device, precision)
+        memory: Dict[Tuple[Method, int], Tuple[float, str]] = {}
+        if args.memory != "none":
+            for m in methods:
+                print(f"peak memory: {m.name} ({args.memory}) ...", file=sys.stderr)
+                per_size = (measure_memory_subprocess(m, args, precision) if args.memory == "subprocess"
+                            else measure_memory_here(m, modules[m], args, device, precision))
+                memory.update({(m, s): v for s, v in per_size.items()})
+        del modules
+        rows.extend(_rows(methods, ref, times, flops, memory, args, device, precision))
+    out = args.out or common.default_output("loss_cost", device)
+    common.write_csv(out, rows, COLUMNS)
+    print(f"# loss_cost on {common.machine_description(device)}; batch {args.batch}, "
+          f"median of {args.repeats} (after {args.warmup} warm-up)")
+    print(common.format_table(rows, [c for c in COLUMNS if c not in ("device", "batch", "threads", "repeats")]))
+    for line in target_checks(rows, ref):
+        print(line)
+    print(f"wrote {out}")
+    return rows
+
+
+def _rows(methods, ref, times, flops, memory, args, device, precision) -> List[dict]:
+    rows = []
+    for size in args.sizes:
+        ref_s = common.median(times[(ref, size)])
+        ref_mem = memory.get((ref, size), (float("nan"), ""))[0]
+        for m in methods:
+            med = common.median(times[(m, size)])
+            mem, how = memory.get((m, size), (float("nan"), "none"))
+            rows.append({
+                "device": device.type, "method": m.name, "kind": m.kind, "arch": m.arch,
+                "precision": precision, "size": size, "batch": args.batch, "threads": args.threads,
+                "repeats": args.repeats, "median_ms": 1000 * med, "iqr_pct": 100 * common.iqr(times[(m, size)]) / med,
+                "images_per_s": args.batch / med, "speed_vs_ref": ref_s / med,
+                "gflop_per_image": flops[(m, size)] / args.batch / 1e9, "peak_mem_mib": mem,
+                "mem_vs_ref": common.ratio(mem, ref_mem), "mem_measure": how,
+            })
+    return rows
+
+
+def target_checks(rows: Sequence[dict], ref: Method) -> List[str]:
+    """Human-readable PASS/MISS lines for the targets that the rows allow checking."""
+    lines = []
+    by = {(r["method"], r["precision"], r["size"]): r for r in rows}
+    for (name, precision, size), r in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        if r["kind"] == "clipiqa":
+            a = by[(ref.name, precision, size)]
+            speed = a["images_per_s"] / r["images_per_s"]
+            mem_ok = not (a["peak_mem_mib"] > r["peak_mem_mib"])  # nan (not measured) does not fail
+            verdict = "PASS" if speed >= 3 and mem_ok else "MISS"
+            lines.append(f"[{verdict}] {precision} {size}px: {ref.name} is {speed:.2f}x the images/s of {name} "
+                         f"(target >= 3x), peak memory {a['peak_mem_mib']:.0f} vs {r['peak_mem_mib']:.0f} MiB "
+                         f"(target: no more)")
+        if r["kind"] == "bare":
+            a = by.get((f"attiqa:{r['arch']}", precision, size))
+            if a is not None:
+                overhead = a["median_ms"] / r["median_ms"] - 1
+                verdict = "PASS" if overhead <= 0.10 else "MISS"
+                lines.append(f"[{verdict}] {precision} {size}px: AttiqaLoss wrapper overhead over bare {r['arch']} "
+                             f"= {100 * overhead:+.1f}% (target <= +10%)")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

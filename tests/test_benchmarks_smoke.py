@@ -1,0 +1,151 @@
+"""Smoke runs of the benchmark scripts with tiny models, so they cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LOSS_COST_COLUMNS = [
+    "device", "method", "kind", "arch", "precision", "size", "batch", "threads", "repeats",
+    "median_ms", "iqr_pct", "images_per_s", "speed_vs_ref", "gflop_per_image", "peak_mem_mib", "mem_vs_ref",
+    "mem_measure",
+]
+
+TINY_RN = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    return lambda name: importlib.import_module(f"benchmarks.{name}")
+
+
+@pytest.fixture
+def tiny_clip_config(tmp_path):
+    path = tmp_path / "bench-tiny-rn.json"
+    path.write_text(json.dumps(TINY_RN))
+    return path
+
+
+def _read_csv(path: Path):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def _loss_cost_args(out: Path, clip_config: Path, *extra: str):
+    return [
+        "--quick", "--no-progress", "--backbones", "test_resnet", "--clip-model", clip_config.stem,
+        "--clip-config", str(clip_config), "--lpips-nets", "alex", "--out", str(out), *extra,
+    ]
+
+
+def test_loss_cost_quick_writes_every_method(bench, tiny_clip_config, tmp_path, capsys):
+    out = tmp_path / "loss_cost.csv"
+    assert bench("loss_cost").main(_loss_cost_args(out, tiny_clip_config)) == 0
+    columns, rows = _read_csv(out)
+    assert columns == LOSS_COST_COLUMNS
+    assert [r["method"] for r in rows] == [
+        "attiqa:test_resnet", "bare:test_resnet", f"clipiqa:{tiny_clip_config.stem}", "lpips:alex"
+    ]
+    for r in rows:
+        assert (r["device"], r["precision"], r["size"], r["batch"], r["repeats"]) == ("cpu", "fp32", "64", "2", "1")
+        assert float(r["images_per_s"]) > 0
+        assert float(r["gflop_per_image"]) > 0
+        assert math.isfinite(float(r["peak_mem_mib"]))
+        assert r["mem_measure"] in ("rss_hwm_growth", "ru_maxrss_growth")
+    assert float(rows[0]["speed_vs_ref"]) == 1.0
+    # the wrapper adds only normalisation and five linear heads to the bare backbone's compute
+    assert float(rows[0]["gflop_per_image"]) == pytest.approx(float(rows[1]["gflop_per_image"]), rel=0.05)
+    printed = capsys.readouterr().out
+    assert "| attiqa:test_resnet" in printed
+    assert "wrapper overhead over bare test_resnet" in printed
+    assert f"the images/s of clipiqa:{tiny_clip_config.stem}" in printed
+
+
+def test_loss_cost_memory_in_child_process(bench, tiny_clip_config, tmp_path):
+    out = tmp_path / "mem.csv"
+    bench("loss_cost").main(_loss_cost_args(out, tiny_clip_config, "--kinds", "attiqa", "--memory", "subprocess"))
+    _, rows = _read_csv(out)
+    assert len(rows) == 1 and rows[0]["method"] == "attiqa:test_resnet"
+    if rows[0]["mem_measure"] == "rss_hwm_growth":
+        # activations of a forward + backward must show up as resident growth
+        assert float(rows[0]["peak_mem_mib"]) > 0
+
+
+def test_loss_cost_rejects_sizes_below_minimum(bench, tmp_path):
+    with pytest.raises(ValueError, match=r"--sizes must all be >= 32.*\[16\]"):
+        bench("loss_cost").main(["--sizes", "16", "--kinds", "attiqa", "--out", str(tmp_path / "x.csv")])
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_loss_cost_cuda_without_gpu_is_an_error(bench, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present, so --device cuda is valid here")
+    with pytest.raises(RuntimeError, match="--device cuda was asked for"):
+        bench("loss_cost").main(["--device", "cuda", "--quick", "--out", str(tmp_path / "x.csv")])
+
+
+LABEL_COLUMNS = [
+    "device", "clip_model", "stage", "images", "batch", "workers", "threads", "repeats",
+    "median_s", "images_per_s", "vs_bare",
+]
+
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for i, (w, h) in enumerate([(80, 60), (64, 96), (100, 100), (72, 64), (90, 70)]):
+        arr = (torch.rand(h, w, 3, generator=g) * 255).byte().numpy()
+        Image.fromarray(arr).save(folder / ("sub" if i % 2 else "") / f"im{i}.png")
+    return folder
+
+
+def test_label_throughput_quick_compares_label_with_bare(bench, photo_folder, tmp_path, capsys):
+    config = tmp_path / "bench-tiny-vit.json"
+    config.write_text(json.dumps(TINY_VIT))
+    out = tmp_path / "label.csv"
+    argv = [
+        "--quick", "--no-progress", "--images", str(photo_folder), "--clip-models", str(config),
+        "--label-in-process", "--label-workers", "0", "--out", str(out),
+    ]
+    assert bench("label_throughput").main(argv) == 0
+    columns, rows = _read_csv(out)
+    assert columns == LABEL_COLUMNS
+    assert [r["stage"] for r in rows] == ["bare", "label", "label_wall"]
+    for r in rows:
+        assert (r["clip_model"], r["images"], r["batch"], r["repeats"]) == ("bench-tiny-vit", "5", "4", "1")
+        assert float(r["images_per_s"]) > 0
+    assert float(rows[0]["vs_bare"]) == 1.0
+    # vs_bare is label images/s over bare images/s
+    ratio = float(rows[1]["images_per_s"]) / float(rows[0]["images_per_s"])
+    assert float(rows[1]["vs_bare"]) == pytest.approx(ratio, rel=1e-2)
+    assert "of the bare encoder's images/s (target >= 80%)" in capsys.readouterr().out
+
+
+def test_label_throughput_missing_folder_names_it(bench, tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=f"--images must be a folder of photos; {missing} is not a folder"):
+        bench("label_throughput").main(["--quick", "--images", str(missing), "--out", str(tmp_path / "x.csv")])
