@@ -6,6 +6,7 @@ weights, and images are smooth random textures generated on the fly.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -17,6 +18,11 @@ import torch.nn.functional as F
 from attiqa_loss import AttiqaNet, create_attiqa_net, save_checkpoint
 
 TINY_BACKBONE = "test_resnet"
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
+# workers spinning against other processes made the suite about 10x slower.
+# ATTIQA_TEST_THREADS=N restores more threads (e.g. for a local timing run).
+torch.set_num_threads(int(os.environ.get("ATTIQA_TEST_THREADS", "1")))
 
 
 def _devices() -> List[str]:

@@ -216,6 +216,7 @@ def test_console_script(mixed_folder, tiny_checkpoint_path):
     proc = subprocess.run(
         [_console_script(), str(mixed_folder), "--checkpoint", str(tiny_checkpoint_path), "--format", "json"],
         capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("ATTIQA_TEST_THREADS", "1")},
     )
     assert proc.returncode == 1, proc.stderr
     rows = json.loads(proc.stdout)  # the progress bar goes to stderr, never into the data
