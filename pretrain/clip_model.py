@@ -54,7 +54,8 @@ def resolve_clip_model_name(model: str) -> str:
     """An open_clip model name, registering ``model`` first when it is a config JSON path.
 
     A JSON file is registered under its file stem (``open_clip.add_model_config``); a
-    file whose stem is already a built-in name would shadow it, so that is refused.
+    file whose stem is already a built-in name with another config is refused rather
+    than shadowing it. ``hf-hub:`` and ``local-dir:`` names pass through to open_clip.
 
     Raises:
         FileNotFoundError: ``model`` ends in ``.json`` but no such file exists.
@@ -63,7 +64,9 @@ def resolve_clip_model_name(model: str) -> str:
     """
     import open_clip
 
-    if model.endswith(".json") or os.sep in model or (os.altsep and os.altsep in model):
+    if model.startswith(("hf-hub:", "local-dir:")):
+        return model  # open_clip resolves these itself (hf-hub downloads on the user's machine)
+    if model.endswith(".json"):
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"open_clip model config not found: {path}")
@@ -250,7 +253,9 @@ def create_clip_teacher(
     name = resolve_clip_model_name(str(model))
     if name != str(model):  # a config file: record where it is, whatever the working folder
         model = str(Path(model).resolve())
-    weights, extra = _resolve_pretrained(name, pretrained)
+    schema = name.split(":", 1)[0] if name.startswith(("hf-hub:", "local-dir:")) else None
+    # A schema name carries its own weights; open_clip ignores `pretrained` for it.
+    weights, extra = (None, {}) if schema else _resolve_pretrained(name, pretrained)
     # Random weights must be the same in every rank and after a resume, so they come
     # from a fixed seed without touching the caller's RNG.
     with torch.random.fork_rng(devices=[]):
@@ -272,7 +277,7 @@ def create_clip_teacher(
         model=clip,
         tokenizer=tokenizer,
         name=str(model),
-        pretrained="none" if weights is None else str(weights),
+        pretrained=schema or ("none" if weights is None else str(weights)),
         image_size=size,
         mean=tuple(float(v) for v in pp.get("mean")),
         std=tuple(float(v) for v in pp.get("std")),

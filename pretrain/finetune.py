@@ -187,6 +187,8 @@ def train_full(
     mos = torch.from_numpy(data.mos).float()
     mos_mean, mos_std = float(mos.mean()), float(mos.std(unbiased=False)) or 1.0
     model = MosModel(net, "full", mos_mean=mos_mean, mos_std=mos_std).to(info.device).train()
+    # The attribute heads play no part in the MOS prediction; DDP refuses parameters without gradients.
+    model.net.heads.requires_grad_(False)
     wrapped = model
     if info.distributed:
         wrapped = torch.nn.parallel.DistributedDataParallel(

@@ -7,7 +7,7 @@ import io
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Mapping, Sequence
 
 from attiqa_loss.io import atomic_write
 

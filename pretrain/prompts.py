@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -254,8 +254,3 @@ def save_prompt_set(path: PathLike, prompt_set: Mapping[str, Sequence[Prompt]], 
         yaml.safe_dump(doc, f, sort_keys=False, allow_unicode=True, width=120)
     return Path(path)
 
-
-def iter_prompts(prompt_set: Mapping[str, Iterable[Prompt]]) -> Iterable[Tuple[str, Prompt]]:
-    for a in ATTRIBUTES:
-        for p in prompt_set[a]:
-            yield a, p

@@ -237,3 +237,27 @@ def test_evaluate_argument_errors(brightness_csv, tiny_checkpoint, tmp_path):
     with pytest.raises(SystemExit, match=r"unknown config key 'finetune.modee' in --set"):
         pretrain_main(["finetune", "--checkpoint", str(tiny_checkpoint), "--csv", str(brightness_csv),
                        "--out", str(tmp_path / "f"), "--set", "finetune.modee=full"])
+
+
+def test_finetune_full_mode_under_torchrun(brightness_csv, tiny_checkpoint, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "pretrain.cli", "finetune", "--checkpoint", str(tiny_checkpoint),
+           "--csv", str(brightness_csv), "--out", str(tmp_path / "ddp"), "--set", "finetune.mode=full",
+           "--set", "eval.splits=1", "--set", "finetune.steps=3", "--set", "finetune.batch_size=2",
+           "--set", "finetune.crop=32", "--set", "finetune.workers=0", "--set", "finetune.save_model=false",
+           "--set", "device=cpu", "--set", "data.max_side=64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["splits"] == 1 and summary["model"] is None
+    assert not (tmp_path / "ddp" / "mos_model.safetensors").exists()
