@@ -302,9 +302,15 @@ def run(args: argparse.Namespace) -> int:
     teacher = create_clip_teacher(
         cfg.clip.model, cfg.clip.pretrained, device=resolve_device(cfg.device), tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
     )
-    images = torch.stack(
-        [load_clip_image(f, teacher.image_size, teacher.resize_mode, draft=cfg.data.jpeg_draft) for f in files]
-    ).float().div_(255)
+    decoded = []
+    for f in files:
+        try:
+            decoded.append(load_clip_image(f, teacher.image_size, teacher.resize_mode, draft=cfg.data.jpeg_draft))
+        except Exception as exc:  # one bad file should not stop the selection
+            print(f"warning: skipping unreadable {f}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if len(decoded) < 2:
+        raise SystemExit(f"error: need at least 2 readable images in {cfg.data.images}, got {len(decoded)}")
+    images = torch.stack(decoded).float().div_(255)
     result = select_prompts(
         teacher, images, candidates, levels=cfg.proxy.levels, batch_size=cfg.proxy.batch_size,
         seed=cfg.proxy.seed, top_k=cfg.select.top_k,
@@ -314,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         "clip_model": teacher.name,
         "clip_pretrained": teacher.pretrained,
         "images": str(cfg.data.images),
-        "n_images": len(files),
+        "n_images": int(images.shape[0]),
         "levels": cfg.proxy.levels,
         "families": {a: [f.name for f in list_families(a)] for a in ATTRIBUTES},
         "top_k": cfg.select.top_k,

@@ -118,8 +118,9 @@ def test_pick_images_spreads_over_the_list(image_folder):
     assert names == ["img_000.png", "img_002.png", "img_005.png", "img_007.png"]
 
 
-def test_select_prompts_cli_writes_yaml_and_csv(image_folder, tmp_path):
+def test_select_prompts_cli_writes_yaml_and_csv(image_folder, tmp_path, capsys):
     folder = image_folder(sizes=[(72, 64), (64, 80), (70, 70), (64, 64)])
+    (folder / "zz_broken.png").write_bytes(b"not an image")
     cands = tmp_path / "cands.yaml"
     cands.write_text(yaml.safe_dump({
         "templates": ["a {} photo.", "this image is {}."],
@@ -153,6 +154,8 @@ def test_select_prompts_cli_writes_yaml_and_csv(image_folder, tmp_path):
     doc = yaml.safe_load((out / "prompts.yaml").read_text())
     assert "random CLIP weights" in doc["selection"]["warning"]
     assert doc["selection"]["n_images"] == 4
+    err = capsys.readouterr().err
+    assert "skipping unreadable" in err and "zz_broken.png" in err
 
 
 def test_select_prompts_needs_images(tmp_path):
