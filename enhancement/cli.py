@@ -151,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_infer(args: argparse.Namespace) -> int:
     from attiqa_loss import load_attiqa
 
-    from .infer import enhance_files, list_inputs, summarize, write_scores_csv, SCORES_FILENAME
+    from .infer import SCORES_FILENAME, enhance_files, list_inputs, summarize, write_scores_csv
     from .weights import load_enhancer
 
     try:

@@ -14,7 +14,7 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_loss.io import atomic_write, list_images, read_image, save_image
 from attiqa_loss.validation import MIN_SIZE
 
-__all__ = ["SCORES_FILENAME", "score_columns", "enhance_files", "write_scores_csv"]
+__all__ = ["SCORES_FILENAME", "score_columns", "enhance_files", "write_scores_csv", "summarize", "list_inputs"]
 
 SCORES_FILENAME = "scores.csv"
 
