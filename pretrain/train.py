@@ -65,6 +65,7 @@ class ClipTeacherConfig:
     labels: Optional[str] = None
     #: fraction of each batch drawn from CLIP-labelled photos when both teachers are on
     fraction: float = 0.5
+    #: crop side when the clip teacher runs alone (with both teachers, ``synthetic.crop``)
     crop: int = 224
     max_side: int = 512
 
@@ -227,7 +228,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         held = list(held_files)
     clip = None
     if cfg.clip.enabled:
-        clip = ClipLabelled(cfg.clip.labels, crop=cfg.clip.crop, max_side=cfg.clip.max_side)
+        # One batch holds both teachers' images, so with the synthetic teacher on, CLIP
+        # crops take its size (DDP allows one forward per backward).
+        crop = cfg.synthetic.crop if synthetic is not None else cfg.clip.crop
+        clip = ClipLabelled(cfg.clip.labels, crop=crop, max_side=cfg.clip.max_side)
         n_clip = cfg.train.batch_size if synthetic is None else round(cfg.train.batch_size * cfg.clip.fraction)
     n_sources = 0 if synthetic is None else max(1, (cfg.train.batch_size - n_clip) // synthetic.group_size)
 

@@ -190,3 +190,23 @@ def test_two_process_torchrun_trains_on_cpu(photo_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = read_checkpoint_metadata(out / "checkpoint.safetensors")
     assert meta["training"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("with_synthetic", [False, True], ids=["clip", "clip+synthetic"])
+def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic):
+    """`label` (tiny random CLIP) -> `train --labels` -> a checkpoint AttiqaLoss loads."""
+    from pretrain.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    labels = tmp_path / "labels"
+    assert main(["label", "--images", str(photo_dir), "--out", str(labels), "--clip-model",
+                 str(root / "configs" / "open_clip_tiny.json"), "--clip-pretrained", "none",
+                 "--set", "label.workers=0"]) == 0
+    cfg = _cfg(photo_dir, 2, **{"clip.crop": 64, "clip.fraction": 0.5})
+    cfg.clip.enabled, cfg.clip.labels = True, str(labels)
+    cfg.synthetic.enabled = with_synthetic
+    out = train(cfg, tmp_path / "run", progress=False)
+    meta = read_checkpoint_metadata(out)
+    assert meta["training"]["teachers"] == (["synthetic", "clip"] if with_synthetic else ["clip"])
+    scores = AttiqaLoss(checkpoint=out).scores(torch.rand(1, 3, 48, 48))
+    assert all(0 <= float(v) <= 1 for v in scores.values())
