@@ -139,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         if not held:
             raise SystemExit("attiqa-pretrain validity: no held-out photos found among --images")
         files = held
-    files = files[: args.max_images]
+    if len(files) > args.max_images:
+        # Evenly spaced, so every source folder of the held-out split is represented.
+        step = len(files) / args.max_images
+        files = [files[int(i * step)] for i in range(args.max_images)]
     images = [read_image(f, max_side=args.max_side) for f in files]
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
     torch.set_grad_enabled(False)
