@@ -1,0 +1,92 @@
+"""The embedded default model: it loads offline and each score moves the right way.
+
+Photos: scikit-image's bundled samples (installed with the dev extra), so these run on a
+clone without ../shared. Directions are checked per photo, on degradations the model
+was trained on and on some it never saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from attiqa_loss import ATTRIBUTES, AttiqaLoss, default_checkpoint_path, load_attiqa, read_checkpoint_metadata
+from attiqa_loss.io import read_image
+from pretrain.degradations import degrade
+
+pytestmark = pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no embedded default model")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    skimage = pytest.importorskip("skimage")
+    folder = Path(skimage.__file__).parent / "data"
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
+    return torch.stack([read_image(folder / n, max_side=256)[:, :160, :160] for n in names])
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_attiqa()
+
+
+def test_default_model_metadata_describes_its_recipe():
+    meta = read_checkpoint_metadata(default_checkpoint_path())
+    assert meta["attributes"] == list(ATTRIBUTES)
+    assert meta["backbone"] == "resnet10t"
+    assert meta["training"]["teachers"] == ["synthetic"]
+    assert default_checkpoint_path().stat().st_size <= 20_000_000
+
+
+@pytest.mark.parametrize(
+    "attribute, family, strength",
+    [
+        ("brightness", "exposure", 0.6),
+        ("brightness", "gamma", 0.6),  # never seen in training
+        ("sharpness", "gaussian", 0.6),
+        ("sharpness", "defocus", 0.6),  # never seen
+        ("sharpness", "motion", 0.6),  # never seen
+        ("noisiness", "gaussian", 0.5),
+        ("noisiness", "poisson_gaussian", 0.6),  # never seen
+        ("colorfulness", "desaturate", 0.8),
+        ("colorfulness", "hsv", 0.8),  # never seen
+        ("contrast", "linear", 0.7),
+    ],
+)
+@torch.no_grad()
+def test_degrading_an_attribute_lowers_its_score_on_every_photo(net, photos, attribute, family, strength):
+    a = ATTRIBUTES.index(attribute)
+    before = net(photos)[:, a]
+    after = net(degrade(photos, attribute, family, strength, torch.Generator().manual_seed(0)))[:, a]
+    assert (after < before).all(), f"{attribute}/{family}: before {before.tolist()} after {after.tolist()}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap of the current default model (600 steps, no compression in training): JPEG at "
+    "quality 10 smooths noise away and raises the noisiness score more than it lowers the others",
+)
+@torch.no_grad()
+def test_jpeg_compression_lowers_the_mean_score(net, photos):
+    before = net(photos).mean(1)
+    after = net(degrade(photos, "noisiness", "jpeg", 1.0)).mean(1)
+    assert (after < before).all(), (before.tolist(), after.tolist())
+
+
+def test_optimising_brightness_brightens_a_dark_image(photos):
+    """AttiqaLoss as a training signal: gradient steps on the pixels of a dark photo,
+    asking only for brightness, raise its mean luminance and its brightness score."""
+    loss_fn = AttiqaLoss(weights={a: (1.0 if a == "brightness" else 0.0) for a in ATTRIBUTES})
+    dark = degrade(photos[:2], "brightness", "exposure", 0.7)
+    x = dark.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.01)
+    for _ in range(10):
+        opt.zero_grad()
+        loss_fn(x).backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    assert x.mean() > dark.mean() + 0.01
+    assert (loss_fn.scores(x.detach())["brightness"] > loss_fn.scores(dark)["brightness"]).all()
