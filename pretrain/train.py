@@ -26,7 +26,7 @@ from attiqa_loss.io import list_images
 from .config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .degradations import list_families
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .objectives import pretrain_losses
+from .objectives import consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, split_holdout
 from .validity import family_srcc
@@ -272,7 +272,6 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     last_val: Dict[str, float] = {}
     for step in range(start, cfg.train.steps):
         g = step_generator(cfg.train.seed, step, dist.rank)
-        parts, terms = [], {}
         images, labels, groups, pairs, target = [], [], [], None, None
         if synthetic is not None:
             b = synthetic.sample(n_sources, g)
@@ -289,10 +288,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         n_syn = 0 if synthetic is None else len(b.labels)
         terms = pretrain_losses(logits.float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
         if synthetic is not None:
-            syn_terms = pretrain_losses(
-                logits[:n_syn].float(), y[:n_syn], grp[:n_syn], pairs=pairs.to(device), target=target.to(device)
-            )
-            terms["consistency"], terms["specificity"] = syn_terms["consistency"], syn_terms["specificity"]
+            # The synthetic images come first in the batch; only they have pairs and targets.
+            syn_scores = torch.sigmoid(logits[:n_syn].float())
+            terms["consistency"] = consistency_loss(syn_scores, pairs.to(device))
+            terms["specificity"] = specificity_loss(syn_scores, grp[:n_syn], target.to(device))
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
