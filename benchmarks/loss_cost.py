@@ -33,7 +33,7 @@ from benchmarks import _common as common
 from benchmarks._memory import peak_memory_mib
 
 KINDS = ("attiqa", "bare", "clipiqa", "lpips")
-PRECISIONS = ("fp32", "bf16-cl")
+PRECISIONS = ("fp32", "fp32-cl", "bf16-cl")  # -cl: channels_last input and weights
 COLUMNS = (
     "device", "method", "kind", "arch", "precision", "size", "batch", "threads", "repeats",
     "median_ms", "iqr_pct", "images_per_s", "speed_vs_ref", "gflop_per_image", "peak_mem_mib", "mem_vs_ref",
@@ -135,12 +135,12 @@ def make_step(module: nn.Module, images: torch.Tensor, precision: str) -> Callab
 def make_input(batch: int, size: int, device: torch.device, precision: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(size)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
-    return x.contiguous(memory_format=torch.channels_last) if precision == "bf16-cl" else x
+    return x.contiguous(memory_format=torch.channels_last) if precision.endswith("-cl") else x
 
 
 def _prepare(module: nn.Module, device: torch.device, precision: str) -> nn.Module:
     module = module.to(device)
-    return module.to(memory_format=torch.channels_last) if precision == "bf16-cl" else module
+    return module.to(memory_format=torch.channels_last) if precision.endswith("-cl") else module
 
 
 def _check_grad(grad: Optional[torch.Tensor], name: str) -> None:
@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra open_clip model config JSON (file NAME.json defines --clip-model NAME)")
     p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], help="LPIPS trunks (default: alex vgg)")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=None,
-                   help="fp32 and/or bf16 autocast + channels_last (default: fp32 on cpu, both on cuda)")
+                   help="fp32, fp32 + channels_last, bf16 autocast + channels_last "
+                        "(default: fp32 on cpu, fp32 and bf16-cl on cuda)")
     p.add_argument("--memory", choices=("auto", "subprocess", "inprocess", "none"), default=None,
                    help="peak-memory measurement: auto = in-process on cuda, one child process per "
                         "method on cpu (default; --quick: inprocess)")
