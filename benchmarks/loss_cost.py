@@ -33,6 +33,7 @@ from benchmarks import _common as common
 from benchmarks._memory import peak_memory_mib
 
 KINDS = ("attiqa", "bare", "clipiqa", "lpips")
+TARGET_SIZE = 256  # the CLIP-IQA comparison target is stated at this input size
 PRECISIONS = ("fp32", "fp32-cl", "bf16-cl")  # -cl: channels_last input and weights
 COLUMNS = (
     "device", "method", "kind", "arch", "precision", "size", "batch", "threads", "repeats",
@@ -353,9 +354,10 @@ def target_checks(rows: Sequence[dict], ref: Method) -> List[str]:
             a = by[(ref.name, precision, size)]
             speed = a["images_per_s"] / r["images_per_s"]
             mem_ok = not (a["peak_mem_mib"] > r["peak_mem_mib"])  # nan (not measured) does not fail
-            verdict = "PASS" if speed >= 3 and mem_ok else "MISS"
+            # The target is set at 256x256; other sizes are reported for information.
+            verdict = ("PASS" if speed >= 3 and mem_ok else "MISS") if size == TARGET_SIZE else "INFO"
             lines.append(f"[{verdict}] {precision} {size}px: {ref.name} is {speed:.2f}x the images/s of {name} "
-                         f"(target >= 3x), peak memory {a['peak_mem_mib']:.0f} vs {r['peak_mem_mib']:.0f} MiB "
+                         f"(target >= 3x at {TARGET_SIZE}px), peak memory {a['peak_mem_mib']:.0f} vs {r['peak_mem_mib']:.0f} MiB "
                          f"(target: no more)")
         if r["kind"] == "bare":
             a = by.get((f"attiqa:{r['arch']}", precision, size))
