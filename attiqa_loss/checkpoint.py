@@ -26,7 +26,10 @@ from .attributes import ATTRIBUTES
 from .io import atomic_path
 from .network import AttiqaNet
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata"]
+__all__ = [
+    "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
+    "state_dict_differences",
+]
 
 FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
@@ -103,6 +106,22 @@ def read_checkpoint_metadata(path: PathLike) -> Dict[str, Any]:
     return meta
 
 
+def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``found`` from loading strictly into a module whose state dict is
+    ``expected``: ``"missing keys [...], unexpected keys [...], shape mismatches [...]"``,
+    or ``""`` when nothing differs."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(found[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in sorted(set(found) & set(expected))
+        if found[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return ""
+    return f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {mismatched}"
+
+
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> AttiqaNet:
     """Rebuild the :class:`AttiqaNet` stored at ``path`` (strict; nothing is unpickled).
 
@@ -133,18 +152,9 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} tensors are unreadable: {exc}") from exc
     expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{path} does not match backbone {meta['backbone']!r}: "
-            f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {mismatched}"
-        )
+    differences = state_dict_differences(expected, state)
+    if differences:
+        raise CheckpointError(f"{path} does not match backbone {meta['backbone']!r}: {differences}")
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     net.load_state_dict(state, strict=True)
     net.training_info = meta["training"]

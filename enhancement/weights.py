@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from attiqa_loss.checkpoint import state_dict_differences
 from attiqa_loss.io import atomic_path
 
 from .unet import UNet
@@ -90,17 +91,8 @@ def load_enhancer(
         model = UNet(**json.loads(meta["unet"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has a missing or malformed U-Net config in its metadata: {exc!r}") from exc
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{path} does not match its U-Net config {meta['unet']}: missing keys {missing}, "
-            f"unexpected keys {unexpected}, shape mismatches {mismatched}"
-        )
+    differences = state_dict_differences(model.state_dict(), state)
+    if differences:
+        raise ValueError(f"{path} does not match its U-Net config {meta['unet']}: {differences}")
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval(), json.loads(meta.get("training", "{}"))
