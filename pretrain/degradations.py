@@ -125,9 +125,47 @@ def _resample_blur(x, s, g):
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
+def _texture_loss(x, s, g):
+    # Edge-preserving smoothing (a self-guided filter, He et al. 2010): detail whose local
+    # standard deviation is below ~0.12 * s is flattened while strong edges stay, the
+    # "waxy" texture loss of an over-eager denoiser or of heavy compression.
+    eps = (0.12 * s) ** 2
+    if eps < 1e-6:
+        return x
+    r = 3
+
+    def box(t):
+        return F.avg_pool2d(F.pad(t, (r, r, r, r), mode="reflect" if min(t.shape[-2:]) > r else "replicate"),
+                            2 * r + 1, stride=1)
+
+    mean = box(x)
+    var = (box(x * x) - mean * mean).clamp(min=0)
+    a = var / (var + eps)
+    b = mean - a * mean
+    return (box(a) * x + box(b)).clamp(0, 1)
+
+
+def _pixelate(x, s, g):
+    # Mosaic: the mean of each block of 2-8 px (random grid phase), shown by
+    # nearest-neighbour upscaling, as when a small image is enlarged without interpolation.
+    block = 1 + round(7 * s)
+    if block < 2:
+        return x
+    h, w = x.shape[-2:]
+    oy = int(torch.randint(block, (), generator=g))
+    ox = int(torch.randint(block, (), generator=g))
+    padded = F.pad(x, (ox, block, oy, block), mode="replicate")
+    small = F.avg_pool2d(padded, block, stride=block)
+    big = small.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+    return big[..., oy : oy + h, ox : ox + w]
+
+
 def _contrast_linear(x, s, g):
-    mean = luminance(x).mean(dim=(2, 3), keepdim=True)
-    return (mean + (x - mean) * (1 - 0.8 * s)).clamp(0, 1)
+    # Luminance only: every channel gets the same offset, so chroma (R-G, B-Y) is kept and
+    # the degradation does not also desaturate.
+    y = luminance(x)
+    mean = y.mean(dim=(2, 3), keepdim=True)
+    return (x + (mean - y) * (0.8 * s)).clamp(0, 1)
 
 
 def _contrast_haze(x, s, g):
@@ -158,6 +196,40 @@ def _gaussian_noise(x, s, g):
     sigma = 0.15 * s
     noise = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
     return (x + sigma * noise).clamp(0, 1)
+
+
+def _correlated_noise(x, s, g):
+    # Noise after a camera pipeline (demosaicking, denoising) is spatially correlated and
+    # partly shared by the channels: low-pass filtered Gaussian noise with a random
+    # correlation length (0.6-2 px) and luma share, rescaled to standard deviation 0.12 * s.
+    sigma = 0.12 * s
+    if sigma <= 0:
+        return x
+    corr = 0.6 + 1.4 * float(torch.rand((), generator=g))
+    luma_share = float(torch.rand((), generator=g))
+    b, _, h, w = x.shape
+    noise = torch.randn((b, 3, h, w), generator=g)
+    noise = torch.lerp(noise, noise[:, :1].expand(-1, 3, -1, -1), luma_share)
+    r = max(1, math.ceil(3 * corr))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k1 = torch.exp(-(t**2) / (2 * corr**2))
+    noise = _filter(_filter(noise, k1[None, :]), k1[:, None])
+    noise = noise / noise.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
+    return (x + sigma * noise.to(x)).clamp(0, 1)
+
+
+def _pattern_noise(x, s, g):
+    # Sensor fixed-pattern noise: random offsets per row and per column (read-out
+    # banding) on top of white noise, sigma 0-0.1 in all.
+    sigma = 0.1 * s
+    if sigma <= 0:
+        return x
+    b, _, h, w = x.shape
+    rows = torch.randn((b, 3, h, 1), generator=g)
+    cols = torch.randn((b, 3, 1, w), generator=g)
+    white = torch.randn((b, 3, h, w), generator=g)
+    noise = (0.6 * rows + 0.4 * cols + 0.7 * white) / math.sqrt(0.36 + 0.16 + 0.49)
+    return (x + sigma * noise.to(x)).clamp(0, 1)
 
 
 def _poisson_gaussian_noise(x, s, g):
@@ -191,13 +263,17 @@ _DEFINITIONS = [
     ("sharpness", "defocus", _defocus_blur, False, "disk (defocus) blur, radius 0-4 px"),
     ("sharpness", "motion", _motion_blur, False, "linear motion blur, length 0-14 px, random direction"),
     ("sharpness", "resample", _resample_blur, False, "downscale by 1-4x and upscale back (bilinear)"),
-    ("contrast", "linear", _contrast_linear, True, "pull towards mean luminance, contrast x1 to x0.2"),
+    ("sharpness", "texture", _texture_loss, True, "edge-preserving smoothing (self-guided filter), texture std < 0-0.12 flattened"),
+    ("sharpness", "pixelate", _pixelate, False, "mean of 2-8 px blocks, nearest-neighbour upscale (mosaic)"),
+    ("contrast", "linear", _contrast_linear, True, "luminance pulled towards its mean (chroma kept), contrast x1 to x0.2"),
     ("contrast", "haze", _contrast_haze, False, "blend with grey airlight 0.8, transmission 1 to 0.25"),
     ("brightness", "exposure", _exposure, True, "exposure 0 to -5 EV in linear light"),
     ("brightness", "gamma", _gamma, False, "gamma 1 to 3.5 on sRGB values"),
     ("colorfulness", "desaturate", _desaturate, True, "blend towards Rec.601 luma, saturation 1 to 0"),
     ("colorfulness", "hsv", _hsv_saturation, False, "HSV saturation scaled 1 to 0"),
     ("noisiness", "gaussian", _gaussian_noise, True, "additive Gaussian noise, sigma 0-0.15"),
+    ("noisiness", "correlated", _correlated_noise, True, "spatially correlated luma/chroma noise, sigma 0-0.12, 0.6-2 px"),
+    ("noisiness", "pattern", _pattern_noise, True, "row/column fixed-pattern noise plus white noise, sigma 0-0.1"),
     ("noisiness", "poisson_gaussian", _poisson_gaussian_noise, False, "Poisson shot noise (1008-8 e-) + read noise"),
     ("noisiness", "jpeg", _jpeg, False, "JPEG compression, quality 95 to 10"),
 ]

@@ -27,7 +27,11 @@ from attiqa_loss.io import list_images, read_image
 
 from .degradations import FAMILIES, degrade, list_families
 
-__all__ = ["PIPELINE_ORDER", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
+__all__ = ["NO_OP_TOLERANCE", "PIPELINE_ORDER", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
+
+#: Largest pixel change (in [0, 1]) between the weakest and strongest level below which
+#: a degradation counts as a no-op on that image (two 8-bit steps).
+NO_OP_TOLERANCE = 2.0 / 255
 
 #: Order in which degradations are composed (a physical camera pipeline).
 PIPELINE_ORDER = ("sharpness", "contrast", "colorfulness", "brightness", "noisiness")
@@ -99,7 +103,8 @@ class SyntheticTeacher:
         nuisance_prob: probability that a group also carries a fixed degradation of
             another attribute.
         scale_range: photos are viewed at a random scale in this range before cropping.
-        families: per attribute, the family names to train on (default: the ``trained`` ones).
+        families: per attribute, the family names to train on (default: the ``trained`` ones);
+            an attribute missing or with an empty list is never degraded.
     """
 
     def __init__(
@@ -132,7 +137,11 @@ class SyntheticTeacher:
             for n in names:
                 if a not in FAMILIES or n not in FAMILIES[a]:
                     raise ValueError(f"unknown degradation family {a}/{n}")
-        self.families = {a: list(fams[a]) for a in ATTRIBUTES}
+        self.families = {a: list(fams.get(a, [])) for a in ATTRIBUTES}
+        #: attributes with at least one family: the ones a group can degrade
+        self.targets = [a for a in ATTRIBUTES if self.families[a]]
+        if not self.targets:
+            raise ValueError("families must name at least one degradation family, got none")
 
     @property
     def group_size(self) -> int:
@@ -175,8 +184,8 @@ class SyntheticTeacher:
         images, labels, groups, pairs, target = [], [], [], [], []
         for src in range(sources):
             base, other = self._crops(g)
-            a = _randint(g, len(ATTRIBUTES))
-            attr = ATTRIBUTES[a]
+            attr = self.targets[_randint(g, len(self.targets))]
+            a = ATTRIBUTES.index(attr)
             family = self.families[attr][_randint(g, len(self.families[attr]))]
             plan = {}
             if _uniform(g) < self.nuisance_prob:
@@ -184,17 +193,26 @@ class SyntheticTeacher:
                 b = others[_randint(g, len(others))]
                 plan[b] = (self.families[b][_randint(g, len(self.families[b]))], _uniform(g, 0, self.nuisance_max))
             strengths = self._strengths(g)
+            # One seed per group: every level gets the same noise pattern and blur
+            # direction, so only the strength differs between the images being ranked.
+            seed = int(torch.randint(2**62, (), generator=g))
             pair_level = _randint(g, self.levels)
             for k, s in enumerate(strengths):
                 plan[attr] = (family, s)
-                images.append(self._apply(base, plan, g))
+                images.append(self._apply(base, plan, torch.Generator().manual_seed(seed)))
                 if k == pair_level:
                     pairs.append((len(images) - 1, None))
-            images.append(self._apply(other, {**plan, attr: (family, strengths[pair_level])}, g))
+            images.append(self._apply(other, {**plan, attr: (family, strengths[pair_level])},
+                                      torch.Generator().manual_seed(seed)))
             pairs[-1] = (pairs[-1][0], len(images) - 1)
+            # A degradation that leaves the crop unchanged (desaturating a grey photo) has
+            # no order to teach: the group keeps no label rather than a false one.
+            first, last = images[-self.group_size], images[-2]
+            labelled = bool((first - last).abs().amax() >= NO_OP_TOLERANCE)
             for s in strengths + [strengths[pair_level]]:
                 row = torch.full((len(ATTRIBUTES),), math.nan)
-                row[a] = 1.0 - s
+                if labelled:
+                    row[a] = 1.0 - s
                 labels.append(row)
                 groups.append(src)
                 target.append(a)

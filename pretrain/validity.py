@@ -6,6 +6,7 @@ Used for validation during training and by the validity report
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from attiqa_loss.attributes import ATTRIBUTES
 
 from .degradations import degrade, graded_strengths
 
-__all__ = ["spearman", "graded_scores", "family_srcc"]
+__all__ = ["spearman", "graded_images", "graded_scores", "family_srcc"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, 5)
 
@@ -46,8 +47,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def graded_scores(
-    scorer: Scorer,
+def graded_images(
     image: torch.Tensor,
     attribute: str,
     family: str,
@@ -56,10 +56,11 @@ def graded_scores(
     seed: int = 0,
     base: Optional[Sequence[tuple]] = None,
 ) -> torch.Tensor:
-    """Scores of one image degraded at ``levels`` graded strengths: ``(levels, 5)``.
+    """One image degraded at ``levels`` graded strengths: ``(levels, 3, H, W)``.
 
-    ``base`` is an optional list of ``(attribute, family, strength)`` applied first to
-    every level (a second, fixed degradation: the mixed cases).
+    ``base`` is an optional list of ``(attribute, family, strength)`` applied to every
+    level (a second, fixed degradation: the mixed cases), in the camera order of
+    :data:`pretrain.synthetic.PIPELINE_ORDER`.
     """
     from .synthetic import PIPELINE_ORDER
 
@@ -74,7 +75,22 @@ def graded_scores(
             if a in plan:
                 y = degrade(y, a, plan[a][0], plan[a][1], g)
         rows.append(y)
-    return scorer(torch.cat(rows)).float().cpu()
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def graded_scores(
+    scorer: Scorer,
+    image: torch.Tensor,
+    attribute: str,
+    family: str,
+    levels: int,
+    *,
+    seed: int = 0,
+    base: Optional[Sequence[tuple]] = None,
+) -> torch.Tensor:
+    """Scores of :func:`graded_images`: ``(levels, 5)``."""
+    return scorer(graded_images(image, attribute, family, levels, seed=seed, base=base)).float().cpu()
 
 
 def family_srcc(
@@ -89,15 +105,26 @@ def family_srcc(
 ) -> Dict[str, torch.Tensor]:
     """Per-image SRCC between every attribute's score and ``1 - strength``.
 
+    A photo that the degradation leaves unchanged (desaturating a grey photo: largest
+    pixel change below :data:`pretrain.synthetic.NO_OP_TOLERANCE`) has no order to
+    follow; its rows are NaN, so ``nanmean`` leaves it out.
+
     Returns:
         ``{"srcc": (n_images, 5), "shift": (n_images, 5)}``: the SRCC of each attribute's
         score with the quality-aligned level, and each score's change from the lowest to
         the highest strength (negative = the score fell).
     """
+    from .synthetic import NO_OP_TOLERANCE
+
     quality = 1 - graded_strengths(levels).double()
     srcc, shift = [], []
     for i, img in enumerate(images):
-        s = graded_scores(scorer, img, attribute, family, levels, seed=seed + i, base=base)
+        x = graded_images(img, attribute, family, levels, seed=seed + i, base=base)
+        if (x[-1] - x[0]).abs().amax() < NO_OP_TOLERANCE:
+            srcc.append(torch.full((len(ATTRIBUTES),), math.nan, dtype=torch.float64))
+            shift.append(torch.full((len(ATTRIBUTES),), math.nan))
+            continue
+        s = scorer(x).float().cpu()
         srcc.append(spearman(s.T.double(), quality.expand(len(ATTRIBUTES), -1)))
         shift.append(s[-1] - s[0])
     return {"srcc": torch.stack(srcc).float(), "shift": torch.stack(shift).float()}

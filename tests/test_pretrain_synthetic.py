@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attiqa_loss import ATTRIBUTES
-from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families
+from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families, luminance
 from pretrain.handcrafted import handcrafted_scores
 from pretrain.synthetic import SyntheticTeacher, split_holdout
-from pretrain.validity import spearman
+from pretrain.validity import family_srcc, spearman
 
 from conftest import make_texture
 
@@ -27,8 +28,19 @@ def test_every_family_lowers_its_handcrafted_measure(family):
     x = _photo(1)[None]
     a = ATTRIBUTES.index(family.attribute)
     strengths = graded_strengths(5)
+
+    def measure(y):
+        if family.name == "pixelate":
+            # Block edges keep the Laplacian variance up; count the detail left instead.
+            return _changing_neighbours(y)[0]
+        if family.name in ("correlated", "pattern"):
+            # Immerkaer's mask cancels smooth structure, and with it noise correlated over
+            # pixels or constant along rows and columns.
+            return -_noise_energy(y)[0]
+        return handcrafted_scores(y)[0, a]
+
     vals = torch.stack(
-        [handcrafted_scores(degrade(x, family.attribute, family.name, float(s), torch.Generator().manual_seed(0)))[0, a]
+        [measure(degrade(x, family.attribute, family.name, float(s), torch.Generator().manual_seed(0)))
          for s in strengths]
     )
     if family.name == "jpeg":
@@ -53,6 +65,70 @@ def test_zero_strength_is_identity_and_bad_arguments_raise():
         degrade(x, "hue", "gaussian", 0.5)
 
 
+def test_linear_contrast_changes_luminance_only():
+    """Lowering contrast keeps chroma: R-G and B-G are untouched where nothing clips, so
+    the contrast family does not also desaturate."""
+    x = 0.25 + 0.5 * _photo(4)[None]  # in [0.25, 0.75]: no clipping at this strength
+    y = degrade(x, "contrast", "linear", 0.6)
+    assert torch.allclose(y[:, 0] - y[:, 1], x[:, 0] - x[:, 1], atol=1e-6)
+    assert torch.allclose(y[:, 2] - y[:, 1], x[:, 2] - x[:, 1], atol=1e-6)
+    assert handcrafted_scores(y)[0, 1] < 0.6 * handcrafted_scores(x)[0, 1]  # RMS contrast x (1 - 0.8 * 0.6)
+
+
+def test_texture_loss_flattens_fine_detail_and_keeps_strong_edges():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((1, 3, 64, 64), 0.2)
+    x[..., 32:] = 0.8  # one strong vertical edge
+    x = x + 0.02 * torch.randn(x.shape, generator=g)  # fine, low-amplitude texture
+    y = degrade(x, "sharpness", "texture", 1.0)
+    flat = (slice(None), slice(None), slice(8, 56), slice(4, 24))
+    assert y[flat].std() < 0.5 * x[flat].std()
+    # The edge stays a step from one pixel to the next; Gaussian blur spreads it out.
+    def step(img):
+        return float((img[..., 8:56, 32] - img[..., 8:56, 31]).mean())
+
+    assert step(y) > 0.3
+    assert step(degrade(x, "sharpness", "gaussian", 1.0)) < 0.1
+
+
+def test_correlated_noise_is_spatially_correlated():
+    x = torch.full((1, 3, 96, 96), 0.5)
+    n = degrade(x, "noisiness", "correlated", 1.0, torch.Generator().manual_seed(0)) - x
+    assert 0.08 < float(n.std()) < 0.16
+    lag1 = float((n[..., :, 1:] * n[..., :, :-1]).mean() / n.var())
+    assert lag1 > 0.5  # white noise would be ~0
+    white = degrade(x, "noisiness", "gaussian", 1.0, torch.Generator().manual_seed(0)) - x
+    assert abs(float((white[..., :, 1:] * white[..., :, :-1]).mean() / white.var())) < 0.05
+
+
+def test_pattern_noise_has_row_and_column_structure():
+    x = torch.full((1, 3, 96, 96), 0.5)
+    n = degrade(x, "noisiness", "pattern", 1.0, torch.Generator().manual_seed(0)) - x
+    assert 0.07 < float(n.std()) < 0.13
+    # Averaging along a row keeps the row offset and cancels the white part.
+    assert float(n.mean(dim=-1).std()) > 0.4 * float(n.std())
+    white = degrade(x, "noisiness", "gaussian", 1.0, torch.Generator().manual_seed(0)) - x
+    assert float(white.mean(dim=-1).std()) < 0.15 * float(white.std())
+
+
+def test_a_no_op_degradation_teaches_nothing_and_is_left_out_of_validity():
+    """Desaturating a grey photo changes nothing: the teacher drops that group's labels
+    (rather than teach a false order) and the validity SRCC leaves the photo out."""
+    grey = _photo(5, 180, 220).mean(0, keepdim=True).expand(3, -1, -1)
+    t = SyntheticTeacher([(grey * 255).round().byte()], crop=64, levels=3, nuisance_prob=0.0,
+                         families={"colorfulness": ["desaturate"], **{a: [] for a in ATTRIBUTES if a != "colorfulness"}})
+    b = t.sample(3, torch.Generator().manual_seed(0))
+    assert torch.isnan(b.labels).all()
+    colour = _photo(5, 64, 64)
+
+    def scorer(y):
+        return handcrafted_scores(y)
+
+    r = family_srcc(scorer, [grey[:, :64, :64], colour], "colorfulness", "desaturate", 4)
+    assert torch.isnan(r["srcc"][0]).all() and torch.isnan(r["shift"][0]).all()
+    assert r["srcc"][1, ATTRIBUTES.index("colorfulness")] > 0.99
+
+
 def test_every_attribute_has_trained_and_unseen_families():
     for a in ATTRIBUTES:
         assert list_families(a, trained=True), a
@@ -66,6 +142,21 @@ def test_noise_is_reproducible_from_the_generator():
     b = degrade(x, "noisiness", "gaussian", 0.5, torch.Generator().manual_seed(7))
     c = degrade(x, "noisiness", "gaussian", 0.5, torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _noise_energy(x):
+    """Mean absolute Laplacian at half resolution: grows with white, correlated and
+    row/column noise alike (Immerkaer's separable mask cancels the last two); only for
+    comparing versions of one crop, as image structure adds to it."""
+    k = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    y = F.avg_pool2d(luminance(x), 2)
+    return F.conv2d(y, k).abs().flatten(1).mean(1)
+
+
+def _changing_neighbours(x):
+    """Fraction of horizontally adjacent pixels that differ: 1 for a detailed photo,
+    about 1/b for a mosaic of b-pixel blocks."""
+    return ((x[..., 1:] - x[..., :-1]).abs().amax(1) > 1e-6).flatten(1).float().mean(1)
 
 
 def _teacher(**kw):
@@ -93,13 +184,15 @@ def test_synthetic_batch_layout_and_masking():
 
 def test_synthetic_pairs_are_ordered_the_right_way_for_every_attribute():
     """Within a group, the image with the higher (quality-aligned) label measures better
-    on the degraded attribute, for each of the five attributes."""
-    t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0))
+    on the degraded attribute, for each of the five attributes (pixelation: next test)."""
+    families = {a: [f.name for f in list_families(a, trained=True) if f.name != "pixelate"] for a in ATTRIBUTES}
+    t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0), families=families)
     seen = set()
     g = torch.Generator().manual_seed(1)
     for _ in range(12):
         b = t.sample(4, g)
         hc = handcrafted_scores(b.images)
+        hc[:, 4] = -_noise_energy(b.images)
         for grp in b.groups.unique():
             idx = (b.groups == grp).nonzero().flatten()[:-1]  # the levels, without the consistency crop
             a = int(b.target[idx[0]])
@@ -107,6 +200,15 @@ def test_synthetic_pairs_are_ordered_the_right_way_for_every_attribute():
             assert spearman(hc[idx, a], labels) > 0.99, (ATTRIBUTES[a], labels.tolist(), hc[idx, a].tolist())
             seen.add(a)
     assert seen == set(range(5))
+
+
+def test_pixelation_groups_are_ordered_by_block_size():
+    t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0), families={"sharpness": ["pixelate"]})
+    b = t.sample(6, torch.Generator().manual_seed(2))
+    detail = _changing_neighbours(b.images)
+    for grp in b.groups.unique():
+        idx = (b.groups == grp).nonzero().flatten()[:-1]
+        assert spearman(detail[idx], b.labels[idx, 0]) > 0.99, (b.labels[idx, 0].tolist(), detail[idx].tolist())
 
 
 def test_synthetic_sampling_is_a_function_of_the_generator():
