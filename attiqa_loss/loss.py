@@ -148,7 +148,8 @@ class AttiqaLoss(nn.Module):
             or an :class:`AttiqaNet` instance (it is frozen in place).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch.
         include_in_state_dict: register the network as an ordinary submodule so its
-            weights are saved and loaded with the parent.
+            weights are saved and loaded with the parent (a parent's ``requires_grad_``
+            then reaches them; the loss freezes them again before every call).
         check_inputs: validate every input batch (shape, dtype, range, finiteness).
 
     Shape:
@@ -216,6 +217,12 @@ class AttiqaLoss(nn.Module):
     def _scores(self, images: torch.Tensor) -> torch.Tensor:
         if self.check_inputs:
             check_images(images)
+        if self.include_in_state_dict:
+            # A registered submodule is reached by a parent's requires_grad_(True): freeze
+            # it again before every use, so no gradient is ever computed for its weights.
+            for p in self.net.parameters():
+                if p.requires_grad:
+                    p.requires_grad_(False)
         return self.network(images, check=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -368,6 +368,16 @@ def test_parent_train_keeps_the_loss_in_eval(tiny_net, image_batch, include):
     _assert_eval(parent.loss.network)
 
 
+@pytest.mark.parametrize("include", [False, True])
+def test_parent_requires_grad_never_trains_the_loss(tiny_net, image_batch, include):
+    parent = Enhancer(AttiqaLoss(checkpoint=tiny_net, include_in_state_dict=include))
+    parent.requires_grad_(True)
+    parent.loss(parent(image_batch(2))).backward()
+    assert parent.conv.weight.grad is not None
+    assert not any(p.requires_grad for p in tiny_net.parameters())
+    assert all(p.grad is None for p in tiny_net.parameters())
+
+
 def test_frozen_weights_stay_out_of_the_parent(tiny_net):
     parent = Enhancer(AttiqaLoss(checkpoint=tiny_net))
     keys = set(parent.state_dict())
