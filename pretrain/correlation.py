@@ -5,7 +5,8 @@
 - :func:`plcc_logistic`: Pearson after the usual 4-parameter logistic mapping of the
   predictions onto the MOS scale (VQEG), with a safe fallback to plain PLCC when the fit
   fails; :func:`correlations` reports all of them at once.
-- :func:`batched_srcc`: torch, many short rankings at once (the prompt-selection proxy).
+- :func:`batched_spearman` / :func:`batched_srcc`: torch, many short rankings at once
+  (validity per image and level; the prompt-selection proxy).
 
 All are higher-is-better in [-1, 1]; a constant input has no defined correlation and
 gives ``nan`` (``batched_srcc`` gives 0 instead, see there).
@@ -29,6 +30,7 @@ __all__ = [
     "fit_logistic4",
     "plcc_logistic",
     "correlations",
+    "batched_spearman",
     "batched_srcc",
 ]
 
@@ -185,13 +187,32 @@ def _torch_average_ranks(x: torch.Tensor) -> torch.Tensor:
     return less + (equal + 1) / 2
 
 
+def batched_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation along the last dim of two broadcastable tensors.
+
+    Exact average ranks from pairwise comparisons (O(L^2) memory per row: meant for
+    short rankings such as the L degradation levels of one image). A constant row has no
+    ranking and gives ``nan``.
+
+    Shape:
+        - a, b: ``(..., L)``, broadcastable.
+        - Output: the broadcast shape without the last dim, float64.
+    """
+    ra = _torch_average_ranks(a.double())
+    rb = _torch_average_ranks(b.double().to(ra.device))
+    ra = ra - ra.mean(-1, keepdim=True)
+    rb = rb - rb.mean(-1, keepdim=True)
+    denom = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
+    out = (ra * rb).sum(-1) / denom
+    return torch.where(denom > 0, out, torch.full_like(out, math.nan))
+
+
 def batched_srcc(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Spearman correlation of every row of ``values`` with ``reference``, along the last dim.
 
-    Meant for short rankings (the L degradation levels of one image): ranks come from
-    pairwise comparisons, O(L^2) memory per row. A row that is constant (no ranking at
-    all) scores 0 rather than ``nan``, so a prompt that ignores the degradation is
-    averaged in as uninformative instead of poisoning the mean.
+    As :func:`batched_spearman`, except that a constant row (no ranking at all) scores 0
+    rather than ``nan``, so a prompt that ignores the degradation is averaged in as
+    uninformative instead of poisoning the mean.
 
     Shape:
         - values: ``(..., L)``; reference: ``(L,)``.
@@ -199,10 +220,5 @@ def batched_srcc(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """
     if values.shape[-1] != reference.shape[-1]:
         raise ValueError(f"values end in {values.shape[-1]} levels but reference has {reference.shape[-1]}")
-    rv = _torch_average_ranks(values.double())
-    rr = _torch_average_ranks(reference.double().to(values.device))
-    rv = rv - rv.mean(-1, keepdim=True)
-    rr = rr - rr.mean()
-    denom = (rv.square().sum(-1) * rr.square().sum()).sqrt()
-    out = (rv * rr).sum(-1) / denom.clamp(min=1e-300)
-    return torch.where(denom > 0, out, torch.zeros_like(out)).to(values.dtype if values.is_floating_point() else torch.float64)
+    out = batched_spearman(values, reference.to(values.device)).nan_to_num(nan=0.0)
+    return out.to(values.dtype if values.is_floating_point() else torch.float64)

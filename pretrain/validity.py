@@ -7,12 +7,13 @@ Used for validation during training and by the validity report
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
 from attiqa_loss.attributes import ATTRIBUTES
 
+from .correlation import batched_spearman
 from .degradations import degrade, graded_strengths
 
 __all__ = ["spearman", "graded_images", "graded_scores", "family_srcc"]
@@ -20,30 +21,10 @@ __all__ = ["spearman", "graded_images", "graded_scores", "family_srcc"]
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, 5)
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Average ranks (ties share their mean rank), 0-based, along the last dim."""
-    order = x.argsort(dim=-1)
-    ranks = torch.empty_like(x, dtype=torch.float64)
-    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=torch.float64).expand_as(x).contiguous())
-    # Average tied ranks.
-    out = ranks.clone()
-    flat_x, flat_r, flat_o = x.reshape(-1, x.shape[-1]), ranks.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])
-    for row in range(flat_x.shape[0]):
-        vals, inv = torch.unique(flat_x[row], return_inverse=True)
-        if len(vals) < flat_x.shape[1]:
-            sums = torch.zeros(len(vals), dtype=torch.float64).index_add_(0, inv, flat_r[row])
-            cnts = torch.zeros(len(vals), dtype=torch.float64).index_add_(0, inv, torch.ones_like(flat_r[row]))
-            flat_o[row] = (sums / cnts)[inv]
-    return out
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation along the last dim (NaN where either side is constant)."""
-    ra, rb = _ranks(a.double()), _ranks(b.double())
-    ra = ra - ra.mean(-1, keepdim=True)
-    rb = rb - rb.mean(-1, keepdim=True)
-    den = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
-    return (ra * rb).sum(-1) / den
+    """Spearman rank correlation along the last dim (NaN where either side is constant);
+    :func:`pretrain.correlation.batched_spearman`."""
+    return batched_spearman(a, b)
 
 
 @torch.no_grad()

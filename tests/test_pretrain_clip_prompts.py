@@ -98,6 +98,18 @@ def test_batched_srcc_known_values():
     assert out[3] == pytest.approx(spearmanr(rows[3].numpy(), levels.numpy())[0])
 
 
+def test_batched_spearman_matches_the_numpy_srcc_with_ties_and_is_nan_when_constant():
+    from pretrain.correlation import batched_spearman, srcc
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 4, (6, 7), generator=g).double()  # many ties
+    b = torch.randn(6, 7, generator=g).double()
+    out = batched_spearman(a, b)
+    for i in range(6):
+        assert float(out[i]) == pytest.approx(srcc(a[i].numpy(), b[i].numpy()))
+    assert torch.isnan(batched_spearman(torch.ones(7), b[0]))
+
+
 def test_score_prompts_direction():
     # Features that move from the positive towards the negative text direction as the level grows.
     d = 8
