@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="folder of clean photos (default: scikit-image samples)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300: about 2 minutes on a 2-core CPU)")
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300: under a minute on a free 2-core CPU)")
     p.add_argument("--checkpoint", default=None, help="quality model for AttiqaLoss (default: the embedded one)")
     p.add_argument("--config", type=Path, default=None, help="start from this YAML config instead of the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
