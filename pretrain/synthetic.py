@@ -114,7 +114,7 @@ class SyntheticTeacher:
         crop: int = 192,
         levels: int = 3,
         min_gap: float = 0.15,
-        nuisance_prob: float = 0.5,
+        nuisance_prob: float = 0.8,
         nuisance_max: float = 0.8,
         scale_range: Sequence[float] = (0.5, 1.0),
         families: Optional[dict] = None,

@@ -54,7 +54,7 @@ class SyntheticConfig:
     crop: int = 192
     levels: int = 3
     min_gap: float = 0.15
-    nuisance_prob: float = 0.5
+    nuisance_prob: float = 0.8
     scale_range: List[float] = field(default_factory=lambda: [0.5, 1.0])
 
 
@@ -75,7 +75,7 @@ class LossConfig:
     ranking: float = 1.0
     calibration: float = 0.2
     consistency: float = 0.5
-    specificity: float = 0.5
+    specificity: float = 1.0
     margin: float = 0.5
     delta: float = 0.05
 
