@@ -102,6 +102,7 @@ class SyntheticTeacher:
         min_gap: minimum difference between two strengths of one group.
         nuisance_prob: probability that a group also carries a fixed degradation of
             another attribute.
+        nuisance_max: the nuisance strength is drawn uniformly from ``[0, nuisance_max]``.
         scale_range: photos are viewed at a random scale in this range before cropping.
         families: per attribute, the family names to train on (default: the ``trained`` ones);
             an attribute missing or with an empty list is never degraded.

@@ -211,6 +211,18 @@ def test_pixelation_groups_are_ordered_by_block_size():
         assert spearman(detail[idx], b.labels[idx, 0]) > 0.99, (b.labels[idx, 0].tolist(), detail[idx].tolist())
 
 
+def test_levels_of_a_group_share_one_noise_pattern():
+    """Only the strength differs inside a group: the same noise field, scaled."""
+    t = _teacher(levels=3, nuisance_prob=0.0, families={"noisiness": ["gaussian"]})
+    photos = [torch.full((3, 180, 220), 128, dtype=torch.uint8)]  # mid-grey: no clipping
+    t.photos = photos
+    b = t.sample(2, torch.Generator().manual_seed(4))
+    for grp in (0, 1):
+        x1, x2, x3 = b.images[b.groups == grp][:3]
+        d21, d32 = (x2 - x1).flatten(), (x3 - x2).flatten()
+        assert torch.corrcoef(torch.stack([d21, d32]))[0, 1] > 0.99
+
+
 def test_synthetic_sampling_is_a_function_of_the_generator():
     t = _teacher()
     a = t.sample(2, torch.Generator().manual_seed(3))
