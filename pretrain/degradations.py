@@ -67,28 +67,33 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
 
 
+def _pad(x: torch.Tensor, pad: tuple) -> torch.Tensor:
+    """Reflect padding, or replicate where the image is too small to reflect."""
+    return F.pad(x, pad, mode="replicate" if max(pad) >= min(x.shape[-2:]) else "reflect")
+
+
 def _filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Convolve every channel with a normalised 2-D ``kernel`` (reflect padding)."""
     kernel = (kernel / kernel.sum()).to(x)
     kh, kw = kernel.shape
-    pad = (kw // 2, kw // 2, kh // 2, kh // 2)
-    if max(pad) >= min(x.shape[-2:]):
-        padded = F.pad(x, pad, mode="replicate")
-    else:
-        padded = F.pad(x, pad, mode="reflect")
+    padded = _pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
     weight = kernel.expand(x.shape[1], 1, kh, kw)
     return F.conv2d(padded, weight, groups=x.shape[1])
+
+
+def _separable_gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian filter of standard deviation ``sigma`` px: a row pass then a column pass."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k1 = torch.exp(-(t**2) / (2 * sigma**2))
+    return _filter(_filter(x, k1[None, :]), k1[:, None])
 
 
 def _gaussian_blur(x, s, g):
     sigma = 3.0 * s
     if sigma < 0.05:
         return x
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t**2) / (2 * sigma**2))
-    # Separable: a row pass then a column pass.
-    return _filter(_filter(x, k1[None, :]), k1[:, None])
+    return _separable_gaussian(x, sigma)
 
 
 def _defocus_blur(x, s, g):
@@ -135,8 +140,7 @@ def _texture_loss(x, s, g):
     r = 3
 
     def box(t):
-        return F.avg_pool2d(F.pad(t, (r, r, r, r), mode="reflect" if min(t.shape[-2:]) > r else "replicate"),
-                            2 * r + 1, stride=1)
+        return F.avg_pool2d(_pad(t, (r, r, r, r)), 2 * r + 1, stride=1)
 
     mean = box(x)
     var = (box(x * x) - mean * mean).clamp(min=0)
@@ -210,10 +214,7 @@ def _correlated_noise(x, s, g):
     b, _, h, w = x.shape
     noise = torch.randn((b, 3, h, w), generator=g)
     noise = torch.lerp(noise, noise[:, :1].expand(-1, 3, -1, -1), luma_share)
-    r = max(1, math.ceil(3 * corr))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t**2) / (2 * corr**2))
-    noise = _filter(_filter(noise, k1[None, :]), k1[:, None])
+    noise = _separable_gaussian(noise, corr)
     noise = noise / noise.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
     return (x + sigma * noise.to(x)).clamp(0, 1)
 

@@ -27,7 +27,7 @@ from attiqa_loss.io import list_images, read_image
 
 from .degradations import FAMILIES, degrade, list_families
 
-__all__ = ["NO_OP_TOLERANCE", "PIPELINE_ORDER", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
+__all__ = ["NO_OP_TOLERANCE", "PIPELINE_ORDER", "apply_plan", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
 
 #: Largest pixel change (in [0, 1]) between the weakest and strongest level below which
 #: a degradation counts as a no-op on that image (two 8-bit steps).
@@ -54,6 +54,15 @@ class SyntheticBatch:
     groups: torch.Tensor
     pairs: torch.Tensor
     target: torch.Tensor
+
+
+def apply_plan(x: torch.Tensor, plan: dict, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Apply ``plan`` (``{attribute: (family, strength)}``) in :data:`PIPELINE_ORDER`."""
+    for attr in PIPELINE_ORDER:
+        if attr in plan:
+            family, strength = plan[attr]
+            x = degrade(x, attr, family, strength, generator)
+    return x
 
 
 def split_holdout(files: Sequence[Path], every: int) -> tuple:
@@ -173,13 +182,6 @@ class SyntheticTeacher:
                 return s
         return [i / (self.levels - 1) for i in range(self.levels)]
 
-    def _apply(self, x: torch.Tensor, plan: dict, g: torch.Generator) -> torch.Tensor:
-        for attr in PIPELINE_ORDER:
-            if attr in plan:
-                family, strength = plan[attr]
-                x = degrade(x, attr, family, strength, g)
-        return x
-
     def sample(self, sources: int, g: torch.Generator) -> SyntheticBatch:
         """Draw ``sources`` groups of ``levels + 1`` images each."""
         images, labels, groups, pairs, target = [], [], [], [], []
@@ -200,10 +202,10 @@ class SyntheticTeacher:
             pair_level = _randint(g, self.levels)
             for k, s in enumerate(strengths):
                 plan[attr] = (family, s)
-                images.append(self._apply(base, plan, torch.Generator().manual_seed(seed)))
+                images.append(apply_plan(base, plan, torch.Generator().manual_seed(seed)))
                 if k == pair_level:
                     pairs.append((len(images) - 1, None))
-            images.append(self._apply(other, {**plan, attr: (family, strengths[pair_level])},
+            images.append(apply_plan(other, {**plan, attr: (family, strengths[pair_level])},
                                       torch.Generator().manual_seed(seed)))
             pairs[-1] = (pairs[-1][0], len(images) - 1)
             # A degradation that leaves the crop unchanged (desaturating a grey photo) has

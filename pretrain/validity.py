@@ -14,9 +14,9 @@ import torch
 from attiqa_loss.attributes import ATTRIBUTES
 
 from .correlation import batched_spearman
-from .degradations import degrade, graded_strengths
+from .degradations import graded_strengths
 
-__all__ = ["spearman", "graded_images", "graded_scores", "family_srcc"]
+__all__ = ["spearman", "graded_images", "family_srcc"]
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, 5)
 
@@ -43,35 +43,15 @@ def graded_images(
     level (a second, fixed degradation: the mixed cases), in the camera order of
     :data:`pretrain.synthetic.PIPELINE_ORDER`.
     """
-    from .synthetic import PIPELINE_ORDER
+    from .synthetic import apply_plan
 
     x = image[None] if image.ndim == 3 else image
     rows = []
     for s in graded_strengths(levels).tolist():
         plan = {a: (f, st) for a, f, st in (base or [])}
         plan[attribute] = (family, s)
-        g = torch.Generator().manual_seed(seed)
-        y = x
-        for a in PIPELINE_ORDER:
-            if a in plan:
-                y = degrade(y, a, plan[a][0], plan[a][1], g)
-        rows.append(y)
+        rows.append(apply_plan(x, plan, torch.Generator().manual_seed(seed)))
     return torch.cat(rows)
-
-
-@torch.no_grad()
-def graded_scores(
-    scorer: Scorer,
-    image: torch.Tensor,
-    attribute: str,
-    family: str,
-    levels: int,
-    *,
-    seed: int = 0,
-    base: Optional[Sequence[tuple]] = None,
-) -> torch.Tensor:
-    """Scores of :func:`graded_images`: ``(levels, 5)``."""
-    return scorer(graded_images(image, attribute, family, levels, seed=seed, base=base)).float().cpu()
 
 
 def family_srcc(

@@ -122,7 +122,7 @@ def _lpips_fails(monkeypatch):
     import lpips
 
     def fail(*args, **kwargs):
-        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+        raise OSError("simulated: the backbone weights cannot be fetched offline")
 
     monkeypatch.setattr(lpips, "LPIPS", fail)
 
