@@ -114,14 +114,16 @@ def read_image(path: PathLike, *, max_side: Optional[int] = None) -> torch.Tenso
     """Decode an image file to a ``(3, H, W)`` float32 RGB tensor in [0, 1].
 
     Grey, palette and RGBA images are converted to RGB (alpha dropped). 16-bit PNGs
-    keep their precision. With ``max_side`` the image is downscaled (area filter) so its
+    keep their precision. An EXIF orientation tag (cameras and phones store portrait
+    shots sideways with such a tag) is applied, so the tensor is upright as viewers show it. With ``max_side`` the image is downscaled (area filter) so its
     longer side is at most that many pixels. Raises ``OSError``/``ValueError`` for
     unreadable files.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im.load()
+        im = ImageOps.exif_transpose(im)
         size = im.size
         if max_side is not None and max(size) > max_side:
             scale = max_side / max(size)

@@ -147,6 +147,24 @@ def test_16_bit_png_keeps_precision(tmp_path):
     assert (t[0, 0, 1] - t[0, 0, 0]).item() == pytest.approx(31 / 65535, rel=1e-4)
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    # A portrait shot stored sideways: 24 wide x 16 high, with orientation 6 ("rotate 90
+    # degrees clockwise to view"). Its red left band ends up at the top.
+    arr = np.zeros((16, 24, 3), dtype=np.uint8)
+    arr[:, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(arr).save(path, quality=100, exif=exif.tobytes())
+    t = read_image(path)
+    assert t.shape == (3, 24, 16)
+    assert t[0, :6].mean() > 0.9 and t[1, :6].mean() < 0.1  # top band red
+    assert t[0, -14:].mean() < 0.1  # the rest dark
+    # without the tag the same pixels read as stored
+    Image.fromarray(arr).save(tmp_path / "plain.jpg", quality=100)
+    assert read_image(tmp_path / "plain.jpg").shape == (3, 16, 24)
+
+
 @pytest.mark.parametrize("bits16", [False, True])
 def test_max_side(tmp_path, write_png, bits16):
     path = tmp_path / "big.png"
