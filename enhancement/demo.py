@@ -2,8 +2,9 @@
 
 Trains the low-light U-Net (300 steps by default, under a minute on a 2-core CPU) on
 synthetic pairs (clean photos darkened on the fly: exposure and gamma, colour cast,
-sensor noise) with fidelity terms plus the default ``AttiqaLoss``, then prints a before/after table of attribute scores on held-out
-photos and says where the TensorBoard logs and the enhanced images are.
+sensor noise) with fidelity terms plus the default ``AttiqaLoss``, then prints a
+before/after table of attribute scores on held-out photos and says where the
+TensorBoard logs and the enhanced images are.
 
 Photos: ``--data DIR``, or, by default, the sample photographs that ship inside
 scikit-image (no download). Scores are quality-aligned: 1 = sharp, high contrast, well
