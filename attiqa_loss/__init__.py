@@ -7,7 +7,7 @@ colourful, noise-free (so ``noisiness`` near 1 means clean).
 
 from .attributes import ATTRIBUTES, DEFAULT_TEMPLATES, AttributeSet
 from .checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
-from .loss import AttiqaLoss, attiqa_loss, attribute_distance, default_checkpoint_path, load_attiqa
+from .loss import AttiqaLoss, attiqa_loss, attribute_distance, default_checkpoint_path, load_attiqa, random_view
 from .network import DEFAULT_BACKBONE, AttiqaNet, create_attiqa_net
 from .validation import MIN_SIZE, check_images
 
@@ -30,6 +30,7 @@ __all__ = [
     "default_checkpoint_path",
     "load_attiqa",
     "load_checkpoint",
+    "random_view",
     "read_checkpoint_metadata",
     "save_checkpoint",
 ]

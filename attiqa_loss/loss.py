@@ -13,9 +13,16 @@ from torch import nn
 from .attributes import ATTRIBUTES, validate_attribute_mapping
 from .checkpoint import load_checkpoint
 from .network import AttiqaNet
-from .validation import check_images
+from .validation import MIN_SIZE, check_images
 
-__all__ = ["AttiqaLoss", "attiqa_loss", "attribute_distance", "load_attiqa", "default_checkpoint_path"]
+__all__ = [
+    "AttiqaLoss",
+    "attiqa_loss",
+    "attribute_distance",
+    "load_attiqa",
+    "default_checkpoint_path",
+    "random_view",
+]
 
 CheckpointLike = Union[None, str, os.PathLike, AttiqaNet]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -126,6 +133,35 @@ def _targets_tensor(targets: Optional[Mapping[str, float]]) -> torch.Tensor:
     )
 
 
+def random_view(
+    images: torch.Tensor, max_shift: int = 8, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """One random attribute-preserving view of a batch (the same view for every image).
+
+    A random element of the eight flips and transposes of the square, then a window of
+    ``(H - m, W - m)`` at a random offset in ``[0, m]``, where ``m = max_shift`` (less for
+    images smaller than ``MIN_SIZE + max_shift``, so the view is never below ``MIN_SIZE``).
+    Sharpness, contrast, brightness, colourfulness and noisiness do not depend on
+    orientation or on where the frame starts, so a quality score should not either.
+    Randomness comes from ``generator`` (the global CPU generator by default).
+
+    Shape: ``(B, C, H, W)`` -> ``(B, C, H - m, W - m)``, or ``(B, C, W - m, H - m)`` when
+    the view is transposed.
+    """
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    flip_w, flip_h, transpose = (bool(b) for b in torch.randint(2, (3,), generator=generator))
+    m = max(0, min(max_shift, min(images.shape[-2:]) - MIN_SIZE))
+    dy, dx = (int(v) for v in torch.randint(m + 1, (2,), generator=generator))
+    h, w = images.shape[-2:]
+    x = images[..., dy : h - m + dy, dx : w - m + dx]
+    if flip_w:
+        x = x.flip(-1)
+    if flip_h:
+        x = x.flip(-2)
+    return x.transpose(-1, -2) if transpose else x
+
+
 class AttiqaLoss(nn.Module):
     """Attribute-aware no-reference quality loss with per-attribute weights and targets.
 
@@ -151,6 +187,14 @@ class AttiqaLoss(nn.Module):
             weights are saved and loaded with the parent (a parent's ``requires_grad_``
             then reaches them; the loss freezes them again before every call).
         check_inputs: validate every input batch (shape, dtype, range, finiteness).
+        views: ``0`` (default) scores the images as they are. ``n >= 1`` makes
+            :meth:`forward` average the scores of ``n`` fresh :func:`random_view` s of
+            the batch (flips, transposes, shifts of up to 8 px), in the spirit of E-LPIPS
+            (Kettunen et al. 2019): an optimiser then cannot raise the score with a
+            pixel pattern tuned to one fixed alignment of the network, and has to change
+            the attribute itself. Costs ``n`` network passes; :meth:`scores` stays
+            deterministic. Random draws use the global CPU generator (seed it with
+            ``torch.manual_seed`` for reproducible runs).
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], any ``H, W >= 32``, any device, any
@@ -176,9 +220,13 @@ class AttiqaLoss(nn.Module):
         *,
         include_in_state_dict: bool = False,
         check_inputs: bool = True,
+        views: int = 0,
     ) -> None:
         super().__init__()
         _check_reduction(reduction)
+        if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+            raise ValueError(f"views must be an integer >= 0, got {views!r}")
+        self.views = views
         self.reduction = reduction
         self.check_inputs = check_inputs
         self.include_in_state_dict = include_in_state_dict
@@ -214,7 +262,7 @@ class AttiqaLoss(nn.Module):
         """No-op: the loss stays in eval mode (BatchNorm statistics and dropout frozen)."""
         return super().train(False)
 
-    def _scores(self, images: torch.Tensor) -> torch.Tensor:
+    def _scores(self, images: torch.Tensor, views: int = 0) -> torch.Tensor:
         if self.check_inputs:
             check_images(images)
         if self.include_in_state_dict:
@@ -223,11 +271,13 @@ class AttiqaLoss(nn.Module):
             for p in self.net.parameters():
                 if p.requires_grad:
                     p.requires_grad_(False)
-        return self.network(images, check=False)
+        if views == 0:
+            return self.network(images, check=False)
+        return torch.stack([self.network(random_view(images), check=False) for _ in range(views)]).mean(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Loss of a ``(B, 3, H, W)`` batch in [0, 1]; scalar, or ``(B,)`` for ``reduction="none"``."""
-        return attribute_distance(self._scores(images), self.weights, self.targets, self.reduction)
+        return attribute_distance(self._scores(images, self.views), self.weights, self.targets, self.reduction)
 
     def scores(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Higher-is-better attribute scores ``{name: (B,)}`` in [0, 1] (differentiable)."""
@@ -237,4 +287,5 @@ class AttiqaLoss(nn.Module):
     def extra_repr(self) -> str:
         w = {n: round(float(v), 4) for n, v in zip(self.attributes, self.weights)}
         t = {n: round(float(v), 4) for n, v in zip(self.attributes, self.targets)}
-        return f"backbone={self.network.backbone_name!r}, weights={w}, targets={t}, reduction={self.reduction!r}"
+        views = f", views={self.views}" if self.views else ""
+        return f"backbone={self.network.backbone_name!r}, weights={w}, targets={t}, reduction={self.reduction!r}{views}"

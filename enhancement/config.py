@@ -142,7 +142,10 @@ class LossConfig:
     ``attiqa_targets``; scores are quality-aligned, 1 = desirable), ``exposure`` (mean
     patch brightness towards ``exposure_level``) and ``tv`` (total variation).
     ``attiqa_checkpoint``: a ``.safetensors`` quality model, or null for the model
-    embedded in the package.
+    embedded in the package. ``attiqa_views``: average the quality scores over that
+    many random flips/shifts of each batch (``AttiqaLoss(views=...)``; 0 = off), which
+    keeps the generator from raising a score with a pixel pattern instead of the
+    attribute; most useful without reference terms (unpaired).
     """
 
     fidelity: Literal["l1", "charbonnier"] = "charbonnier"
@@ -157,6 +160,7 @@ class LossConfig:
     attiqa_checkpoint: Optional[str] = None
     attiqa_weights: Dict[str, float] = field(default_factory=dict)
     attiqa_targets: Dict[str, float] = field(default_factory=dict)
+    attiqa_views: int = 0
     exposure_weight: float = 0.0
     exposure_level: float = 0.6
     exposure_patch: int = 16
@@ -172,6 +176,8 @@ class LossConfig:
             raise ValueError(f"loss.exposure_level must be in (0, 1), got {self.exposure_level}")
         if self.exposure_patch < 1:
             raise ValueError(f"loss.exposure_patch must be >= 1, got {self.exposure_patch}")
+        if isinstance(self.attiqa_views, bool) or not isinstance(self.attiqa_views, int) or self.attiqa_views < 0:
+            raise ValueError(f"loss.attiqa_views must be an integer >= 0, got {self.attiqa_views!r}")
         validate_attribute_mapping(self.attiqa_weights, "loss.attiqa_weights", low=0.0, high=None, default=1.0)
         validate_attribute_mapping(self.attiqa_targets, "loss.attiqa_targets", low=0.0, high=1.0, default=1.0)
 

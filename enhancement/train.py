@@ -125,6 +125,7 @@ class _Trainer:
             weights=cfg.loss.attiqa_weights,
             targets=cfg.loss.attiqa_targets,
             checkpoint=cfg.loss.attiqa_checkpoint or None,
+            views=cfg.loss.attiqa_views,
         ).to(self.device)
         lpips_model = resolve_lpips(
             cfg.loss.lpips_net,

@@ -149,3 +149,17 @@ def test_label_throughput_missing_folder_names_it(bench, tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match=f"--images must be a folder of photos; {missing} is not a folder"):
         bench("label_throughput").main(["--quick", "--images", str(missing), "--out", str(tmp_path / "x.csv")])
+
+
+def test_views_robustness_quick(bench, tmp_path, capsys, tiny_checkpoint_path):
+    pytest.importorskip("skimage")
+    out = tmp_path / "views.csv"
+    args = ["--views", "0", "2", "--steps", "2", "--checkpoint", str(tiny_checkpoint_path), "--out", str(out)]
+    assert bench("views_robustness").main(args) == 0
+    columns, rows = _read_csv(out)
+    assert columns[:3] == ["views", "steps", "score_before"] and [r["views"] for r in rows] == ["0", "2"]
+    assert all(float(r["score_gain"]) == pytest.approx(float(r["score_after"]) - float(r["score_before"]), abs=1e-3)
+               for r in rows)
+    assert "gain_per_luminance" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench("views_robustness").main(["--views", "-1", "--out", str(out)])

@@ -21,6 +21,7 @@ from attiqa_loss import (
     create_attiqa_net,
     default_checkpoint_path,
     load_attiqa,
+    random_view,
 )
 
 
@@ -289,6 +290,82 @@ def test_only_the_target_side_of_a_score_is_penalised(tiny_net, image_batch):
 def test_repr_names_weights_and_targets(tiny_net):
     text = repr(AttiqaLoss({"noisiness": 2.0}, {"brightness": 0.7}, checkpoint=tiny_net))
     assert "backbone='test_resnet'" in text and "'noisiness': 2.0" in text and "'brightness': 0.7" in text
+
+
+# --------------------------------------------------------------------------- random views
+
+
+def _dihedral(x):
+    """The eight flips/transposes of a (..., H, W) tensor."""
+    out = []
+    for t in (x, x.transpose(-1, -2)):
+        out += [t, t.flip(-1), t.flip(-2), t.flip(-1).flip(-2)]
+    return out
+
+
+def test_random_view_is_a_flipped_window_of_the_batch():
+    x = torch.arange(2 * 3 * 50 * 44, dtype=torch.float32).view(2, 3, 50, 44)
+    g = torch.Generator().manual_seed(0)
+    seen_shapes, seen_offsets = set(), set()
+    for _ in range(60):
+        v = random_view(x, max_shift=8, generator=g)
+        seen_shapes.add(tuple(v.shape))
+        # undo the flip/transpose: some element of the group maps v back onto a window of x
+        matches = [
+            (dy, dx)
+            for u in _dihedral(v)
+            if u.shape[-2:] == (42, 36)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.equal(u, x[..., dy : dy + 42, dx : dx + 36])
+        ]
+        assert len(matches) == 1
+        seen_offsets.add(matches[0])
+    assert seen_shapes == {(2, 3, 42, 36), (2, 3, 36, 42)}
+    assert len(seen_offsets) > 20  # the window moves
+
+
+def test_random_view_never_goes_below_the_minimum_size():
+    x = torch.rand(1, 3, 35, 90)
+    for seed in range(10):
+        v = random_view(x, max_shift=8, generator=torch.Generator().manual_seed(seed))
+        assert sorted(v.shape[-2:]) == [32, 87]
+    assert sorted(random_view(torch.rand(1, 3, 32, 32)).shape[-2:]) == [32, 32]
+    with pytest.raises(ValueError, match="max_shift must be >= 0, got -1"):
+        random_view(x, max_shift=-1)
+
+
+@pytest.mark.parametrize("views", [-1, 1.5, True, "2"])
+def test_views_must_be_a_non_negative_integer(tiny_net, views):
+    with pytest.raises(ValueError, match=r"views must be an integer >= 0, got"):
+        AttiqaLoss(checkpoint=tiny_net, views=views)
+
+
+def test_views_average_random_views_and_keep_scores_deterministic(tiny_net, image_batch):
+    x = image_batch(2, 64, 56)
+    plain = AttiqaLoss(checkpoint=tiny_net, reduction="none")
+    viewed = AttiqaLoss(checkpoint=tiny_net, reduction="none", views=3)
+    assert "views=3" in repr(viewed) and "views" not in repr(plain)
+    torch.manual_seed(0)
+    a = viewed(x)
+    torch.manual_seed(0)
+    assert torch.equal(viewed(x), a)  # reproducible from the global seed
+    torch.manual_seed(1)
+    assert not torch.equal(viewed(x), a)  # fresh views every call
+    assert not torch.equal(a, plain(x))
+    # by hand: the mean of three views' scores, drawn from the same seed
+    torch.manual_seed(0)
+    by_hand = torch.stack([tiny_net(random_view(x)) for _ in range(3)]).mean(0)
+    torch.testing.assert_close(a, (1 - by_hand).mean(1))
+    # scores() and a views=0 loss ignore the random views
+    assert torch.equal(viewed.scores(x)["brightness"], plain.scores(x)["brightness"])
+
+
+def test_gradient_reaches_input_through_random_views(tiny_net, image_batch):
+    x = image_batch(2, 48, 48).requires_grad_()
+    AttiqaLoss(checkpoint=tiny_net, views=2)(x).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    _assert_frozen(tiny_net)
 
 
 # --------------------------------------------------------------------------- gradients and freezing

@@ -110,3 +110,18 @@ def test_optimising_brightness_brightens_a_dark_image(photos):
             x.clamp_(0, 1)
     assert x.mean() > dark.mean() + 0.01
     assert (loss_fn.scores(x.detach())["brightness"] > loss_fn.scores(dark)["brightness"]).all()
+
+
+
+def test_random_views_make_the_optimiser_change_brightness_not_a_pattern(photos, monkeypatch):
+    """Without views, pixel-space ascent raises the brightness score with a pattern tuned
+    to the network far more than with real light; averaging random flips/shifts
+    (``views=2``) must at least halve the score gained per unit of luminance gained
+    (the setup of ``benchmarks/views_robustness.py``)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    from benchmarks.views_robustness import brightness_ascent
+
+    plain, _ = brightness_ascent(photos[:2], views=0)
+    viewed, _ = brightness_ascent(photos[:2], views=2)
+    assert plain["luminance_gain"] > 0 and viewed["luminance_gain"] > 0 and viewed["score_gain"] > 0
+    assert viewed["gain_per_luminance"] < 0.5 * plain["gain_per_luminance"], (plain, viewed)

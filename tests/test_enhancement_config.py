@@ -62,6 +62,7 @@ def test_overrides_win_and_are_typed():
     ("train.ema_decay=1.0", r"train.ema_decay must be in \[0, 1\)"),
     ("data.mode=paried", "must be one of"),
     ("loss.ssim_window=4", "odd integer"),
+    ("loss.attiqa_views=-1", r"loss.attiqa_views must be an integer >= 0, got -1"),
 ])
 def test_bad_values_are_rejected_by_name(override, message):
     with pytest.raises(ConfigError, match=message):

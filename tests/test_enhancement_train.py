@@ -174,6 +174,24 @@ def test_other_data_modes_train(assets, mode):
         assert metrics["val/psnr"] > 0 and "attributes/noisiness/target" in metrics
 
 
+def test_attiqa_views_reach_the_loss(assets, monkeypatch):
+    import attiqa_loss.loss
+
+    calls = []
+    real = attiqa_loss.loss.random_view
+
+    def counting(images, *args, **kwargs):
+        calls.append(tuple(images.shape))
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(attiqa_loss.loss, "random_view", counting)
+    out = assets["root"] / "views"
+    config = str(REPO / "configs" / "enhance_lowlight_unpaired.yaml")
+    assert _train(assets, out, config=config, **{"train.steps": 2, "loss.attiqa_views": 3}) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["loss"]["attiqa_views"] == 3
+    assert len(calls) == 2 * 3  # three views per training step, none for logging or validation
+
+
 def test_train_errors_are_clear(assets, tmp_path, capsys, monkeypatch):
     assert cli.main(["train", "--out", str(tmp_path / "a")] + tiny_overrides(assets["quality"])) == 2
     assert "no training images: pass --data DIR" in capsys.readouterr().err
