@@ -276,7 +276,9 @@ class AttiqaLoss(nn.Module):
         return torch.stack([self.network(random_view(images), check=False) for _ in range(views)]).mean(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Loss of a ``(B, 3, H, W)`` batch in [0, 1]; scalar, or ``(B,)`` for ``reduction="none"``."""
+        """Loss of a ``(B, 3, H, W)`` batch in [0, 1]; scalar, or ``(B,)`` for ``reduction="none"``.
+
+        With ``views > 0`` the scores are the mean over that many fresh random views."""
         return attribute_distance(self._scores(images, self.views), self.weights, self.targets, self.reduction)
 
     def scores(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
