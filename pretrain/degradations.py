@@ -164,6 +164,71 @@ def _pixelate(x, s, g):
     return big[..., oy : oy + h, ox : ox + w]
 
 
+def _wavelet_codec(x, s, g):
+    # The quantiser of a minimal wavelet codec: a 3-level orthonormal Haar transform of
+    # YCbCr on an 8 px grid with a random phase, detail coefficients below 0.25 * s
+    # dropped (hard threshold, the dead zone of a coarse quantiser). Texture turns into
+    # flat blocks while strong edges survive with staircase artefacts beside them.
+    # (A wavelet codec, not JPEG: no DCT, no quantisation tables, no chroma subsampling;
+    # JPEG stays an unseen family.)
+    t = 0.25 * s
+    if t <= 0:
+        return x
+    levels, block = 3, 8
+    h, w = x.shape[-2:]
+    oy = int(torch.randint(block, (), generator=g))
+    ox = int(torch.randint(block, (), generator=g))
+    pad_y = -(-(h + oy) // block) * block - h - oy
+    pad_x = -(-(w + ox) // block) * block - w - ox
+    a = F.pad(kornia.color.rgb_to_ycbcr(x), (ox, pad_x, oy, pad_y), mode="replicate")
+    details = []
+    for _ in range(levels):
+        p00, p01, p10, p11 = a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]
+        a = (p00 + p01 + p10 + p11) / 2
+        d = torch.stack([p00 - p01 + p10 - p11, p00 + p01 - p10 - p11, p00 - p01 - p10 + p11]) / 2
+        details.append(d * (d.abs() > t))
+    for dh, dv, dd in reversed(details):
+        top = torch.stack([a + dh + dv + dd, a - dh + dv - dd], -1).flatten(-2) / 2
+        bottom = torch.stack([a + dh - dv - dd, a - dh - dv + dd], -1).flatten(-2) / 2
+        a = torch.stack([top, bottom], -2).flatten(-3, -2)
+    return kornia.color.ycbcr_to_rgb(a[..., oy : oy + h, ox : ox + w]).clamp(0, 1)
+
+
+def _median3(x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    patches = F.unfold(_pad(x, (1, 1, 1, 1)), 3)  # (B, C * 9, H * W)
+    return patches.view(b, c, 9, h * w).median(dim=2).values.view(b, c, h, w)
+
+
+def _median_filter(x, s, g):
+    # Iterated 3x3 median, the classic impulse-noise filter: fine texture and thin lines
+    # melt into flat, painterly patches while strong edges stay one-pixel steps. 0-4
+    # passes; a fractional pass blends two successive results, so strength is continuous.
+    passes = 4.0 * s
+    if passes <= 0:
+        return x
+    whole = math.ceil(passes)
+    for _ in range(whole - 1):
+        x = _median3(x)
+    return torch.lerp(x, _median3(x), passes - (whole - 1))
+
+
+def _ringing(x, s, g):
+    # Band-limiting by an ideal (brick-wall) low-pass filter, cutoff 0.5 -> 0.1 cycles/px
+    # on a geometric scale: blur with Gibbs ringing (over- and undershoot beside edges),
+    # as left by sinc resampling and by coarse truncation of high frequencies.
+    if s <= 0:
+        return x
+    cutoff = 0.5 * 0.2**s
+    h, w = x.shape[-2:]
+    p = min(h, w) // 2  # reflect padding keeps the FFT's wrap-around away from the image
+    padded = _pad(x, (p, p, p, p))
+    ph, pw = padded.shape[-2:]
+    radius = torch.sqrt(torch.fft.fftfreq(ph).view(-1, 1) ** 2 + torch.fft.rfftfreq(pw).view(1, -1) ** 2)
+    spectrum = torch.fft.rfft2(padded) * (radius <= cutoff).to(padded.device)
+    out = torch.fft.irfft2(spectrum, s=(ph, pw))
+    return out[..., p : p + h, p : p + w].clamp(0, 1)
+
 def _contrast_linear(x, s, g):
     # Luminance only: every channel gets the same offset, so chroma (R-G, B-Y) is kept and
     # the degradation does not also desaturate.
@@ -265,6 +330,9 @@ _DEFINITIONS = [
     ("sharpness", "motion", _motion_blur, False, "linear motion blur, length 0-14 px, random direction"),
     ("sharpness", "resample", _resample_blur, False, "downscale by 1-4x and upscale back (bilinear)"),
     ("sharpness", "texture", _texture_loss, True, "edge-preserving smoothing (self-guided filter), texture std < 0-0.12 flattened"),
+    ("sharpness", "wavelet", _wavelet_codec, True, "Haar wavelet codec: details below 0-0.25 dropped, 8 px grid"),
+    ("sharpness", "median", _median_filter, True, "iterated 3x3 median, 0-4 passes"),
+    ("sharpness", "ringing", _ringing, True, "ideal low-pass (Gibbs ringing), cutoff 0.5 to 0.1 cycles/px"),
     ("sharpness", "pixelate", _pixelate, False, "mean of 2-8 px blocks, nearest-neighbour upscale (mosaic)"),
     ("contrast", "linear", _contrast_linear, True, "luminance pulled towards its mean (chroma kept), contrast x1 to x0.2"),
     ("contrast", "haze", _contrast_haze, False, "blend with grey airlight 0.8, transmission 1 to 0.25"),

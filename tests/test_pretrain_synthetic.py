@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import kornia
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,10 @@ def test_every_family_lowers_its_handcrafted_measure(family):
         if family.name == "pixelate":
             # Block edges keep the Laplacian variance up; count the detail left instead.
             return _changing_neighbours(y)[0]
+        if family.name in ("wavelet", "median"):
+            # Block edges and median steps keep the Laplacian variance up too: measure how
+            # much of the photo's own fine detail is left.
+            return _detail_kept(y, x)[0]
         if family.name in ("correlated", "pattern"):
             # Immerkaer's mask cancels smooth structure, and with it noise correlated over
             # pixels or constant along rows and columns.
@@ -89,6 +94,36 @@ def test_texture_loss_flattens_fine_detail_and_keeps_strong_edges():
 
     assert step(y) > 0.3
     assert step(degrade(x, "sharpness", "gaussian", 1.0)) < 0.1
+
+
+def _edge_with_texture(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((1, 3, 64, 64), 0.3)
+    x[..., 32:] = 0.7  # one strong vertical edge
+    return x + 0.03 * torch.randn(x.shape, generator=g)  # fine, low-amplitude texture
+
+
+def test_median_filter_flattens_fine_detail_and_keeps_strong_edges():
+    x = _edge_with_texture()
+    y = degrade(x, "sharpness", "median", 1.0)
+    flat = (slice(None), slice(None), slice(8, 56), slice(4, 24))
+    assert y[flat].std() < 0.4 * x[flat].std()
+    step = float((y[..., 8:56, 32] - y[..., 8:56, 31]).mean())
+    assert step > 0.3  # still a one-pixel step, not a ramp
+    # the strengths in between blend successive passes: detail falls monotonically
+    stds = [degrade(x, "sharpness", "median", s)[flat].std().item() for s in (0.0, 0.1, 0.2, 0.3, 0.6, 1.0)]
+    assert stds == sorted(stds, reverse=True) and len(set(stds)) == len(stds)
+
+
+def test_ringing_overshoots_at_edges_where_gaussian_blur_does_not():
+    x = torch.full((1, 3, 64, 96), 0.3)
+    x[..., 48:] = 0.7
+    y = degrade(x, "sharpness", "ringing", 1.0)
+    row = y[0, 1, 32]
+    assert row[40:48].min() < 0.3 - 0.02 and row[48:56].max() > 0.7 + 0.02  # Gibbs over/undershoot
+    assert float(row[48] - row[47]) < 0.2  # and the step is spread out (band-limited)
+    blurred = degrade(x, "sharpness", "gaussian", 1.0)[0, 1, 32]
+    assert blurred.min() >= 0.3 - 1e-4 and blurred.max() <= 0.7 + 1e-4
 
 
 def test_correlated_noise_is_spatially_correlated():
@@ -159,6 +194,19 @@ def _changing_neighbours(x):
     return ((x[..., 1:] - x[..., :-1]).abs().amax(1) > 1e-6).flatten(1).float().mean(1)
 
 
+def _detail_kept(y, ref):
+    """Correlation of the Laplacian-of-Gaussian (sigma 1 px) responses of ``y`` and
+    ``ref``, ``(B,)``: 1 when ``y`` keeps all of ``ref``'s detail, falling as it goes
+    (new block edges do not count: they do not correlate with the photo's detail)."""
+    def log(t):
+        return kornia.filters.laplacian(kornia.filters.gaussian_blur2d(luminance(t), (7, 7), (1.0, 1.0)), 3)
+
+    a = log(y).flatten(1)
+    b = log(ref).flatten(1).expand_as(a)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-12)
+
+
 def _teacher(**kw):
     photos = [(_photo(s, 180, 220) * 255).round().byte() for s in range(3)]
     return SyntheticTeacher(photos, crop=64, **kw)
@@ -184,8 +232,10 @@ def test_synthetic_batch_layout_and_masking():
 
 def test_synthetic_pairs_are_ordered_the_right_way_for_every_attribute():
     """Within a group, the image with the higher (quality-aligned) label measures better
-    on the degraded attribute, for each of the five attributes (pixelation: next test)."""
-    families = {a: [f.name for f in list_families(a, trained=True) if f.name != "pixelate"] for a in ATTRIBUTES}
+    on the degraded attribute, for each of the five attributes (families whose block
+    edges fool the Laplacian measure: next test)."""
+    blocky = ("pixelate", "wavelet", "median")
+    families = {a: [f.name for f in list_families(a, trained=True) if f.name not in blocky] for a in ATTRIBUTES}
     t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0), families=families)
     seen = set()
     g = torch.Generator().manual_seed(1)
@@ -202,13 +252,20 @@ def test_synthetic_pairs_are_ordered_the_right_way_for_every_attribute():
     assert seen == set(range(5))
 
 
-def test_pixelation_groups_are_ordered_by_block_size():
-    t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0), families={"sharpness": ["pixelate"]})
+@pytest.mark.parametrize("family", ["pixelate", "wavelet", "median"])
+def test_blocky_groups_are_ordered_by_the_detail_they_keep(family):
+    """Within a group, the image with the higher label keeps more of the fine detail of
+    the group's least degraded image."""
+    t = _teacher(levels=3, nuisance_prob=0.0, scale_range=(1.0, 1.0), families={"sharpness": [family]})
     b = t.sample(6, torch.Generator().manual_seed(2))
-    detail = _changing_neighbours(b.images)
     for grp in b.groups.unique():
         idx = (b.groups == grp).nonzero().flatten()[:-1]
-        assert spearman(detail[idx], b.labels[idx, 0]) > 0.99, (b.labels[idx, 0].tolist(), detail[idx].tolist())
+        if family == "pixelate":  # blocks of another size and phase: count the changes instead
+            detail = _changing_neighbours(b.images[idx])
+        else:
+            best = idx[b.labels[idx, 0].argmax()]
+            detail = _detail_kept(b.images[idx], b.images[best][None])
+        assert spearman(detail, b.labels[idx, 0]) > 0.99, (b.labels[idx, 0].tolist(), detail.tolist())
 
 
 def test_levels_of_a_group_share_one_noise_pattern():
