@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,16 @@ from attiqa_loss.io import list_images, read_image
 
 from .degradations import FAMILIES, degrade, list_families
 
-__all__ = ["NO_OP_TOLERANCE", "PIPELINE_ORDER", "apply_plan", "SyntheticBatch", "SyntheticTeacher", "load_photos", "split_holdout"]
+__all__ = [
+    "NO_OP_TOLERANCE",
+    "PIPELINE_ORDER",
+    "apply_plan",
+    "resolve_families",
+    "SyntheticBatch",
+    "SyntheticTeacher",
+    "load_photos",
+    "split_holdout",
+]
 
 #: Largest pixel change (in [0, 1]) between the weakest and strongest level below which
 #: a degradation counts as a no-op on that image (two 8-bit steps).
@@ -63,6 +72,29 @@ def apply_plan(x: torch.Tensor, plan: dict, generator: Optional[torch.Generator]
             family, strength = plan[attr]
             x = degrade(x, attr, family, strength, generator)
     return x
+
+
+def resolve_families(overrides: Optional[Mapping[str, Sequence[str]]] = None) -> Dict[str, List[str]]:
+    """The families a teacher trains on, ``{attribute: [family, ...]}`` for all five.
+
+    The default is every family marked ``trained`` in :mod:`pretrain.degradations`; an
+    attribute named in ``overrides`` gets exactly the families listed there (any family of
+    that attribute, held-back ones included; an empty list trains nothing on it). Raises
+    ``ValueError`` naming an unknown attribute or family and the known ones.
+    """
+    out = {a: [f.name for f in list_families(a, trained=True)] for a in ATTRIBUTES}
+    for attr, names in (overrides or {}).items():
+        if attr not in FAMILIES:
+            raise ValueError(f"synthetic.families: unknown attribute {attr!r}; expected one of {list(ATTRIBUTES)}")
+        if isinstance(names, str):
+            raise ValueError(f"synthetic.families.{attr} must be a list of family names, got {names!r}")
+        for n in names:
+            if n not in FAMILIES[attr]:
+                raise ValueError(f"synthetic.families.{attr}: unknown family {n!r}; known: {list(FAMILIES[attr])}")
+        out[attr] = list(dict.fromkeys(names))
+    if not any(out.values()):
+        raise ValueError("synthetic.families must leave at least one family to train on, got none")
+    return out
 
 
 def split_holdout(files: Sequence[Path], every: int) -> tuple:

@@ -24,11 +24,10 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoin
 from attiqa_loss.io import list_images
 
 from .config import add_config_arguments, config_from_args, config_to_dict, save_config
-from .degradations import list_families
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .objectives import consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
-from .synthetic import SyntheticTeacher, load_photos, split_holdout
+from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
 from .validity import family_srcc
 
 DESCRIPTION = __doc__
@@ -56,6 +55,9 @@ class SyntheticConfig:
     min_gap: float = 0.15
     nuisance_prob: float = 0.8
     scale_range: List[float] = field(default_factory=lambda: [0.5, 1.0])
+    #: ``{attribute: [family, ...]}`` replacing that attribute's trained families (any
+    #: family of pretrain/degradations.py); attributes left out keep the defaults
+    families: Dict[str, List[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,12 +177,21 @@ def _build_synthetic(cfg: PretrainConfig):
         min_gap=cfg.synthetic.min_gap,
         nuisance_prob=cfg.synthetic.nuisance_prob,
         scale_range=cfg.synthetic.scale_range,
+        families=resolve_families(cfg.synthetic.families),
     )
     return teacher, train_files, held_files
 
 
-def validate(net: AttiqaNet, images: List[torch.Tensor], levels: int, device: torch.device) -> Dict[str, float]:
-    """Mean per-image SRCC of each attribute with its trained degradation families."""
+def validate(
+    net: AttiqaNet,
+    images: List[torch.Tensor],
+    levels: int,
+    device: torch.device,
+    families: Optional[Dict[str, List[str]]] = None,
+) -> Dict[str, float]:
+    """Mean per-image SRCC of each attribute with its trained degradation families
+    (``families``, default :func:`resolve_families`); attributes without any are left out."""
+    families = families if families is not None else resolve_families()
     net.eval()
 
     def scorer(x):
@@ -188,9 +199,10 @@ def validate(net: AttiqaNet, images: List[torch.Tensor], levels: int, device: to
 
     out = {}
     for attr in ATTRIBUTES:
-        vals = [family_srcc(scorer, images, attr, f.name, levels)["srcc"][:, ATTRIBUTES.index(attr)]
-                for f in list_families(attr, trained=True)]
-        out[attr] = float(torch.cat(vals).nanmean())
+        vals = [family_srcc(scorer, images, attr, name, levels)["srcc"][:, ATTRIBUTES.index(attr)]
+                for name in families[attr]]
+        if vals:
+            out[attr] = float(torch.cat(vals).nanmean())
     net.train()
     return out
 
@@ -312,7 +324,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
                 writer.add_scalar("speed/images_per_s", rate, done)
                 bar.set_postfix({k[:4]: f"{v:.3f}" for k, v in logged.items()} | {"img/s": f"{rate:.1f}"})
         if held_images is not None and (done % cfg.train.val_every == 0 or done == cfg.train.steps):
-            last_val = validate(net, held_images, cfg.val.levels, device)
+            last_val = validate(net, held_images, cfg.val.levels, device, synthetic.families)
             for k, v in last_val.items():
                 writer.add_scalar(f"val/srcc/{k}", v, done)
             bar.write("val SRCC " + " ".join(f"{k}={v:.3f}" for k, v in last_val.items()))

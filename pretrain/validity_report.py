@@ -21,7 +21,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -31,7 +31,7 @@ from attiqa_loss.loss import default_checkpoint_path
 
 from .handcrafted import handcrafted_scores
 from .degradations import list_families
-from .synthetic import split_holdout
+from .synthetic import resolve_families, split_holdout
 from .validity import family_srcc
 
 DESCRIPTION = __doc__
@@ -51,12 +51,34 @@ def _mean(t: torch.Tensor) -> float:
     return float(t.float().nanmean())
 
 
-def build_report(scorers: Dict[str, callable], images: List[torch.Tensor], levels: int) -> List[dict]:
-    """Every measurement as a row dict (``section``, ``case``, ``scorer``, metrics...)."""
+def trained_families(metadata: dict) -> Dict[str, List[str]]:
+    """The synthetic families a checkpoint was trained on, from its metadata: the
+    recorded ``synthetic.families`` over the defaults, nothing if the synthetic teacher
+    was off, the defaults when the metadata does not say (older checkpoints)."""
+    training = metadata.get("training", {})
+    teachers = training.get("teachers")
+    if teachers is not None and "synthetic" not in teachers:
+        return {a: [] for a in ATTRIBUTES}
+    recorded = training.get("config", {}).get("synthetic", {}).get("families") or {}
+    return resolve_families(recorded)
+
+
+def build_report(
+    scorers: Dict[str, callable],
+    images: List[torch.Tensor],
+    levels: int,
+    trained: Optional[Dict[str, List[str]]] = None,
+) -> List[dict]:
+    """Every measurement as a row dict (``section``, ``case``, ``scorer``, metrics...).
+
+    ``trained``: the families the model learnt from (default :func:`resolve_families`);
+    the others are marked "(unseen)"."""
     from tqdm.auto import tqdm
 
+    trained = trained if trained is not None else resolve_families()
     rows = []
-    jobs = [("family", f.attribute, f.name, None, f"{f.attribute}/{f.name}" + ("" if f.trained else " (unseen)"))
+    jobs = [("family", f.attribute, f.name, None,
+             f"{f.attribute}/{f.name}" + ("" if f.name in trained.get(f.attribute, []) else " (unseen)"))
             for f in list_families()]
     jobs += [("mixed", attr, fam, base, label) for label, base, attr, fam in MIXED_CASES]
     for section, attr, fam, base, case in tqdm(jobs, desc="validity", file=sys.stderr):
@@ -147,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
     torch.set_grad_enabled(False)
     scorers = {"attiqa": lambda x: net(x, check=False), "handcrafted": handcrafted_scores}
-    rows = build_report(scorers, images, args.levels)
+    rows = build_report(scorers, images, args.levels, trained_families(read_checkpoint_metadata(ckpt)))
     args.out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     with atomic_write(args.out / "validity.csv", "w") as f:

@@ -50,6 +50,7 @@ def test_default_model_metadata_describes_its_recipe():
         ("sharpness", "motion", 0.6),  # never seen
         ("sharpness", "resample", 0.6),  # never seen
         ("sharpness", "texture", 0.8),
+        ("sharpness", "median", 0.8),  # never seen
         ("noisiness", "gaussian", 0.5),
         ("noisiness", "correlated", 0.5),
         ("noisiness", "pattern", 0.5),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from attiqa_loss import ATTRIBUTES
 from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families, luminance
 from pretrain.handcrafted import handcrafted_scores
-from pretrain.synthetic import SyntheticTeacher, split_holdout
+from pretrain.synthetic import SyntheticTeacher, resolve_families, split_holdout
 from pretrain.validity import family_srcc, spearman
 
 from conftest import make_texture
@@ -278,6 +278,21 @@ def test_levels_of_a_group_share_one_noise_pattern():
         x1, x2, x3 = b.images[b.groups == grp][:3]
         d21, d32 = (x2 - x1).flatten(), (x3 - x2).flatten()
         assert torch.corrcoef(torch.stack([d21, d32]))[0, 1] > 0.99
+
+
+def test_resolve_families_defaults_overrides_and_errors():
+    defaults = resolve_families()
+    assert defaults == {a: [f.name for f in list_families(a, trained=True)] for a in ATTRIBUTES}
+    assert "jpeg" not in defaults["noisiness"] and "pixelate" not in defaults["sharpness"]
+    custom = resolve_families({"sharpness": ["gaussian", "ringing", "gaussian"], "colorfulness": []})
+    assert custom["sharpness"] == ["gaussian", "ringing"] and custom["colorfulness"] == []
+    assert custom["noisiness"] == defaults["noisiness"]
+    with pytest.raises(ValueError, match=r"synthetic.families.noisiness: unknown family 'salt'"):
+        resolve_families({"noisiness": ["salt"]})
+    with pytest.raises(ValueError, match=r"synthetic.families.noisiness must be a list of family names, got 'jpeg'"):
+        resolve_families({"noisiness": "jpeg"})
+    with pytest.raises(ValueError, match="at least one family"):
+        resolve_families({a: [] for a in ATTRIBUTES})
 
 
 def test_synthetic_sampling_is_a_function_of_the_generator():

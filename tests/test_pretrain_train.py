@@ -145,6 +145,34 @@ def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkey
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
+def test_synthetic_families_choose_what_the_teacher_trains_on(photo_dir, tmp_path, monkeypatch):
+    import pretrain.train as train_module
+    from pretrain.validity_report import trained_families
+
+    seen = {}
+    real = train_module.SyntheticTeacher
+
+    def spy(*args, **kwargs):
+        teacher = real(*args, **kwargs)
+        seen["families"] = teacher.families
+        return teacher
+
+    monkeypatch.setattr(train_module, "SyntheticTeacher", spy)
+    cfg = _cfg(photo_dir, 2, **{"synthetic.families": "{sharpness: [gaussian, wavelet], noisiness: []}",
+                                "train.val_every": 2})
+    out = train(cfg, tmp_path / "fam", progress=False)
+    assert seen["families"]["sharpness"] == ["gaussian", "wavelet"] and seen["families"]["noisiness"] == []
+    assert seen["families"]["contrast"] == ["linear"]  # left out: the defaults
+    meta = read_checkpoint_metadata(out)
+    assert set(meta["training"]["val_srcc"]) == {"sharpness", "contrast", "brightness", "colorfulness"}
+    trained = trained_families(meta)
+    assert trained["sharpness"] == ["gaussian", "wavelet"] and trained["noisiness"] == []
+    with pytest.raises(ValueError, match=r"synthetic.families.sharpness: unknown family 'box'; known: \['gaussian'"):
+        train(_cfg(photo_dir, 1, **{"synthetic.families": "{sharpness: [box]}"}), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match=r"synthetic.families: unknown attribute 'hue'"):
+        train(_cfg(photo_dir, 1, **{"synthetic.families": "{hue: [gaussian]}"}), tmp_path / "bad", progress=False)
+
+
 def test_config_rejects_unknown_keys_and_missing_teacher(photo_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'train.stepz'"):
         load_config(PretrainConfig, None, ["train.stepz=3"])
