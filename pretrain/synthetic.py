@@ -174,7 +174,7 @@ class SyntheticTeacher:
         self.nuisance_prob = nuisance_prob
         self.nuisance_max = nuisance_max
         self.scale_range = tuple(scale_range)
-        fams = families or {a: [f.name for f in list_families(a, trained=True)] for a in ATTRIBUTES}
+        fams = families or resolve_families()
         for a, names in fams.items():
             for n in names:
                 if a not in FAMILIES or n not in FAMILIES[a]:
