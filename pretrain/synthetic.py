@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.attributes import ATTRIBUTES, validate_attribute_mapping
 from attiqa_loss.io import list_images, read_image
 
 from .degradations import FAMILIES, degrade, list_families
@@ -147,6 +147,10 @@ class SyntheticTeacher:
         scale_range: photos are viewed at a random scale in this range before cropping.
         families: per attribute, the family names to train on (default: the ``trained`` ones);
             an attribute missing or with an empty list is never degraded.
+        nuisance_weights: ``{attribute: w >= 0}``, how likely each attribute is to be
+            picked as the nuisance (relative; attributes left out weigh 1, the default
+            picks uniformly). Raising ``noisiness`` puts fixed noise under more groups of
+            the other attributes, so the specificity term sees more "noise fixed" cases.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class SyntheticTeacher:
         nuisance_max: float = 0.8,
         scale_range: Sequence[float] = (0.5, 1.0),
         families: Optional[dict] = None,
+        nuisance_weights: Optional[Mapping[str, float]] = None,
     ) -> None:
         if not photos:
             raise ValueError("the synthetic teacher needs at least one photo, got none")
@@ -173,6 +178,10 @@ class SyntheticTeacher:
         self.min_gap = min_gap
         self.nuisance_prob = nuisance_prob
         self.nuisance_max = nuisance_max
+        weights = validate_attribute_mapping(
+            nuisance_weights, "synthetic.nuisance_weights", low=0.0, high=None, default=1.0
+        )
+        self.nuisance_weights = dict(zip(ATTRIBUTES, weights))
         self.scale_range = tuple(scale_range)
         fams = families or resolve_families()
         for a, names in fams.items():
@@ -214,6 +223,17 @@ class SyntheticTeacher:
                 return s
         return [i / (self.levels - 1) for i in range(self.levels)]
 
+    def _pick_nuisance(self, others: List[str], g: torch.Generator) -> Optional[str]:
+        w = [self.nuisance_weights[b] for b in others]
+        if len(set(w)) == 1:  # uniform (the default): one integer draw
+            return others[_randint(g, len(others))] if w[0] > 0 else None
+        u = _uniform(g) * sum(w)
+        for b, wb in zip(others, w):
+            if u < wb:
+                return b
+            u -= wb
+        return next(b for b, wb in zip(reversed(others), reversed(w)) if wb > 0)
+
     def sample(self, sources: int, g: torch.Generator) -> SyntheticBatch:
         """Draw ``sources`` groups of ``levels + 1`` images each."""
         images, labels, groups, pairs, target = [], [], [], [], []
@@ -225,8 +245,9 @@ class SyntheticTeacher:
             plan = {}
             if _uniform(g) < self.nuisance_prob:
                 others = [b for b in ATTRIBUTES if b != attr and self.families[b]]
-                b = others[_randint(g, len(others))]
-                plan[b] = (self.families[b][_randint(g, len(self.families[b]))], _uniform(g, 0, self.nuisance_max))
+                b = self._pick_nuisance(others, g) if others else None
+                if b is not None:
+                    plan[b] = (self.families[b][_randint(g, len(self.families[b]))], _uniform(g, 0, self.nuisance_max))
             strengths = self._strengths(g)
             # One seed per group: every level gets the same noise pattern and blur
             # direction, so only the strength differs between the images being ranked.

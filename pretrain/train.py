@@ -58,6 +58,8 @@ class SyntheticConfig:
     #: ``{attribute: [family, ...]}`` replacing that attribute's trained families (any
     #: family of pretrain/degradations.py); attributes left out keep the defaults
     families: Dict[str, List[str]] = field(default_factory=dict)
+    #: ``{attribute: weight}``: how likely each attribute is to be the nuisance (default 1)
+    nuisance_weights: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +180,7 @@ def _build_synthetic(cfg: PretrainConfig):
         nuisance_prob=cfg.synthetic.nuisance_prob,
         scale_range=cfg.synthetic.scale_range,
         families=resolve_families(cfg.synthetic.families),
+        nuisance_weights=cfg.synthetic.nuisance_weights,
     )
     return teacher, train_files, held_files
 

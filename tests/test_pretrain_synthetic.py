@@ -295,6 +295,31 @@ def test_resolve_families_defaults_overrides_and_errors():
         resolve_families({a: [] for a in ATTRIBUTES})
 
 
+def test_nuisance_weights_bias_which_attribute_is_the_nuisance():
+    others = ["sharpness", "contrast", "brightness", "noisiness"]
+    g = torch.Generator().manual_seed(0)
+    t = _teacher(nuisance_weights={"noisiness": 3.0, "contrast": 0.0})
+    picks = [t._pick_nuisance(others, g) for _ in range(3000)]
+    share = {b: picks.count(b) / len(picks) for b in others}
+    assert share["contrast"] == 0
+    assert share["noisiness"] == pytest.approx(0.6, abs=0.04)  # 3 / (1 + 0 + 1 + 3)
+    assert share["sharpness"] == pytest.approx(0.2, abs=0.04)
+    assert _teacher(nuisance_weights={a: 0.0 for a in ATTRIBUTES})._pick_nuisance(others, g) is None
+    uniform = _teacher()
+    picks = [uniform._pick_nuisance(others, g) for _ in range(2000)]
+    assert all(abs(picks.count(b) / 2000 - 0.25) < 0.04 for b in others)
+    with pytest.raises(ValueError, match="synthetic.nuisance_weights"):
+        _teacher(nuisance_weights={"noisiness": -1.0})
+    with pytest.raises(ValueError, match="unknown attribute name"):
+        _teacher(nuisance_weights={"noise": 2.0})
+
+
+def test_a_single_trained_attribute_gets_no_nuisance():
+    t = _teacher(levels=3, nuisance_prob=1.0, families={"noisiness": ["gaussian"]})
+    b = t.sample(3, torch.Generator().manual_seed(0))
+    assert (b.target == ATTRIBUTES.index("noisiness")).all()
+
+
 def test_synthetic_sampling_is_a_function_of_the_generator():
     t = _teacher()
     a = t.sample(2, torch.Generator().manual_seed(3))
