@@ -229,6 +229,7 @@ def _ringing(x, s, g):
     out = torch.fft.irfft2(spectrum, s=(ph, pw))
     return out[..., p : p + h, p : p + w].clamp(0, 1)
 
+
 def _contrast_linear(x, s, g):
     # Luminance only: every channel gets the same offset, so chroma (R-G, B-Y) is kept and
     # the degradation does not also desaturate.
