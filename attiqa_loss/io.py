@@ -115,8 +115,9 @@ def read_image(path: PathLike, *, max_side: Optional[int] = None) -> torch.Tenso
 
     Grey, palette and RGBA images are converted to RGB (alpha dropped). 16-bit PNGs
     keep their precision. An EXIF orientation tag (cameras and phones store portrait
-    shots sideways with such a tag) is applied, so the tensor is upright as viewers show it. With ``max_side`` the image is downscaled (area filter) so its
-    longer side is at most that many pixels. Raises ``OSError``/``ValueError`` for
+    shots sideways with such a tag) is applied, so the tensor is upright as viewers
+    show it. With ``max_side`` the image is downscaled (area filter) so its longer side
+    is at most that many pixels. Raises ``OSError``/``ValueError`` for
     unreadable files.
     """
     from PIL import Image, ImageOps

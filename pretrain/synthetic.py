@@ -14,6 +14,8 @@ the target degradation: noise is always added last, on top of darkening.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,16 +185,11 @@ class SyntheticTeacher:
         )
         self.nuisance_weights = dict(zip(ATTRIBUTES, weights))
         self.scale_range = tuple(scale_range)
-        fams = families or resolve_families()
-        for a, names in fams.items():
-            for n in names:
-                if a not in FAMILIES or n not in FAMILIES[a]:
-                    raise ValueError(f"unknown degradation family {a}/{n}")
-        self.families = {a: list(fams.get(a, [])) for a in ATTRIBUTES}
+        # Here an attribute left out of ``families`` gets none (resolve_families would
+        # give it the defaults); names are checked there.
+        self.families = resolve_families({**{a: [] for a in ATTRIBUTES}, **families} if families else None)
         #: attributes with at least one family: the ones a group can degrade
         self.targets = [a for a in ATTRIBUTES if self.families[a]]
-        if not self.targets:
-            raise ValueError("families must name at least one degradation family, got none")
 
     @property
     def group_size(self) -> int:
@@ -224,15 +221,15 @@ class SyntheticTeacher:
         return [i / (self.levels - 1) for i in range(self.levels)]
 
     def _pick_nuisance(self, others: List[str], g: torch.Generator) -> Optional[str]:
+        """One of ``others`` by :attr:`nuisance_weights`, or None if none has weight."""
         w = [self.nuisance_weights[b] for b in others]
-        if len(set(w)) == 1:  # uniform (the default): one integer draw
-            return others[_randint(g, len(others))] if w[0] > 0 else None
-        u = _uniform(g) * sum(w)
-        for b, wb in zip(others, w):
-            if u < wb:
-                return b
-            u -= wb
-        return next(b for b, wb in zip(reversed(others), reversed(w)) if wb > 0)
+        if len(set(w)) == 1 and w[0] > 0:  # uniform (the default): one integer draw
+            return others[_randint(g, len(others))]
+        cum = list(itertools.accumulate(w))
+        if not cum or cum[-1] <= 0:
+            return None
+        # u < cum[-1] strictly, and a zero weight never raises cum: its attribute is never hit.
+        return others[bisect.bisect_right(cum, _uniform(g) * cum[-1])]
 
     def sample(self, sources: int, g: torch.Generator) -> SyntheticBatch:
         """Draw ``sources`` groups of ``levels + 1`` images each."""
@@ -245,7 +242,7 @@ class SyntheticTeacher:
             plan = {}
             if _uniform(g) < self.nuisance_prob:
                 others = [b for b in ATTRIBUTES if b != attr and self.families[b]]
-                b = self._pick_nuisance(others, g) if others else None
+                b = self._pick_nuisance(others, g)
                 if b is not None:
                     plan[b] = (self.families[b][_randint(g, len(self.families[b]))], _uniform(g, 0, self.nuisance_max))
             strengths = self._strengths(g)

@@ -149,9 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or default_checkpoint_path()
     net = load_attiqa(args.checkpoint)
+    metadata = read_checkpoint_metadata(ckpt)
     files = list_images(args.images)
     if not args.all_images:
-        recorded = read_checkpoint_metadata(ckpt).get("training", {}).get("holdout_files") or []
+        recorded = metadata.get("training", {}).get("holdout_files") or []
         every = args.holdout_every
         if every is None and recorded:
             names = {Path(p).name for p in recorded}
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
     torch.set_grad_enabled(False)
     scorers = {"attiqa": lambda x: net(x, check=False), "handcrafted": handcrafted_scores}
-    rows = build_report(scorers, images, args.levels, trained_families(read_checkpoint_metadata(ckpt)))
+    rows = build_report(scorers, images, args.levels, trained_families(metadata))
     args.out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     with atomic_write(args.out / "validity.csv", "w") as f:
