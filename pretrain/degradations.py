@@ -299,6 +299,25 @@ def _pattern_noise(x, s, g):
     return (x + sigma * noise.to(x)).clamp(0, 1)
 
 
+def _block_noise(x, s, g):
+    # Codec-like block noise ("macroblocking"): a random offset per square block of
+    # 4, 8 or 16 px (random grid phase), mostly shared by the channels, so flat areas
+    # turn into a patchwork of slightly different tiles with steps at the tile borders.
+    # Standard deviation 0-0.08.
+    sigma = 0.08 * s
+    if sigma <= 0:
+        return x
+    block = (4, 8, 16)[int(torch.randint(3, (), generator=g))]
+    oy = int(torch.randint(block, (), generator=g))
+    ox = int(torch.randint(block, (), generator=g))
+    b, _, h, w = x.shape
+    tiles = torch.randn((b, 3, -(-(h + oy) // block), -(-(w + ox) // block)), generator=g)
+    tiles = torch.lerp(tiles, tiles[:, :1].expand(-1, 3, -1, -1), 0.7)
+    tiles = tiles / tiles.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
+    noise = tiles.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., oy : oy + h, ox : ox + w]
+    return (x + sigma * noise.to(x)).clamp(0, 1)
+
+
 def _poisson_gaussian_noise(x, s, g):
     if s <= 0:
         return x
@@ -344,6 +363,7 @@ _DEFINITIONS = [
     ("noisiness", "gaussian", _gaussian_noise, True, "additive Gaussian noise, sigma 0-0.15"),
     ("noisiness", "correlated", _correlated_noise, True, "spatially correlated luma/chroma noise, sigma 0-0.12, 0.6-2 px"),
     ("noisiness", "pattern", _pattern_noise, True, "row/column fixed-pattern noise plus white noise, sigma 0-0.1"),
+    ("noisiness", "block", _block_noise, False, "a random offset per 4, 8 or 16 px block (macroblocking), sigma 0-0.08"),
     ("noisiness", "poisson_gaussian", _poisson_gaussian_noise, False, "Poisson shot noise (1008-8 e-) + read noise"),
     ("noisiness", "jpeg", _jpeg, False, "JPEG compression, quality 95 to 10"),
 ]

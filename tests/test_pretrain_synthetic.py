@@ -38,9 +38,9 @@ def test_every_family_lowers_its_handcrafted_measure(family):
             # Block edges and median steps keep the Laplacian variance up too: measure how
             # much of the photo's own fine detail is left.
             return _detail_kept(y, x)[0]
-        if family.name in ("correlated", "pattern"):
+        if family.name in ("correlated", "pattern", "block"):
             # Immerkaer's mask cancels smooth structure, and with it noise correlated over
-            # pixels or constant along rows and columns.
+            # pixels, constant along rows and columns or constant over blocks.
             return -_noise_energy(y)[0]
         return handcrafted_scores(y)[0, a]
 
@@ -94,6 +94,25 @@ def test_texture_loss_flattens_fine_detail_and_keeps_strong_edges():
 
     assert step(y) > 0.3
     assert step(degrade(x, "sharpness", "gaussian", 1.0)) < 0.1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_noise_is_constant_over_square_tiles(seed):
+    """Block noise changes only at tile borders, every 4, 8 or 16 px, in both directions,
+    and mostly in luma (the channels share most of each tile's offset)."""
+    x = torch.full((1, 3, 96, 96), 0.5)
+    d = degrade(x, "noisiness", "block", 0.5, torch.Generator().manual_seed(seed)) - x
+    assert 0.02 < float(d.std()) < 0.06  # sigma 0.08 * 0.5, nothing clipped
+    borders = []
+    for dim in (-1, -2):
+        steps = d.diff(dim=dim).abs().amax(dim=tuple(i for i in range(-4, 0) if i != dim)) > 1e-6
+        pos = steps.nonzero().flatten()
+        gaps = pos.diff().unique().tolist()
+        assert len(gaps) == 1 and gaps[0] in (4, 8, 16), gaps
+        borders.append(gaps[0])
+    assert borders[0] == borders[1]  # square tiles
+    r, gch, b = d[0].flatten(1)
+    assert float(torch.corrcoef(torch.stack([r, gch]))[0, 1]) > 0.8
 
 
 def _edge_with_texture(seed=0):
