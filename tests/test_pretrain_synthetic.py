@@ -361,3 +361,20 @@ def test_teacher_rejects_bad_settings():
         _teacher(levels=1)
     with pytest.raises(ValueError, match=r"min_gap \* \(levels - 1\) must be <= 1"):
         _teacher(levels=4, min_gap=0.5)
+
+
+@pytest.mark.parametrize("with_jpeg", [False, True])
+def test_validity_report_marks_what_the_model_never_saw(with_jpeg):
+    """The report labels every family the checkpoint did not train on "(unseen)", the
+    JPEG line included, and its numbers are real SRCCs (mean luminance follows exposure)."""
+    from pretrain.validity_report import _markdown, build_report
+
+    trained = resolve_families({"noisiness": ["gaussian", "jpeg"]} if with_jpeg else None)
+    imgs = [_photo(s, 48, 56) for s in range(2)]
+    md = _markdown(build_report({"attiqa": handcrafted_scores, "handcrafted": handcrafted_scores}, imgs, 3, trained))
+    assert "| brightness/exposure | 1.000 | 1.000 |" in md
+    assert "| brightness/gamma (unseen) |" in md and "| noisiness/poisson_gaussian (unseen) |" in md
+    if with_jpeg:
+        assert "| noisiness/jpeg |" in md and "JPEG quality 95 -> 10 (trained on):" in md
+    else:
+        assert "| noisiness/jpeg (unseen) |" in md and "JPEG quality 95 -> 10 (never seen in training):" in md
