@@ -111,8 +111,8 @@ def test_block_noise_is_constant_over_square_tiles(seed):
         assert len(gaps) == 1 and gaps[0] in (4, 8, 16), gaps
         borders.append(gaps[0])
     assert borders[0] == borders[1]  # square tiles
-    r, gch, b = d[0].flatten(1)
-    assert float(torch.corrcoef(torch.stack([r, gch]))[0, 1]) > 0.8
+    red, green, _ = d[0].flatten(1)
+    assert float(torch.corrcoef(torch.stack([red, green]))[0, 1]) > 0.8
 
 
 def _edge_with_texture(seed=0):
