@@ -89,6 +89,23 @@ def _separable_gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _filter(_filter(x, k1[None, :]), k1[:, None])
 
 
+def _grid_phase(block: int, g) -> tuple:
+    """A random ``(row, column)`` offset in ``[0, block)`` of a block grid."""
+    oy = int(torch.randint(block, (), generator=g))
+    ox = int(torch.randint(block, (), generator=g))
+    return oy, ox
+
+
+def _cells(length: int, block: int) -> int:
+    """How many blocks of ``block`` px cover ``length`` px (ceiling division)."""
+    return -(-length // block)
+
+
+def _unit_std(noise: torch.Tensor) -> torch.Tensor:
+    """``noise`` scaled to standard deviation 1 per image of the batch."""
+    return noise / noise.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
+
+
 def _gaussian_blur(x, s, g):
     sigma = 3.0 * s
     if sigma < 0.05:
@@ -156,8 +173,7 @@ def _pixelate(x, s, g):
     if block < 2:
         return x
     h, w = x.shape[-2:]
-    oy = int(torch.randint(block, (), generator=g))
-    ox = int(torch.randint(block, (), generator=g))
+    oy, ox = _grid_phase(block, g)
     padded = F.pad(x, (ox, block, oy, block), mode="replicate")
     small = F.avg_pool2d(padded, block, stride=block)
     big = small.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
@@ -176,10 +192,9 @@ def _wavelet_codec(x, s, g):
         return x
     levels, block = 3, 8
     h, w = x.shape[-2:]
-    oy = int(torch.randint(block, (), generator=g))
-    ox = int(torch.randint(block, (), generator=g))
-    pad_y = -(-(h + oy) // block) * block - h - oy
-    pad_x = -(-(w + ox) // block) * block - w - ox
+    oy, ox = _grid_phase(block, g)
+    pad_y = _cells(h + oy, block) * block - h - oy
+    pad_x = _cells(w + ox, block) * block - w - ox
     a = F.pad(kornia.color.rgb_to_ycbcr(x), (ox, pad_x, oy, pad_y), mode="replicate")
     details = []
     for _ in range(levels):
@@ -281,7 +296,7 @@ def _correlated_noise(x, s, g):
     noise = torch.randn((b, 3, h, w), generator=g)
     noise = torch.lerp(noise, noise[:, :1].expand(-1, 3, -1, -1), luma_share)
     noise = _separable_gaussian(noise, corr)
-    noise = noise / noise.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
+    noise = _unit_std(noise)
     return (x + sigma * noise.to(x)).clamp(0, 1)
 
 
@@ -308,12 +323,11 @@ def _block_noise(x, s, g):
     if sigma <= 0:
         return x
     block = (4, 8, 16)[int(torch.randint(3, (), generator=g))]
-    oy = int(torch.randint(block, (), generator=g))
-    ox = int(torch.randint(block, (), generator=g))
+    oy, ox = _grid_phase(block, g)
     b, _, h, w = x.shape
-    tiles = torch.randn((b, 3, -(-(h + oy) // block), -(-(w + ox) // block)), generator=g)
+    tiles = torch.randn((b, 3, _cells(h + oy, block), _cells(w + ox, block)), generator=g)
     tiles = torch.lerp(tiles, tiles[:, :1].expand(-1, 3, -1, -1), 0.7)
-    tiles = tiles / tiles.flatten(1).std(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
+    tiles = _unit_std(tiles)
     noise = tiles.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., oy : oy + h, ox : ox + w]
     return (x + sigma * noise.to(x)).clamp(0, 1)
 

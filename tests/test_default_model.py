@@ -43,13 +43,11 @@ def test_default_model_metadata_describes_its_recipe():
 def test_default_model_was_trained_by_the_committed_recipe():
     """The shipped weights record the same recipe as ``configs/pretrain_synthetic.yaml``
     (the README's command), apart from the photo folder given with ``--images``."""
-    import dataclasses
-
-    from pretrain.config import load_config
+    from pretrain.config import config_to_dict, load_config
     from pretrain.train import PretrainConfig
 
-    recipe = dataclasses.asdict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
-                                            / "configs" / "pretrain_synthetic.yaml"))
+    recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
+                                        / "configs" / "pretrain_synthetic.yaml"))
     recorded = read_checkpoint_metadata(default_checkpoint_path())["training"]["config"]
     for section in ("model", "synthetic", "loss", "train"):
         want = {k: v for k, v in recipe[section].items() if k != "images"}
