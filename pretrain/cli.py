@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "finetune": ("pretrain.finetune", "fit a MOS quality head on a path,mos CSV (probe or full fine-tune)"),
     "evaluate": ("pretrain.evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
     "validity": ("pretrain.validity_report", "does each score follow its own degradation? (held-out photos)"),
+    "robustness": ("pretrain.robustness_report", "can an optimiser fool the scores? anchors, bounded attacks, a generator"),
 }
 
 DESCRIPTION = """ATTIQA pretraining pipeline.

@@ -136,6 +136,34 @@ def _markdown(rows: List[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_files(
+    folders: List[str], metadata: dict, *, holdout_every: Optional[int] = None, all_images: bool = False,
+    max_images: Optional[int] = None,
+) -> List[Path]:
+    """The photos a report runs on: the checkpoint's held-out split among ``folders``.
+
+    The split is the file names recorded in ``metadata`` (``training.holdout_files``)
+    unless ``holdout_every`` is given (then every N-th photo by sorted path, as
+    :func:`pretrain.synthetic.split_holdout`; 5 when nothing is recorded);
+    ``all_images`` takes every photo. At most ``max_images``, evenly spaced so every
+    source folder is represented. Raises ``ValueError`` when nothing is left.
+    """
+    files = list_images(folders)
+    if not all_images:
+        recorded = metadata.get("training", {}).get("holdout_files") or []
+        if holdout_every is None and recorded:
+            names = {Path(p).name for p in recorded}
+            files = [f for f in files if f.name in names]
+        else:
+            files = split_holdout(files, holdout_every or 5)[1]
+        if not files:
+            raise ValueError(f"no held-out photos found among {list(folders)}")
+    if max_images is not None and len(files) > max_images:
+        step = len(files) / max_images
+        files = [files[int(i * step)] for i in range(max_images)]
+    return files
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="model to test (default: the embedded one)")
     parser.add_argument("--images", nargs="+", required=True, help="photo folders; the held-out split is used")
@@ -152,22 +180,11 @@ def run(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or default_checkpoint_path()
     net = load_attiqa(args.checkpoint)
     metadata = read_checkpoint_metadata(ckpt)
-    files = list_images(args.images)
-    if not args.all_images:
-        recorded = metadata.get("training", {}).get("holdout_files") or []
-        every = args.holdout_every
-        if every is None and recorded:
-            names = {Path(p).name for p in recorded}
-            held = [f for f in files if f.name in names]
-        else:
-            held = split_holdout(files, every or 5)[1]
-        if not held:
-            raise SystemExit("attiqa-pretrain validity: no held-out photos found among --images")
-        files = held
-    if len(files) > args.max_images:
-        # Evenly spaced, so every source folder of the held-out split is represented.
-        step = len(files) / args.max_images
-        files = [files[int(i * step)] for i in range(args.max_images)]
+    try:
+        files = report_files(args.images, metadata, holdout_every=args.holdout_every,
+                             all_images=args.all_images, max_images=args.max_images)
+    except ValueError as exc:
+        raise SystemExit(f"attiqa-pretrain validity: {exc}") from None
     images = [read_image(f, max_side=args.max_side) for f in files]
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
     torch.set_grad_enabled(False)
