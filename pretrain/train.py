@@ -25,7 +25,8 @@ from attiqa_loss.io import list_images
 
 from .config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .objectives import consistency_loss, pretrain_losses, specificity_loss
+from .hardening import craft_adversarial, no_gain_loss, sample_anchors
+from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
 from .validity import family_srcc
@@ -85,6 +86,26 @@ class LossConfig:
 
 
 @dataclass
+class HardeningConfig:
+    """Terms that make the scores a sound optimisation target (pretrain/hardening.py); all off by default."""
+
+    #: anchor images (flat fields, ramps, noise fields) per batch, with their physical labels
+    anchors: int = 0
+    anchor_weight: float = 1.0
+    #: images per step given an adversarial twin (one level of a synthetic group each;
+    #: CLIP crops when the synthetic teacher is off)
+    adversarial: int = 0
+    #: largest L-infinity radius in 1/255 units; each twin's radius is drawn from [eps/2, eps]
+    adv_eps: float = 8.0
+    #: sign-gradient steps per twin (1 = FGSM with a random start)
+    adv_steps: int = 1
+    #: chance that a twin attacks its group's degraded attribute (else a random attribute)
+    adv_target_prob: float = 0.5
+    #: weight of the term that forbids a twin's scores to rise above its start's
+    no_gain: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     steps: int = 3000
     batch_size: int = 32
@@ -116,6 +137,7 @@ class PretrainConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     clip: ClipTeacherConfig = field(default_factory=ClipTeacherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    hardening: HardeningConfig = field(default_factory=HardeningConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     val: ValConfig = field(default_factory=ValConfig)
 
@@ -185,6 +207,37 @@ def _build_synthetic(cfg: PretrainConfig):
     return teacher, train_files, held_files
 
 
+def _check_hardening(h: HardeningConfig, batch: int) -> None:
+    for key in ("anchors", "adversarial"):
+        if getattr(h, key) < 0:
+            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
+    if h.adversarial > batch:
+        raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
+    if not 0 < h.adv_eps <= 255:
+        raise ValueError(f"hardening.adv_eps must be in (0, 255] (1/255 units), got {h.adv_eps}")
+    if h.adv_steps < 1:
+        raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
+    if not 0 <= h.adv_target_prob <= 1:
+        raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
+    for key in ("anchor_weight", "no_gain"):
+        if getattr(h, key) < 0:
+            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
+
+
+def _adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
+                       candidates: List[int], g: torch.Generator, device: torch.device, use_amp: bool):
+    """Indices of the images given a twin and the twins (see pretrain/hardening.py)."""
+    n = min(h.adversarial, len(candidates))
+    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
+    own = torch.rand(n, generator=g) < h.adv_target_prob
+    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
+    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
+    eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
+    return pick, twins
+
+
 def validate(
     net: AttiqaNet,
     images: List[torch.Tensor],
@@ -222,6 +275,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         raise ValueError("the clip teacher needs labels: pass --labels DIR (output of `attiqa-pretrain label`)")
     if cfg.train.batch_size < 4:
         raise ValueError(f"train.batch_size must be >= 4, got {cfg.train.batch_size}")
+    hard = cfg.hardening
+    _check_hardening(hard, cfg.train.batch_size)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     dist = init_distributed(cfg.train.device)
@@ -232,9 +287,9 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     net = create_attiqa_net(
         cfg.model.backbone, pretrained=cfg.model.pretrained or overlay is not None, pretrained_cfg_overlay=overlay
     ).to(device)
-    model: nn.Module = _Logits(net)
+    plain = model = _Logits(net)
     if dist.distributed:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = nn.parallel.DistributedDataParallel(plain, device_ids=[device.index] if device.type == "cuda" else None)
 
     synthetic = held = None
     n_clip = 0
@@ -280,7 +335,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
 
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,
-               "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity}
+               "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity,
+               "anchor": hard.anchor_weight, "no_gain": hard.no_gain}
     model.train()
     t0, seen = time.perf_counter(), 0
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (progress and dist.is_main), unit="step", file=sys.stderr)
@@ -293,20 +349,47 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             images.append(b.images), labels.append(b.labels), groups.append(b.groups)
             pairs, target = b.pairs, b.target
         if clip is not None:
-            x, y = clip.sample(n_clip, g)
-            images.append(x), labels.append(y), groups.append(torch.full((len(x),), -1))
-        x = torch.cat(images).to(device, non_blocking=True)
+            xc, yc = clip.sample(n_clip, g)
+            images.append(xc), labels.append(yc), groups.append(torch.full((len(xc),), -1))
+        # Hardening (off by default: no extra draws from g, the same batches as before).
+        # Adversarial twins follow the synthetic images (and share their groups, labels
+        # and targets: specificity covers them); anchors come last, outside the ranking.
+        pick = None
+        if hard.adversarial > 0:
+            if synthetic is not None:  # one of the graded levels of each group, never the pair crop
+                gs = synthetic.group_size
+                candidates = [i for i in range(len(b.labels)) if i % gs < gs - 1]
+            else:
+                candidates = list(range(n_clip))
+            src_x, src_y, src_g = torch.cat(images), torch.cat(labels), torch.cat(groups)
+            pick, twins = _adversarial_twins(plain, hard, src_x, target, candidates, g, device, use_amp)
+            at = 1 if synthetic is not None else len(images)
+            images.insert(at, twins), labels.insert(at, src_y[pick]), groups.insert(at, src_g[pick])
+            if target is not None:
+                target = torch.cat([target, target[pick]])
+        n_main = sum(len(t) for t in images)
+        if hard.anchors > 0:
+            anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g)
+            images.append(anchor_x)
+        x = torch.cat([t.to(device, non_blocking=True) for t in images])
         y = torch.cat(labels).to(device)
         grp = torch.cat(groups).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(x)
-        n_syn = 0 if synthetic is None else len(b.labels)
-        terms = pretrain_losses(logits.float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
+        n_syn = 0 if synthetic is None else len(b.labels) + (0 if pick is None else len(pick))
+        terms = pretrain_losses(logits[:n_main].float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
         if synthetic is not None:
-            # The synthetic images come first in the batch; only they have pairs and targets.
+            # The synthetic images (and their twins) come first; only they have pairs and targets.
             syn_scores = torch.sigmoid(logits[:n_syn].float())
             terms["consistency"] = consistency_loss(syn_scores, pairs.to(device))
             terms["specificity"] = specificity_loss(syn_scores, grp[:n_syn], target.to(device))
+        if pick is not None:
+            start = 0 if synthetic is not None else n_main - n_clip - len(pick)
+            twin_at = len(b.labels) if synthetic is not None else n_main - len(pick)
+            scores = torch.sigmoid(logits.float())
+            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[start + pick.to(device)])
+        if hard.anchors > 0:
+            terms["anchor"] = calibration_loss(logits[n_main:].float(), anchor_y.to(device))
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

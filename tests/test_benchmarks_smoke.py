@@ -163,3 +163,17 @@ def test_views_robustness_quick(bench, tmp_path, capsys, tiny_checkpoint_path):
     assert "gain_per_luminance" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench("views_robustness").main(["--views", "-1", "--out", str(out)])
+
+
+def test_robustness_benchmark_quick(bench, tmp_path, capsys, tiny_checkpoint_path, write_png):
+    for i in range(5):
+        write_png(tmp_path / "photos" / f"p{i}.png", 72, 80, seed=i)
+    out = tmp_path / "rob.csv"
+    args = ["--quick", "--checkpoint", str(tiny_checkpoint_path), "--images", str(tmp_path / "photos"),
+            "--out", str(out), "--strips", str(tmp_path / "strips")]
+    # The tiny checkpoint records no held-out files: the report falls back to every 5th photo.
+    assert bench("robustness").main(args) == 0
+    columns, rows = _read_csv(out)
+    assert columns[0] == "model" and {r["section"] for r in rows} == {"anchor", "attack", "generator"}
+    assert "4/255 attacks, views 0" in capsys.readouterr().out
+    assert (tmp_path / "strips" / tiny_checkpoint_path.parent.name / "anchors.png").is_file()

@@ -153,3 +153,45 @@ def test_random_views_make_the_optimiser_change_brightness_not_a_pattern(photos,
     viewed, _ = brightness_ascent(photos[:2], views=2)
     assert plain["luminance_gain"] > 0 and viewed["luminance_gain"] > 0 and viewed["score_gain"] > 0
     assert viewed["gain_per_luminance"] < 0.67 * plain["gain_per_luminance"], (plain, viewed)
+
+
+# -- as an optimisation target (pretrain/robustness.py; README "Robustness") ----------------
+#
+# These are the anchors, attack and generator targets of the robustness report, on the
+# bundled photos. They fail for a model trained without the hardening terms, so until the
+# hardened default ships they are strict xfails: they flip to failures the day they pass.
+
+HARDENED = bool(read_checkpoint_metadata(default_checkpoint_path())["training"]["config"]
+                .get("hardening", {}).get("adversarial", 0)) if default_checkpoint_path().is_file() else False
+hardened_only = pytest.mark.xfail(not HARDENED, strict=True, reason="the shipped model predates the hardening recipe")
+
+
+@hardened_only
+def test_default_model_meets_the_physical_anchors(net):
+    from pretrain.robustness import check_anchors
+
+    failed = [(r["anchor"], r["attribute"], round(r["worst"], 3)) for r in check_anchors(net, sizes=(128,))
+              if not r["passed"]]
+    assert not failed
+
+
+@hardened_only
+def test_a_short_4_255_attack_gains_far_less_than_the_real_fix(photos):
+    """Adam on the pixels within 4/255, 20 steps: each attribute's score gain stays below
+    a third of what undoing the degradation earns (the report's target is a quarter at
+    60 steps)."""
+    from pretrain.robustness import attack_rows
+
+    rows, _ = attack_rows(load_attiqa(), photos[:, :, :128, :128], eps_list=(4 / 255,), steps=20)
+    ratios = {r["attribute"]: round(r["gain_vs_fix"], 3) for r in rows}
+    assert all(v < 1 / 3 for v in ratios.values()), ratios
+
+
+@hardened_only
+def test_a_loss_only_generator_does_not_go_flat(photos):
+    """A tiny conv net trained on the loss alone, 30 steps: every output keeps at least
+    half its input's RMS contrast."""
+    from pretrain.robustness import generator_probe
+
+    rows, _ = generator_probe(load_attiqa(), photos[:, :, :128, :128], modes=("loss",), steps=30)
+    assert not rows[0]["flat"], rows[0]

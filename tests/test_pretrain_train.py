@@ -220,9 +220,11 @@ def test_two_process_torchrun_trains_on_cpu(photo_dir, tmp_path):
     assert meta["training"]["world_size"] == 2
 
 
-@pytest.mark.parametrize("with_synthetic", [False, True], ids=["clip", "clip+synthetic"])
-def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic):
-    """`label` (tiny random CLIP) -> `train --labels` -> a checkpoint AttiqaLoss loads."""
+@pytest.mark.parametrize("with_synthetic, hardened", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["clip", "clip+synthetic", "clip-hardened", "clip+synthetic-hardened"])
+def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic, hardened):
+    """`label` (tiny random CLIP) -> `train --labels` -> a checkpoint AttiqaLoss loads; the
+    hardening terms work with the CLIP teacher alone and beside the synthetic one."""
     from pretrain.cli import main
 
     root = Path(__file__).resolve().parents[1]
@@ -230,7 +232,8 @@ def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic):
     assert main(["label", "--images", str(photo_dir), "--out", str(labels), "--clip-model",
                  str(root / "configs" / "open_clip_tiny.json"), "--clip-pretrained", "none",
                  "--set", "label.workers=0"]) == 0
-    cfg = _cfg(photo_dir, 2, **{"clip.crop": 64, "clip.fraction": 0.5})
+    hard = {"hardening.anchors": 2, "hardening.adversarial": 2} if hardened else {}
+    cfg = _cfg(photo_dir, 2, **{"clip.crop": 64, "clip.fraction": 0.5}, **hard)
     cfg.clip.enabled, cfg.clip.labels = True, str(labels)
     cfg.synthetic.enabled = with_synthetic
     out = train(cfg, tmp_path / "run", progress=False)
@@ -238,3 +241,45 @@ def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic):
     assert meta["training"]["teachers"] == (["synthetic", "clip"] if with_synthetic else ["clip"])
     scores = AttiqaLoss(checkpoint=out).scores(torch.rand(1, 3, 48, 48))
     assert all(0 <= float(v) <= 1 for v in scores.values())
+
+
+def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(photo_dir, tmp_path, monkeypatch):
+    import pretrain.train as train_module
+
+    seen = {}
+    real_losses, real_spec, real_gain = train_module.pretrain_losses, train_module.specificity_loss, train_module.no_gain_loss
+
+    def losses(logits, labels, groups, **kw):
+        seen["ranked"], seen["groups"] = len(logits), groups.tolist()
+        return real_losses(logits, labels, groups, **kw)
+
+    def spec(scores, groups, target):
+        seen["specific"] = len(scores)
+        return real_spec(scores, groups, target)
+
+    def gain(adv, start):
+        seen["twins"] = len(adv)
+        return real_gain(adv, start)
+
+    monkeypatch.setattr(train_module, "pretrain_losses", losses)
+    monkeypatch.setattr(train_module, "specificity_loss", spec)
+    monkeypatch.setattr(train_module, "no_gain_loss", gain)
+    out = train(_cfg(photo_dir, 2, **{"hardening.anchors": 3, "hardening.adversarial": 3}), tmp_path / "run",
+                progress=False)
+    # batch 8 = 2 groups of 3 levels + 1 pair crop; 3 twins join the groups; anchors are not ranked.
+    assert seen == {"ranked": 11, "specific": 11, "twins": 3, "groups": seen["groups"]}
+    assert set(seen["groups"]) == {0, 1}
+    recorded = read_checkpoint_metadata(out)["training"]["config"]["hardening"]
+    assert recorded["anchors"] == 3 and recorded["adversarial"] == 3
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("hardening.anchors", -1, "hardening.anchors must be >= 0, got -1"),
+    ("hardening.adversarial", 9, r"hardening.adversarial must be <= train.batch_size \(8\), got 9"),
+    ("hardening.adv_eps", 0, r"hardening.adv_eps must be in \(0, 255\] \(1/255 units\), got 0"),
+    ("hardening.adv_steps", 0, "hardening.adv_steps must be >= 1, got 0"),
+    ("hardening.adv_target_prob", 2, r"hardening.adv_target_prob must be in \[0, 1\], got 2"),
+])
+def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        train(_cfg(photo_dir, 1, **{key: value}), tmp_path / "run", progress=False)

@@ -1,0 +1,139 @@
+"""Hardening: training terms that make the scores a sound optimisation target.
+
+A network trained only to *rank* degraded photos is free to score anything outside
+that distribution, and an optimiser finds it: a flat saturated field scores "sharp",
+a 4/255 pixel pattern scores like a real fix (see :mod:`pretrain.robustness`). Two
+terms close those doors, both off by default (``hardening`` in the pretrain config):
+
+- **Anchors** (:func:`sample_anchors`): images whose attribute values are physical
+  facts, in every batch with their labels (binary cross-entropy on the logits): a flat
+  field has no detail and no contrast and is noise-free; a dark flat field is dark; a
+  grey one is colourless; a smooth ramp has no detail; a field of per-pixel noise is
+  noisy. Attributes with no physical value stay unlabelled (NaN).
+- **Adversarial examples** (:func:`craft_adversarial`): for some images of the
+  synthetic groups, a perturbation within an L-infinity ball that raises one score
+  (random start and sign-gradient steps, Wong et al. 2020, "Fast is better than free").
+  The perturbed image joins its group with the label of its start (an image optimised
+  for a score keeps the label it had), and :func:`no_gain_loss` forbids any of its
+  five scores to rise above the unperturbed image's.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attiqa_loss.attributes import ATTRIBUTES
+
+__all__ = ["ANCHOR_KINDS", "sample_anchors", "craft_adversarial", "no_gain_loss"]
+
+_A = {a: i for i, a in enumerate(ATTRIBUTES)}
+#: Anchor kinds drawn by :func:`sample_anchors`, with equal odds.
+ANCHOR_KINDS = ("flat", "ramp", "noise")
+#: A flat field this dark (largest channel) is labelled brightness 0.
+DARK = 0.06
+#: A flat field whose channels differ by less than this is labelled colourfulness 0.
+GREY = 0.02
+
+
+def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, generator=g)
+
+
+def sample_anchors(n: int, size: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` anchor images ``(n, 3, size, size)`` in [0, 1] and labels ``(n, 5)`` (NaN = none).
+
+    Kinds (see the module docstring): ``flat``: a uniform field (a quarter of them grey,
+    a quarter dark), labels sharpness 0, contrast 0, noisiness 1, plus brightness 0 when
+    dark and colourfulness 0 when grey; ``ramp``: a linear blend of two colours across
+    the image in a random direction, sharpness 0 and noisiness 1; ``noise``: a random
+    mean colour plus per-pixel Gaussian noise (sigma 0.08 to 0.3, colour or luma only),
+    noisiness 0. Every draw comes from ``g``.
+    """
+    images = torch.empty(n, 3, size, size)
+    labels = torch.full((n, len(ATTRIBUTES)), float("nan"))
+    ramp = torch.linspace(0, 1, size)
+    for i in range(n):
+        kind = ANCHOR_KINDS[int(torch.randint(len(ANCHOR_KINDS), (), generator=g))]
+        colour = _u(g, 3)
+        r = float(_u(g))
+        if r < 0.25:
+            colour = colour[:1].expand(3).clone()
+        elif r < 0.5:
+            colour = colour * DARK * float(_u(g))
+        if kind == "flat":
+            images[i] = colour.view(3, 1, 1).expand(3, size, size)
+            labels[i, [_A["sharpness"], _A["contrast"]]] = 0.0
+            labels[i, _A["noisiness"]] = 1.0
+            if float(colour.max()) < DARK:
+                labels[i, _A["brightness"]] = 0.0
+            if float(colour.max() - colour.min()) < GREY:
+                labels[i, _A["colorfulness"]] = 0.0
+        elif kind == "ramp":
+            other = _u(g, 3)
+            theta = float(_u(g)) * 2 * torch.pi
+            yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+            t = (xx - 0.5) * torch.cos(torch.tensor(theta)) + (yy - 0.5) * torch.sin(torch.tensor(theta))
+            t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-6)
+            images[i] = colour.view(3, 1, 1) * (1 - t) + other.view(3, 1, 1) * t
+            labels[i, _A["sharpness"]] = 0.0
+            labels[i, _A["noisiness"]] = 1.0
+        else:
+            mean = 0.2 + 0.6 * _u(g, 3)
+            sigma = 0.08 + 0.22 * float(_u(g))
+            channels = 3 if float(_u(g)) < 0.5 else 1
+            noise = torch.randn((channels, size, size), generator=g).expand(3, size, size)
+            images[i] = (mean.view(3, 1, 1) + sigma * noise).clamp(0, 1)
+            labels[i, _A["noisiness"]] = 0.0
+    return images, labels
+
+
+def craft_adversarial(
+    net: nn.Module,
+    images: torch.Tensor,
+    attribute: torch.Tensor,
+    eps: torch.Tensor,
+    g: torch.Generator,
+    *,
+    steps: int = 1,
+    step_size: float = 1.25,
+) -> torch.Tensor:
+    """Perturb ``images`` within ``|delta| <= eps`` (per image) to raise one logit each.
+
+    ``net`` maps images to logits ``(B, 5)``; ``attribute`` ``(B,)`` is the index whose
+    logit is raised. Random start in the ball (from ``g``), then ``steps`` sign-gradient
+    steps of ``step_size * eps / steps``, projected back into the ball and into [0, 1].
+    Only the input gets a gradient (``torch.autograd.grad``): nothing accumulates on the
+    parameters, and BatchNorm running statistics are restored afterwards.
+
+    Shape: images ``(B, 3, H, W)``, attribute/eps ``(B,)`` -> ``(B, 3, H, W)``, detached.
+    """
+    saved = [b.detach().clone() for b in net.buffers()]
+    eps4 = eps.view(-1, 1, 1, 1).to(images)
+    delta = ((torch.rand(images.shape, generator=g) * 2 - 1).to(images) * eps4)
+    delta = ((images + delta).clamp(0, 1) - images)
+    alpha = step_size * eps4 / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logits = net(images + delta).float()
+        objective = logits.gather(1, attribute.view(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(objective, delta)
+        with torch.no_grad():
+            delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), eps4), -eps4)
+            delta = (images + delta).clamp(0, 1) - images
+    with torch.no_grad():
+        for b, s in zip(net.buffers(), saved):
+            b.copy_(s)
+    return (images + delta).detach()
+
+
+def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.Tensor:
+    """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
+
+    Shape: ``(K, 5)`` x2 -> scalar (0 when ``K == 0``)."""
+    if adv_scores.numel() == 0:
+        return adv_scores.sum() * 0.0
+    return F.relu(adv_scores - start_scores.detach()).mean()

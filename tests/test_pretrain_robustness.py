@@ -1,0 +1,208 @@
+"""The robustness report (`attiqa-pretrain robustness`) and the hardening terms of training."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from attiqa_loss import ATTRIBUTES, AttiqaNet
+from pretrain.hardening import craft_adversarial, no_gain_loss, sample_anchors
+from pretrain.robustness import (
+    ANCHOR_RULES,
+    TinyGenerator,
+    anchor_images,
+    attack_rows,
+    bounded_attack,
+    check_anchors,
+    generator_probe,
+    high_frequency_fraction,
+)
+
+from conftest import build_tiny_net, make_texture
+
+A = {a: i for i, a in enumerate(ATTRIBUTES)}
+
+
+class _Constant(AttiqaNet):
+    """An AttiqaNet whose scores are a fixed value for every image (tests the rule logic)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__("test_resnet")
+        self.value = value
+
+    def forward(self, images, *, check=True):
+        return torch.full((len(images), len(ATTRIBUTES)), self.value) + 0 * images.mean()
+
+
+def test_anchor_images_are_what_their_names_say():
+    anchors = anchor_images(64, seed=1)
+    for name in ("flat colour", "black", "white", "grey"):
+        x = anchors[name]
+        assert x.shape[1:] == (3, 64, 64)
+        assert (x - x[..., :1, :1]).abs().max() == 0, name  # every pixel the same colour
+    assert anchors["black"].max() == 0 and anchors["white"].min() == 1
+    assert (anchors["grey"] == 0.5).all()
+    assert anchors["noise field"].flatten(1).std(1).min() > 0.1
+    step = anchors["step edge"]
+    # Two tones per image, and the blurred copy has smaller pixel-to-pixel jumps.
+    assert all(len(torch.unique(s.flatten(1), dim=1).T) == 2 for s in step)
+    jump = lambda x: (x[..., 1:] - x[..., :-1]).abs().amax() + (x[..., 1:, :] - x[..., :-1, :]).abs().amax()
+    assert jump(anchors["blurred step edge"]) < 0.5 * jump(step)
+
+
+def test_check_anchors_applies_each_rule():
+    low = check_anchors(_Constant(0.05), sizes=(64,))
+    assert len(low) == len(ANCHOR_RULES)
+    assert all(r["passed"] for r in low if r["rule"].startswith("<="))
+    # A constant score never ranks a step edge above its blurred copy (margin 0).
+    step = [r for r in low if r["rule"].startswith(">")]
+    assert step and not any(r["passed"] for r in step) and step[0]["worst"] == 0
+    high = check_anchors(_Constant(0.5), sizes=(64, 96))
+    assert len(high) == 2 * len(ANCHOR_RULES)
+    assert not any(r["passed"] for r in high)
+    assert {r["size"] for r in high} == {64, 96}
+
+
+def test_bounded_attack_stays_in_the_ball_raises_the_score_and_keeps_global_rng():
+    net = build_tiny_net(0)
+    x = torch.stack([make_texture(48, 48, seed=i) for i in range(2)])
+    eps = 4 / 255
+    torch.manual_seed(123)
+    before_state = torch.get_rng_state()
+    adv = bounded_attack(net, x, "contrast", eps, steps=8, views=2)
+    assert torch.equal(torch.get_rng_state(), before_state)
+    assert (adv - x).abs().max() <= eps + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        gain = net(adv)[:, A["contrast"]] - net(x)[:, A["contrast"]]
+    assert gain.mean() > 0
+    # Reproducible: the same seed gives the same result, views included.
+    assert torch.equal(adv, bounded_attack(net, x, "contrast", eps, steps=8, views=2))
+
+
+def test_attack_rows_compare_with_the_real_fix():
+    net = build_tiny_net(0)
+    x = torch.stack([make_texture(48, 48, seed=i) for i in range(2)])
+    rows, strips = attack_rows(net, x, eps_list=(2 / 255, 8 / 255), steps=3, attributes=("brightness", "noisiness"))
+    assert [(r["attribute"], r["eps_255"]) for r in rows] == [("brightness", 2), ("brightness", 8),
+                                                             ("noisiness", 2), ("noisiness", 8)]
+    for r in rows:
+        if not math.isnan(r["gain_vs_fix"]):
+            assert r["gain_vs_fix"] == pytest.approx(r["score_gain"] / r["fix_gain"])
+        assert r["psnr_db"] > 30
+    assert set(strips) == {"brightness", "noisiness"} and strips["brightness"].shape == (4, 3, 48, 48)
+
+
+def test_high_frequency_fraction_separates_patterns():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    checker = 0.01 * ((xx + yy) % 2 * 2 - 1)[None, None].expand(1, 3, 64, 64)
+    smooth = 0.01 * torch.sin(xx / 20)[None, None].expand(1, 3, 64, 64)
+    assert high_frequency_fraction(checker) > 0.9
+    assert high_frequency_fraction(smooth) < 0.1
+
+
+def test_tiny_generator_starts_as_identity_and_probe_reports_each_mode():
+    x = torch.stack([make_texture(40, 40, seed=i) for i in range(5)])
+    assert torch.equal(TinyGenerator()(x), x)
+    rows, grid = generator_probe(build_tiny_net(0), x, steps=2, modes=("loss", "l1"))
+    assert [r["mode"] for r in rows] == ["loss", "l1"]
+    assert grid.shape == (5, 4, 3, 40, 40)  # degraded | loss | l1 | clean
+    assert torch.equal(grid[:, -1], x)
+    with pytest.raises(ValueError, match="mode must be"):
+        generator_probe(build_tiny_net(0), x, steps=1, modes=("gan",))
+
+
+def test_robustness_cli_on_a_tiny_model(tiny_checkpoint_path, write_png, tmp_path):
+    from pretrain.cli import main
+
+    for i in range(5):
+        write_png(tmp_path / "photos" / f"p{i}.png", 72, 80, seed=i)
+    out = tmp_path / "report"
+    args = ["robustness", "--checkpoint", str(tiny_checkpoint_path), "--images", str(tmp_path / "photos"),
+            "--all-images", "--crop", "48", "--views", "0", "--eps", "4", "--steps", "2", "--generator-steps", "2",
+            "--anchor-sizes", "48", "--out", str(out)]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "robustness.csv")))
+    assert {r["section"] for r in rows} == {"anchor", "attack", "generator"}
+    assert sum(r["section"] == "attack" for r in rows) == len(ATTRIBUTES)
+    md = (out / "robustness.md").read_text()
+    assert "4/255 attacks, views 0" in md and "loss-only generator" in md
+    for name in ("anchors.png", "attacks_views0.png", "generator_views0.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--crop", "16", "--crop must be >= 32 (the model's minimum side), got 16"),
+    ("--eps", "0", "--eps must all be in (0, 255], got [0.0]"),
+    ("--steps", "0", "--steps must be >= 1, got 0"),
+])
+def test_robustness_cli_rejects_bad_values(tiny_checkpoint_path, tmp_path, flag, value, message):
+    from pretrain.cli import main
+
+    with pytest.raises(SystemExit, match=f"attiqa-pretrain robustness: {message}".replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        main(["robustness", "--checkpoint", str(tiny_checkpoint_path), "--images", str(tmp_path),
+              flag, value, "--out", str(tmp_path / "o")])
+
+
+# -- hardening ------------------------------------------------------------------------------
+
+
+def test_anchors_carry_their_physical_labels():
+    g = torch.Generator().manual_seed(0)
+    x, y = sample_anchors(200, 32, g)
+    assert x.shape == (200, 3, 32, 32) and y.shape == (200, 5)
+    assert x.min() >= 0 and x.max() <= 1
+    flat = (x - x[..., :1, :1]).flatten(1).abs().amax(1) == 0
+    noisy = y[:, A["noisiness"]] == 0
+    assert flat.sum() > 30 and noisy.sum() > 30
+    # Flat fields: no detail, no contrast, noise-free.
+    assert (y[flat][:, [A["sharpness"], A["contrast"]]] == 0).all()
+    assert (y[flat][:, A["noisiness"]] == 1).all()
+    # Dark flat fields are labelled dark, grey ones colourless, and only those.
+    colour = x[flat][:, :, 0, 0]
+    dark = colour.amax(1) < 0.06
+    grey = (colour.amax(1) - colour.amin(1)) < 0.02
+    assert dark.any() and grey.any()
+    assert torch.equal(y[flat][:, A["brightness"]] == 0, dark)
+    assert torch.equal(y[flat][:, A["colorfulness"]] == 0, grey)
+    # Noise fields are noisy, and have no sharpness or contrast label.
+    assert x[noisy].flatten(1).std(1).min() > 0.05
+    assert torch.isnan(y[noisy][:, [A["sharpness"], A["contrast"]]]).all()
+    # Reproducible from the generator.
+    x2, y2 = sample_anchors(200, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2) and torch.equal(torch.nan_to_num(y, 7), torch.nan_to_num(y2, 7))
+
+
+def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():
+    from pretrain.train import _Logits
+
+    net = build_tiny_net(0).train()
+    logits = _Logits(net)
+    x = torch.stack([make_texture(40, 40, seed=i) for i in range(6)])
+    attr = torch.tensor([0, 1, 2, 3, 4, 0])
+    eps = torch.tensor([2, 4, 8, 8, 4, 2]) / 255
+    buffers = [b.clone() for b in net.buffers()]
+    adv = craft_adversarial(logits, x, attr, eps, torch.Generator().manual_seed(1), steps=3)
+    assert ((adv - x).abs().flatten(1).amax(1) <= eps + 1e-6).all()
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert all(torch.equal(a, b) for a, b in zip(buffers, net.buffers()))
+    assert all(p.grad is None for p in net.parameters())
+    with torch.no_grad():
+        net.eval()
+        gain = (logits(adv) - logits(x)).gather(1, attr[:, None])
+    assert gain.mean() > 0
+
+
+def test_no_gain_loss_only_punishes_rises():
+    start = torch.tensor([[0.5, 0.5, 0.5, 0.5, 0.5]], requires_grad=True)
+    assert no_gain_loss(start.detach() - 0.1, start) == 0
+    adv = (start.detach() + torch.tensor([[0.5, 0, 0, 0, 0]])).requires_grad_(True)
+    loss = no_gain_loss(adv, start)
+    assert float(loss) == pytest.approx(0.1)
+    loss.backward()
+    assert start.grad is None and adv.grad is not None
+    assert no_gain_loss(torch.empty(0, 5), torch.empty(0, 5)) == 0
