@@ -377,7 +377,9 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(x)
         n_syn = 0 if synthetic is None else len(b.labels) + (0 if pick is None else len(pick))
-        terms = pretrain_losses(logits[:n_main].float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
+        # (No slice without anchors: the same autograd graph, so the same float sums, as before.)
+        ranked = logits if n_main == len(logits) else logits[:n_main]
+        terms = pretrain_losses(ranked.float(), y, grp, margin=cfg.loss.margin, delta=cfg.loss.delta)
         if synthetic is not None:
             # The synthetic images (and their twins) come first; only they have pairs and targets.
             syn_scores = torch.sigmoid(logits[:n_syn].float())
