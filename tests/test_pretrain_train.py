@@ -241,6 +241,12 @@ def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic, 
     assert meta["training"]["teachers"] == (["synthetic", "clip"] if with_synthetic else ["clip"])
     scores = AttiqaLoss(checkpoint=out).scores(torch.rand(1, 3, 48, 48))
     assert all(0 <= float(v) <= 1 for v in scores.values())
+    if hardened:  # every model this project trains gets the robustness report too
+        report = tmp_path / "robustness"
+        assert main(["robustness", "--checkpoint", str(out), "--images", str(photo_dir), "--crop", "48",
+                     "--views", "0", "--eps", "4", "--steps", "1", "--generator-steps", "1",
+                     "--anchor-sizes", "48", "--out", str(report)]) == 0
+        assert "4/255 attacks, views 0" in (report / "robustness.md").read_text()
 
 
 def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(photo_dir, tmp_path, monkeypatch):
