@@ -46,6 +46,7 @@ __all__ = [
     "TinyGenerator",
     "generator_probe",
     "high_frequency_fraction",
+    "colour_cast",
     "psnr",
 ]
 
@@ -293,6 +294,16 @@ def _rms_contrast(x: torch.Tensor) -> torch.Tensor:
     return luminance(x.float()).flatten(1).std(dim=1)
 
 
+def colour_cast(x: torch.Tensor) -> torch.Tensor:
+    """Length of the mean opponent-colour vector (R-G, (R+G)/2-B): ``(B, 3, H, W)`` -> ``(B,)``.
+
+    0 for an image whose colours average to grey; a global tint raises it."""
+    x = x.float()
+    rg = x[:, 0] - x[:, 1]
+    yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+    return torch.sqrt(rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2)
+
+
 def generator_probe(
     net: AttiqaNet,
     clean: torch.Tensor,
@@ -315,7 +326,8 @@ def generator_probe(
     lowest over crops; ``flat``: any crop below half its input's contrast; ``right_way``:
     share of crops whose degraded attribute's independent measure moved towards the clean
     crop's value; ``measure_way``: mean fraction of that way; ``psnr_db`` to the clean
-    crops; ``mean_score``) and a ``(crops, 2 + modes, 3, H, W)`` strip: degraded | one
+    crops; ``cast_shift``: mean :func:`colour_cast` of the outputs minus the clean crops';
+    ``mean_score``) and a ``(crops, 2 + modes, 3, H, W)`` strip: degraded | one
     column per mode | clean.
     """
     device = next(net.parameters()).device
@@ -360,6 +372,7 @@ def generator_probe(
             "right_way": float(((got * need) > 0).float().mean()),
             "measure_way": float((got / need.where(need.abs() > 1e-12, torch.ones_like(need))).mean()),
             "psnr_db": float(psnr(out_cpu, clean.cpu()).mean()),
+            "cast_shift": float((colour_cast(out_cpu) - colour_cast(clean.cpu())).mean()),
             "mean_score": float(scores.mean()),
         })
         columns.append(out_cpu)

@@ -115,10 +115,11 @@ def markdown(rows: List[dict]) -> str:
     gens = [r for r in rows if r["section"] == "generator"]
     if gens:
         lines += ["", "| generator trained on | views | min. output/input RMS contrast | flat | degraded attr. "
-                      "measure right way | PSNR dB | mean score |", "|---|---|---|---|---|---|---|"]
+                      "measure right way | PSNR dB | colour cast vs clean | mean score |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in gens:
             lines.append(f"| {r['mode']} | {r['views']} | {r['rms_ratio']:.2f} | {'**yes**' if r['flat'] else 'no'} | "
-                         f"{r['right_way']:.0%} | {r['psnr_db']:.1f} | {r['mean_score']:.3f} |")
+                         f"{r['right_way']:.0%} | {r['psnr_db']:.1f} | {r['cast_shift']:+.3f} | {r['mean_score']:.3f} |")
     lines += [""] + [f"- {line}" for line in targets(rows)]
     lines += ["", "Independent measures: " + "; ".join(f"{a}: {m}" for a, m in INDEPENDENT_MEASURES.items()) + "."]
     return "\n".join(lines) + "\n"

@@ -206,3 +206,12 @@ def test_no_gain_loss_only_punishes_rises():
     loss.backward()
     assert start.grad is None and adv.grad is not None
     assert no_gain_loss(torch.empty(0, 5), torch.empty(0, 5)) == 0
+
+
+def test_colour_cast_is_zero_for_grey_and_grows_with_a_tint():
+    from pretrain.robustness import colour_cast
+
+    grey = torch.full((1, 3, 8, 8), 0.4)
+    tinted = grey + torch.tensor([0.1, 0.1, -0.1]).view(1, 3, 1, 1)
+    assert colour_cast(grey) == 0
+    assert colour_cast(tinted) > colour_cast(grey + torch.tensor([0.02, 0.02, -0.02]).view(1, 3, 1, 1)) > 0
