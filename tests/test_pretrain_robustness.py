@@ -202,7 +202,7 @@ def test_no_gain_loss_only_punishes_rises():
     assert no_gain_loss(start.detach() - 0.1, start) == 0
     adv = (start.detach() + torch.tensor([[0.5, 0, 0, 0, 0]])).requires_grad_(True)
     loss = no_gain_loss(adv, start)
-    assert float(loss) == pytest.approx(0.1)
+    assert loss.item() == pytest.approx(0.1)
     loss.backward()
     assert start.grad is None and adv.grad is not None
     assert no_gain_loss(torch.empty(0, 5), torch.empty(0, 5)) == 0
