@@ -20,7 +20,8 @@ terms close those doors, both off by default (``hardening`` in the pretrain conf
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,8 @@ from torch import nn
 
 from attiqa_loss.attributes import ATTRIBUTES
 
-__all__ = ["ANCHOR_KINDS", "sample_anchors", "craft_adversarial", "no_gain_loss"]
+__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
+           "no_gain_loss", "sample_anchors"]
 
 _A = {a: i for i, a in enumerate(ATTRIBUTES)}
 #: Anchor kinds drawn by :func:`sample_anchors`, with equal odds.
@@ -137,3 +139,59 @@ def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.
     if adv_scores.numel() == 0:
         return adv_scores.sum() * 0.0
     return F.relu(adv_scores - start_scores.detach()).mean()
+
+
+@dataclass
+class HardeningConfig:
+    """The ``hardening:`` section of the pretrain config (see the module docstring); all off by default."""
+
+    #: anchor images (flat fields, ramps, noise fields) per batch, with their physical labels
+    anchors: int = 0
+    anchor_weight: float = 1.0
+    #: images per step given an adversarial twin (one level of a synthetic group each;
+    #: CLIP crops when the synthetic teacher is off)
+    adversarial: int = 0
+    #: largest L-infinity radius in 1/255 units; each twin's radius is drawn from [eps/2, eps]
+    adv_eps: float = 8.0
+    #: sign-gradient steps per twin (1 = FGSM with a random start)
+    adv_steps: int = 1
+    #: chance that a twin attacks its group's degraded attribute (else a random attribute)
+    adv_target_prob: float = 0.5
+    #: weight of the term that forbids a twin's scores to rise above its start's
+    no_gain: float = 1.0
+
+
+def check_hardening(h: HardeningConfig, batch: int) -> None:
+    """Raise ``ValueError`` naming the key and value of an invalid setting (``batch``: the batch size)."""
+    for key in ("anchors", "adversarial"):
+        if getattr(h, key) < 0:
+            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
+    if h.adversarial > batch:
+        raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
+    if not 0 < h.adv_eps <= 255:
+        raise ValueError(f"hardening.adv_eps must be in (0, 255] (1/255 units), got {h.adv_eps}")
+    if h.adv_steps < 1:
+        raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
+    if not 0 <= h.adv_target_prob <= 1:
+        raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
+    for key in ("anchor_weight", "no_gain"):
+        if getattr(h, key) < 0:
+            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
+
+
+def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
+                      candidates: List[int], g: torch.Generator, device: torch.device, use_amp: bool):
+    """Pick ``h.adversarial`` of ``candidates`` (indices into ``x``) and craft their twins.
+
+    Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
+    (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
+    from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device)``."""
+    n = min(h.adversarial, len(candidates))
+    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
+    own = torch.rand(n, generator=g) < h.adv_target_prob
+    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
+    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
+    eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
+    return pick, twins

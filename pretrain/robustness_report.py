@@ -44,7 +44,7 @@ from attiqa_loss.loss import default_checkpoint_path
 
 from .robustness import (ANCHOR_RULES, INDEPENDENT_MEASURES, anchor_images, attack_rows, check_anchors,
                          generator_probe)
-from .validity_report import report_files
+from .validity_report import add_model_and_photo_arguments, report_files
 
 DESCRIPTION = __doc__
 
@@ -149,12 +149,9 @@ def targets(rows: List[dict]) -> List[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model to test (default: the embedded one)")
-    parser.add_argument("--images", nargs="+", required=True, help="photo folders; the held-out split is used")
-    parser.add_argument("--holdout-every", type=int, default=None,
-                        help="held-out split as in training (default: the checkpoint's recorded split, else 5)")
-    parser.add_argument("--all-images", action="store_true", help="use every photo, not only the held-out ones")
-    parser.add_argument("--max-images", type=int, default=10, help="at most this many photos (default 10: two generator crops per attribute)")
+    add_model_and_photo_arguments(parser)
+    parser.add_argument("--max-images", type=int, default=10,
+                        help="at most this many photos (default 10: two generator crops per attribute)")
     parser.add_argument("--max-side", type=int, default=256, help="photos downscaled to this longer side (default 256)")
     parser.add_argument("--crop", type=int, default=128, help="centre crop side in pixels (default 128)")
     parser.add_argument("--views", type=int, nargs="+", default=[0, 2],

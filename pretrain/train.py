@@ -25,7 +25,7 @@ from attiqa_loss.io import list_images
 
 from .config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .hardening import craft_adversarial, no_gain_loss, sample_anchors
+from .hardening import HardeningConfig, adversarial_twins, check_hardening, no_gain_loss, sample_anchors
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
@@ -83,26 +83,6 @@ class LossConfig:
     specificity: float = 1.0
     margin: float = 0.5
     delta: float = 0.05
-
-
-@dataclass
-class HardeningConfig:
-    """Terms that make the scores a sound optimisation target (pretrain/hardening.py); all off by default."""
-
-    #: anchor images (flat fields, ramps, noise fields) per batch, with their physical labels
-    anchors: int = 0
-    anchor_weight: float = 1.0
-    #: images per step given an adversarial twin (one level of a synthetic group each;
-    #: CLIP crops when the synthetic teacher is off)
-    adversarial: int = 0
-    #: largest L-infinity radius in 1/255 units; each twin's radius is drawn from [eps/2, eps]
-    adv_eps: float = 8.0
-    #: sign-gradient steps per twin (1 = FGSM with a random start)
-    adv_steps: int = 1
-    #: chance that a twin attacks its group's degraded attribute (else a random attribute)
-    adv_target_prob: float = 0.5
-    #: weight of the term that forbids a twin's scores to rise above its start's
-    no_gain: float = 1.0
 
 
 @dataclass
@@ -207,37 +187,6 @@ def _build_synthetic(cfg: PretrainConfig):
     return teacher, train_files, held_files
 
 
-def _check_hardening(h: HardeningConfig, batch: int) -> None:
-    for key in ("anchors", "adversarial"):
-        if getattr(h, key) < 0:
-            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
-    if h.adversarial > batch:
-        raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
-    if not 0 < h.adv_eps <= 255:
-        raise ValueError(f"hardening.adv_eps must be in (0, 255] (1/255 units), got {h.adv_eps}")
-    if h.adv_steps < 1:
-        raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
-    if not 0 <= h.adv_target_prob <= 1:
-        raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
-    for key in ("anchor_weight", "no_gain"):
-        if getattr(h, key) < 0:
-            raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
-
-
-def _adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
-                       candidates: List[int], g: torch.Generator, device: torch.device, use_amp: bool):
-    """Indices of the images given a twin and the twins (see pretrain/hardening.py)."""
-    n = min(h.adversarial, len(candidates))
-    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
-    own = torch.rand(n, generator=g) < h.adv_target_prob
-    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
-    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
-    eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-        twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
-    return pick, twins
-
-
 def validate(
     net: AttiqaNet,
     images: List[torch.Tensor],
@@ -276,7 +225,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     if cfg.train.batch_size < 4:
         raise ValueError(f"train.batch_size must be >= 4, got {cfg.train.batch_size}")
     hard = cfg.hardening
-    _check_hardening(hard, cfg.train.batch_size)
+    check_hardening(hard, cfg.train.batch_size)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     dist = init_distributed(cfg.train.device)
@@ -362,7 +311,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             else:
                 candidates = list(range(n_clip))
             src_x, src_y, src_g = torch.cat(images), torch.cat(labels), torch.cat(groups)
-            pick, twins = _adversarial_twins(plain, hard, src_x, target, candidates, g, device, use_amp)
+            pick, twins = adversarial_twins(plain, hard, src_x, target, candidates, g, device, use_amp)
             at = 1 if synthetic is not None else len(images)
             images.insert(at, twins), labels.insert(at, src_y[pick]), groups.insert(at, src_g[pick])
             if target is not None:

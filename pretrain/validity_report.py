@@ -164,12 +164,18 @@ def report_files(
     return files
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_and_photo_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--images``, ``--holdout-every``, ``--all-images``: the model a
+    report tests and the photos it runs on (see :func:`report_files`)."""
     parser.add_argument("--checkpoint", type=Path, default=None, help="model to test (default: the embedded one)")
     parser.add_argument("--images", nargs="+", required=True, help="photo folders; the held-out split is used")
     parser.add_argument("--holdout-every", type=int, default=None,
                         help="held-out split as in training (default: the checkpoint's recorded split, else 5)")
     parser.add_argument("--all-images", action="store_true", help="use every photo, not only the held-out ones")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_and_photo_arguments(parser)
     parser.add_argument("--levels", type=int, default=6, help="graded levels per degradation (default 6)")
     parser.add_argument("--max-images", type=int, default=24, help="at most this many photos (default 24)")
     parser.add_argument("--max-side", type=int, default=320, help="photos downscaled to this longer side (default 320)")
