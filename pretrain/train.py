@@ -335,10 +335,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             terms["consistency"] = consistency_loss(syn_scores, pairs.to(device))
             terms["specificity"] = specificity_loss(syn_scores, grp[:n_syn], target.to(device))
         if pick is not None:
-            start = 0 if synthetic is not None else n_main - n_clip - len(pick)
-            twin_at = len(b.labels) if synthetic is not None else n_main - len(pick)
+            # ``pick`` indexes the first block (synthetic, else CLIP); the twins follow it.
+            twin_at = len(b.labels) if synthetic is not None else n_clip
             scores = torch.sigmoid(logits.float())
-            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[start + pick.to(device)])
+            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[pick.to(device)])
         if hard.anchors > 0:
             terms["anchor"] = calibration_loss(logits[n_main:].float(), anchor_y.to(device))
         loss = sum(weights[k] * v for k, v in terms.items())

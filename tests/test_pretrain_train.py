@@ -113,10 +113,12 @@ def test_train_exports_a_checkpoint_that_attiqaloss_loads(photo_dir, tmp_path):
     assert any((tmp_path / "run" / "tb").iterdir())
 
 
-def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2}],
+                         ids=["plain", "hardened"])
+def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
     import pretrain.train as train_module
 
-    full = train(_cfg(photo_dir, 4), tmp_path / "full", progress=False)
+    full = train(_cfg(photo_dir, 4, **hardening), tmp_path / "full", progress=False)
 
     # Kill the second run right after its step-2 state is on disk.
     real_save = train_module.save_state
@@ -129,7 +131,7 @@ def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkey
     monkeypatch.setattr(train_module, "save_state", save_then_die)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(photo_dir, 4), part, progress=False)
+        train(_cfg(photo_dir, 4, **hardening), part, progress=False)
     assert not (part / "checkpoint.safetensors").exists()
     monkeypatch.setattr(train_module, "save_state", real_save)
     # Count the steps the resumed run executes: it must continue at step 2, not restart
@@ -137,7 +139,7 @@ def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkey
     steps_run = []
     real_gen = train_module.step_generator
     monkeypatch.setattr(train_module, "step_generator", lambda seed, step, rank=0: steps_run.append(step) or real_gen(seed, step, rank))
-    resumed = train(_cfg(photo_dir, 4), part, resume=True, progress=False)
+    resumed = train(_cfg(photo_dir, 4, **hardening), part, resume=True, progress=False)
     assert steps_run == [2, 3]
     a, b = load_file(str(full)), load_file(str(resumed))
     assert a.keys() == b.keys()
