@@ -1,4 +1,4 @@
-"""``attiqa-pretrain robustness``: can an optimiser fool the quality model?
+"""attiqa-pretrain robustness: can an optimiser fool the quality model?
 
 Users optimise the scores, so a model is judged as an optimisation target too (see
 docs/robustness.md). On held-out photos (centre crops), for one checkpoint:
@@ -14,10 +14,10 @@ docs/robustness.md). On held-out photos (centre crops), for one checkpoint:
    with L1 + 0.1 x loss; its outputs must keep their contrast (never a flat field) and
    move the degraded attribute's independent measure the right way.
 
-Attacks and the generator run once per ``--views`` value (``AttiqaLoss(views=n)``);
-scores are always read without views. Writes ``OUT/robustness.csv`` (every row),
-``OUT/robustness.md`` (the tables) and PNG strips ``OUT/anchors.png``,
-``OUT/attacks_views{n}.png``, ``OUT/generator_views{n}.png``.
+Attacks and the generator run once per --views value (AttiqaLoss(views=n));
+scores are always read without views. Writes OUT/robustness.csv (every row),
+OUT/robustness.md (the tables) and PNG strips OUT/anchors.png,
+OUT/attacks_views{n}.png, OUT/generator_views{n}.png.
 
 Example:
 
