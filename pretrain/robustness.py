@@ -32,7 +32,7 @@ from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaLoss, AttiqaNet
 
-from .degradations import degrade, luminance
+from .degradations import _separable_gaussian, degrade, luminance
 from .handcrafted import handcrafted_scores
 
 __all__ = [
@@ -93,7 +93,8 @@ def anchor_images(size: int = 128, seed: int = 0) -> Dict[str, torch.Tensor]:
     ``black``, ``white``, ``grey`` (0.5); ``noise field``: per-pixel Gaussian noise
     around grey (colour and luma-only, sigma 0.15 and 0.3) and uniform random pixels;
     ``step edge``: 6 two-tone edges (random colour pairs, vertical / horizontal /
-    diagonal); ``blurred step edge``: the same edges after a Gaussian blur of 4 px.
+    diagonal); ``blurred step edge``: the same edges after a Gaussian blur of sigma 3 px
+    (``sharpness/gaussian`` at strength 1).
     """
     g = torch.Generator().manual_seed(seed)
     s = size
@@ -161,8 +162,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def high_frequency_fraction(delta: torch.Tensor) -> float:
-    """Share of a perturbation's energy above the pass band of a 2 px Gaussian blur."""
-    low = degrade((delta + 0.5).clamp(0, 1), "sharpness", "gaussian", 0.5) - 0.5
+    """Share of a perturbation's energy (``(B, 3, H, W)``, any range) that a Gaussian blur
+    of standard deviation 1.5 px removes."""
+    low = _separable_gaussian(delta.float(), 1.5)
     total = delta.pow(2).sum()
     return float((delta - low).pow(2).sum() / total) if total > 0 else 0.0
 
@@ -243,7 +245,8 @@ def attack_rows(
     for attr in attributes:
         a = ATTRIBUTES.index(attr)
         family, strength = ATTACK_DEGRADATIONS[attr]
-        deg = degrade(clean, attr, family, strength, torch.Generator().manual_seed(seed))
+        # Degradations draw from a CPU generator: degrade on the CPU, score on the device.
+        deg = degrade(clean.cpu(), attr, family, strength, torch.Generator().manual_seed(seed)).to(device)
         with torch.no_grad():
             s_deg = net(deg, check=False).float()
             m_deg = handcrafted_scores(deg).cpu()
@@ -333,8 +336,8 @@ def generator_probe(
     device = next(net.parameters()).device
     clean = clean.to(device)
     targets = [ATTRIBUTES[i % len(ATTRIBUTES)] for i in range(len(clean))]
-    deg = torch.cat([degrade(clean[i : i + 1], a, *ATTACK_DEGRADATIONS[a], torch.Generator().manual_seed(seed + i))
-                     for i, a in enumerate(targets)])
+    deg = torch.cat([degrade(clean[i : i + 1].cpu(), a, *ATTACK_DEGRADATIONS[a], torch.Generator().manual_seed(seed + i))
+                     for i, a in enumerate(targets)]).to(device)
     loss_fn = _loss_fn(net, {a: 1.0 for a in ATTRIBUTES}, views)
     m_deg, m_clean = handcrafted_scores(deg).cpu(), handcrafted_scores(clean).cpu()
     rows, columns = [], [deg.cpu()]
