@@ -19,6 +19,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "resnet10t"
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 class AttiqaNet(nn.Module):
     """Attribute-aware no-reference IQA network (METHOD.md section 5).
 
@@ -92,7 +99,14 @@ class AttiqaNet(nn.Module):
         }
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features. ``(B, 3, H, W)`` in [0, 1] -> ``(B, C)``; no input checks."""
+        """Pooled features. ``(B, 3, H, W)`` in [0, 1] -> ``(B, C)``; no input checks.
+
+        Outside autocast, images of another floating dtype than the network's (half,
+        bfloat16, double) are computed in the network's dtype; gradients still reach
+        the input in its own dtype. Under autocast the input is passed on as it is."""
+        dtype = self.heads[self.attributes[0]].weight.dtype
+        if images.dtype != dtype and not _autocast_enabled(images.device.type):
+            images = images.to(dtype)
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return self.backbone(x)
 

@@ -566,3 +566,20 @@ def test_default_model_loads_and_scores(image_batch):
     for name, s in scores.items():
         assert s.shape == (2,) and torch.all((s >= 0) & (s <= 1)), name
     _assert_frozen(loss_fn.network)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-2), (torch.bfloat16, 5e-2), (torch.float64, 1e-5)])
+def test_half_bfloat16_and_double_images_are_scored_in_the_network_dtype(tiny_net, image_batch, dtype, tol):
+    """Outside autocast, a float32 network takes images of any floating dtype: they are
+    computed in float32, the scores match the float32 ones and the gradient reaches the
+    input in its own dtype."""
+    loss_fn = AttiqaLoss(checkpoint=tiny_net)
+    ref = image_batch(2)
+    x = ref.to(dtype).requires_grad_()
+    out = loss_fn(x)
+    out.backward()
+    assert torch.isfinite(out) and x.grad is not None and x.grad.dtype == dtype
+    assert torch.isfinite(x.grad.float()).all()
+    want = loss_fn.scores(ref.to(dtype).float())["contrast"]
+    assert torch.allclose(loss_fn.scores(ref.to(dtype))["contrast"].float(), want, atol=tol)
+    assert torch.allclose(tiny_net(ref.to(dtype)).float(), tiny_net(ref.to(dtype).float()), atol=tol)
