@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch
 
 from attiqa_loss import load_attiqa, read_checkpoint_metadata
+from attiqa_loss.io import atomic_write
 from attiqa_loss.loss import default_checkpoint_path
 from benchmarks import _common as common
 
@@ -88,7 +89,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for fname, (grid, cols, row_names) in strips.items():
             save_grid(folder / fname, grid, cols, row_names)
         md = markdown(these)
-        (folder / "robustness.md").write_text(f"Model: `{ckpt or default_checkpoint_path()}`; {len(clean)} photos.\n\n{md}")
+        with atomic_write(folder / "robustness.md", "w") as f:
+            f.write(f"Model: `{ckpt or default_checkpoint_path()}`; {len(clean)} photos.\n\n{md}")
         print(f"## {label} ({len(clean)} photos)\n\n{md}")
         rows += [{"model": label, **row} for row in these]
     out = args.out or common.default_output("robustness", torch.device("cpu"))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .degradations import luminance
 
-__all__ = ["handcrafted_scores"]
+__all__ = ["handcrafted_scores", "opponent_channels"]
 
 
 def _laplacian_variance(y: torch.Tensor) -> torch.Tensor:
@@ -28,10 +28,15 @@ def _noise_sigma(y: torch.Tensor) -> torch.Tensor:
     return math.sqrt(math.pi / 2) * r / 6
 
 
+def opponent_channels(x: torch.Tensor) -> tuple:
+    """Hasler and Suesstrunk's opponent channels ``(R - G, (R + G) / 2 - B)``: ``(B, 3, H, W)``
+    -> two ``(B, H, W)`` tensors."""
+    return x[:, 0] - x[:, 1], 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+
+
 def _colourfulness(x: torch.Tensor) -> torch.Tensor:
     # Hasler and Suesstrunk (2003), on opponent channels.
-    rg = x[:, 0] - x[:, 1]
-    yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+    rg, yb = opponent_channels(x)
     std = (rg.flatten(1).var(1) + yb.flatten(1).var(1)).sqrt()
     mean = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
     return std + 0.3 * mean

@@ -27,13 +27,12 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaLoss, AttiqaNet
 
-from .degradations import _separable_gaussian, degrade, luminance
-from .handcrafted import handcrafted_scores
+from .degradations import _separable_gaussian, degrade
+from .handcrafted import handcrafted_scores, opponent_channels
 
 __all__ = [
     "ANCHOR_RULES",
@@ -293,17 +292,11 @@ class TinyGenerator(nn.Module):
         return (x + self.body(x)).clamp(0, 1)
 
 
-def _rms_contrast(x: torch.Tensor) -> torch.Tensor:
-    return luminance(x.float()).flatten(1).std(dim=1)
-
-
 def colour_cast(x: torch.Tensor) -> torch.Tensor:
     """Length of the mean opponent-colour vector (R-G, (R+G)/2-B): ``(B, 3, H, W)`` -> ``(B,)``.
 
     0 for an image whose colours average to grey; a global tint raises it."""
-    x = x.float()
-    rg = x[:, 0] - x[:, 1]
-    yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+    rg, yb = opponent_channels(x.float())
     return torch.sqrt(rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2)
 
 
@@ -368,7 +361,8 @@ def generator_probe(
         idx = torch.tensor([ATTRIBUTES.index(a) for a in targets])
         r = torch.arange(len(targets))
         need, got = m_clean[r, idx] - m_deg[r, idx], m_out[r, idx] - m_deg[r, idx]
-        ratio = _rms_contrast(out_cpu) / _rms_contrast(deg.cpu()).clamp_min(1e-6)
+        rms = ATTRIBUTES.index("contrast")  # handcrafted column: luminance RMS contrast
+        ratio = m_out[:, rms] / m_deg[:, rms].clamp_min(1e-6)
         rows.append({
             "section": "generator", "mode": mode, "views": views, "steps": steps, "crops": len(clean),
             "rms_ratio": float(ratio.min()), "flat": bool((ratio < 0.5).any()),
