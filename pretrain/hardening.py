@@ -45,7 +45,8 @@ def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(shape, generator=g)
 
 
-def sample_anchors(n: int, size: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+def sample_anchors(n: int, size: int, g: torch.Generator, *,
+                   smooth_noise_free: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` anchor images ``(n, 3, size, size)`` in [0, 1] and labels ``(n, 5)`` (NaN = none).
 
     Kinds (see the module docstring): ``flat``: a uniform field (a quarter of them grey,
@@ -53,7 +54,8 @@ def sample_anchors(n: int, size: int, g: torch.Generator) -> Tuple[torch.Tensor,
     dark and colourfulness 0 when grey; ``ramp``: a linear blend of two colours across
     the image in a random direction, sharpness 0 and noisiness 1; ``noise``: a random
     mean colour plus per-pixel Gaussian noise (sigma 0.08 to 0.3, colour or luma only),
-    noisiness 0. Every draw comes from ``g``.
+    noisiness 0. With ``smooth_noise_free=False`` flat fields and ramps carry no
+    noisiness label (only noise fields teach noisiness). Every draw comes from ``g``.
     """
     images = torch.empty(n, 3, size, size)
     labels = torch.full((n, len(ATTRIBUTES)), float("nan"))
@@ -69,7 +71,8 @@ def sample_anchors(n: int, size: int, g: torch.Generator) -> Tuple[torch.Tensor,
         if kind == "flat":
             images[i] = colour.view(3, 1, 1).expand(3, size, size)
             labels[i, [_A["sharpness"], _A["contrast"]]] = 0.0
-            labels[i, _A["noisiness"]] = 1.0
+            if smooth_noise_free:
+                labels[i, _A["noisiness"]] = 1.0
             if float(colour.max()) < DARK:
                 labels[i, _A["brightness"]] = 0.0
             if float(colour.max() - colour.min()) < GREY:
@@ -82,7 +85,8 @@ def sample_anchors(n: int, size: int, g: torch.Generator) -> Tuple[torch.Tensor,
             t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-6)
             images[i] = colour.view(3, 1, 1) * (1 - t) + other.view(3, 1, 1) * t
             labels[i, _A["sharpness"]] = 0.0
-            labels[i, _A["noisiness"]] = 1.0
+            if smooth_noise_free:
+                labels[i, _A["noisiness"]] = 1.0
         else:
             mean = 0.2 + 0.6 * _u(g, 3)
             sigma = 0.08 + 0.22 * float(_u(g))
@@ -148,6 +152,9 @@ class HardeningConfig:
     #: anchor images (flat fields, ramps, noise fields) per batch, with their physical labels
     anchors: int = 0
     anchor_weight: float = 1.0
+    #: flat fields and ramps are also labelled noise-free (noisiness 1); false leaves
+    #: noisiness to the noise fields alone
+    smooth_noise_free: bool = True
     #: images per step given an adversarial twin (one level of a synthetic group each;
     #: CLIP crops when the synthetic teacher is off)
     adversarial: int = 0

@@ -318,7 +318,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
                 target = torch.cat([target, target[pick]])
         n_main = sum(len(t) for t in images)
         if hard.anchors > 0:
-            anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g)
+            anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g,
+                                                smooth_noise_free=hard.smooth_noise_free)
             images.append(anchor_x)
         x = torch.cat([t.to(device, non_blocking=True) for t in images])
         y = torch.cat(labels).to(device)

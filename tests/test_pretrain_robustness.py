@@ -177,6 +177,18 @@ def test_anchors_carry_their_physical_labels():
     assert torch.equal(x, x2) and torch.equal(torch.nan_to_num(y, 7), torch.nan_to_num(y2, 7))
 
 
+def test_anchors_without_smooth_noise_free_leave_noisiness_to_the_noise_fields():
+    x, y = sample_anchors(120, 16, torch.Generator().manual_seed(0))
+    x2, y2 = sample_anchors(120, 16, torch.Generator().manual_seed(0), smooth_noise_free=False)
+    assert torch.equal(x, x2)  # the same images, only the labels differ
+    noise_free = y[:, A["noisiness"]] == 1
+    assert noise_free.sum() > 30
+    assert torch.isnan(y2[noise_free][:, A["noisiness"]]).all()
+    assert torch.equal(y2[:, A["noisiness"]] == 0, y[:, A["noisiness"]] == 0)
+    others = [i for i in range(5) if i != A["noisiness"]]
+    assert torch.equal(torch.nan_to_num(y[:, others], 7), torch.nan_to_num(y2[:, others], 7))
+
+
 def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():
     from pretrain.train import _Logits
 
