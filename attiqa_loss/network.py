@@ -19,6 +19,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "resnet10t"
 
 
+class CeilAvgPool2d(nn.AvgPool2d):
+    """2x2 average pooling that rounds odd sizes up (``ceil_mode``), as the strided convs
+    and the ``avg_down`` shortcuts it sits beside do: timm builds its ``aa_layer`` as
+    ``aa_layer(stride)``, and a plain ``AvgPool2d`` would drop the last row of an odd size."""
+
+    def __init__(self, kernel_size: int = 2, stride: Optional[int] = None) -> None:
+        super().__init__(kernel_size, stride, ceil_mode=True, count_include_pad=False)
+
+
+#: ``backbone_kwargs["aa_layer"]`` names (JSON-safe, as stored in checkpoints) -> layer classes
+AA_LAYERS = {"avg": CeilAvgPool2d, "blur": timm.layers.BlurPool2d}
+
+
+def _timm_kwargs(backbone_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """``backbone_kwargs`` as :func:`timm.create_model` takes them: an ``aa_layer`` name
+    becomes its class (timm's ResNet stem needs a class, a checkpoint stores the name)."""
+    kwargs = dict(backbone_kwargs)
+    if isinstance(kwargs.get("aa_layer"), str):
+        if kwargs["aa_layer"] not in AA_LAYERS:
+            raise ValueError(f"backbone_kwargs aa_layer must be one of {sorted(AA_LAYERS)}, got {kwargs['aa_layer']!r}")
+        kwargs["aa_layer"] = AA_LAYERS[kwargs["aa_layer"]]
+    return kwargs
+
+
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -75,7 +99,7 @@ class AttiqaNet(nn.Module):
             pretrained_cfg_overlay=dict(pretrained_cfg_overlay) if pretrained_cfg_overlay else None,
             num_classes=0,
             global_pool="avg",
-            **self.backbone_kwargs,
+            **_timm_kwargs(self.backbone_kwargs),
         )
         width = self.backbone.num_features
         self.heads = nn.ModuleDict({name: nn.Linear(width, 1) for name in self.attributes})

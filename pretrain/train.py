@@ -41,6 +41,8 @@ class ModelConfig:
     pretrained: bool = False
     #: local weight file for the backbone (timm ``pretrained_cfg_overlay={"file": ...}``)
     pretrained_file: Optional[str] = None
+    #: anti-aliased downsampling in the backbone (timm ``aa_layer``): null, "avg" or "blur"
+    aa_layer: Optional[str] = None
 
 
 @dataclass
@@ -226,6 +228,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         raise ValueError(f"train.batch_size must be >= 4, got {cfg.train.batch_size}")
     hard = cfg.hardening
     check_hardening(hard, cfg.train.batch_size)
+    if cfg.model.aa_layer not in (None, "avg", "blur"):
+        raise ValueError(f"model.aa_layer must be null, 'avg' or 'blur', got {cfg.model.aa_layer!r}")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     dist = init_distributed(cfg.train.device)
@@ -234,7 +238,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     torch.manual_seed(cfg.train.seed)
     overlay = {"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None
     net = create_attiqa_net(
-        cfg.model.backbone, pretrained=cfg.model.pretrained or overlay is not None, pretrained_cfg_overlay=overlay
+        cfg.model.backbone, pretrained=cfg.model.pretrained or overlay is not None, pretrained_cfg_overlay=overlay,
+        backbone_kwargs={"aa_layer": cfg.model.aa_layer} if cfg.model.aa_layer else None,
     ).to(device)
     plain = model = _Logits(net)
     if dist.distributed:

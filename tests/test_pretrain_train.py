@@ -113,6 +113,19 @@ def test_train_exports_a_checkpoint_that_attiqaloss_loads(photo_dir, tmp_path):
     assert any((tmp_path / "run" / "tb").iterdir())
 
 
+def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp_path):
+    from attiqa_loss import load_attiqa
+    from attiqa_loss.network import CeilAvgPool2d
+
+    out = train(_cfg(photo_dir, 2, **{"model.aa_layer": "avg"}), tmp_path / "run", progress=False)
+    assert read_checkpoint_metadata(out)["backbone_kwargs"] == {"aa_layer": "avg"}
+    net = load_attiqa(out)
+    assert any(isinstance(m, CeilAvgPool2d) for m in net.backbone.modules())
+    assert not any(isinstance(m, CeilAvgPool2d) for m in create_attiqa_net("test_resnet").backbone.modules())
+    for side in (48, 45, 77):  # odd sizes too: the pooled and shortcut paths must agree
+        assert torch.isfinite(net(torch.rand(1, 3, side, side + 2))).all()
+
+
 @pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2}],
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
@@ -287,6 +300,7 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     ("hardening.adv_eps", 0, r"hardening.adv_eps must be in \(0, 255\] \(1/255 units\), got 0"),
     ("hardening.adv_steps", 0, "hardening.adv_steps must be >= 1, got 0"),
     ("hardening.adv_target_prob", 2, r"hardening.adv_target_prob must be in \[0, 1\], got 2"),
+    ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
     with pytest.raises(ValueError, match=message):
