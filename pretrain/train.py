@@ -22,10 +22,12 @@ from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
 from attiqa_loss.io import list_images
+from attiqa_loss.validation import MIN_SIZE
 
-from .config import add_config_arguments, config_from_args, config_to_dict, save_config
+from .config import add_config_arguments, check_minimums, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .hardening import HardeningConfig, adversarial_twins, check_hardening, no_gain_loss, sample_anchors
+from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edge_ranking_loss, no_gain_loss,
+                        sample_anchors, sample_edge_pairs)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
@@ -64,6 +66,9 @@ class SyntheticConfig:
     #: ``{attribute: weight}``: how likely each attribute is to be the nuisance (default 1)
     nuisance_weights: Dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_minimums("synthetic", self, crop=MIN_SIZE, max_side=1, holdout_every=0)
+
 
 @dataclass
 class ClipTeacherConfig:
@@ -75,6 +80,9 @@ class ClipTeacherConfig:
     #: crop side when the clip teacher runs alone (with both teachers, ``synthetic.crop``)
     crop: int = 224
     max_side: int = 512
+
+    def __post_init__(self) -> None:
+        check_minimums("clip", self, crop=MIN_SIZE, max_side=1)
 
 
 @dataclass
@@ -105,12 +113,19 @@ class TrainConfig:
     #: store the exported checkpoint in float16 (half the size)
     export_fp16: bool = False
 
+    def __post_init__(self) -> None:
+        check_minimums("train", self, steps=1, batch_size=4, warmup_steps=0, threads=0,
+                       log_every=1, val_every=1, checkpoint_every=1)
+
 
 @dataclass
 class ValConfig:
     levels: int = 6
     max_images: int = 12
     max_side: int = 384
+
+    def __post_init__(self) -> None:
+        check_minimums("val", self, max_images=0, max_side=MIN_SIZE)
 
 
 @dataclass
@@ -290,7 +305,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,
                "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity,
-               "anchor": hard.anchor_weight, "no_gain": hard.no_gain}
+               "anchor": hard.anchor_weight, "edge": hard.anchor_weight, "no_gain": hard.no_gain}
     model.train()
     t0, seen = time.perf_counter(), 0
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (progress and dist.is_main), unit="step", file=sys.stderr)
@@ -307,7 +322,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             images.append(xc), labels.append(yc), groups.append(torch.full((len(xc),), -1))
         # Hardening (off by default: no extra draws from g, the same batches as before).
         # Adversarial twins follow the synthetic images (and share their groups, labels
-        # and targets: specificity covers them); anchors come last, outside the ranking.
+        # and targets: specificity covers them); anchors and edge pairs come last, outside the ranking.
         pick = None
         if hard.adversarial > 0:
             if synthetic is not None:  # one of the graded levels of each group, never the pair crop
@@ -326,6 +341,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g,
                                                 smooth_noise_free=hard.smooth_noise_free)
             images.append(anchor_x)
+        if hard.edge_pairs > 0:
+            images.append(sample_edge_pairs(hard.edge_pairs, images[0].shape[-1], g))
         x = torch.cat([t.to(device, non_blocking=True) for t in images])
         y = torch.cat(labels).to(device)
         grp = torch.cat(groups).to(device)
@@ -346,7 +363,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
             scores = torch.sigmoid(logits.float())
             terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[pick.to(device)])
         if hard.anchors > 0:
-            terms["anchor"] = calibration_loss(logits[n_main:].float(), anchor_y.to(device))
+            terms["anchor"] = calibration_loss(logits[n_main : n_main + hard.anchors].float(), anchor_y.to(device))
+        if hard.edge_pairs > 0:
+            edge_scores = torch.sigmoid(logits[n_main + hard.anchors :, ATTRIBUTES.index("sharpness")].float())
+            terms["edge"] = edge_ranking_loss(edge_scores, hard.edge_margin)
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from pretrain.hardening import craft_adversarial, no_gain_loss, sample_anchors
+from pretrain.hardening import craft_adversarial, edge_ranking_loss, no_gain_loss, sample_anchors, sample_edge_pairs
 from pretrain.robustness import (
     ANCHOR_RULES,
     TinyGenerator,
@@ -187,6 +187,21 @@ def test_anchors_without_smooth_noise_free_leave_noisiness_to_the_noise_fields()
     assert torch.equal(y2[:, A["noisiness"]] == 0, y[:, A["noisiness"]] == 0)
     others = [i for i in range(5) if i != A["noisiness"]]
     assert torch.equal(torch.nan_to_num(y[:, others], 7), torch.nan_to_num(y2[:, others], 7))
+
+
+def test_edge_pairs_are_two_tone_edges_and_their_blurred_copies():
+    x = sample_edge_pairs(5, 32, torch.Generator().manual_seed(0))
+    sharp, blurred = x[:5], x[5:]
+    assert x.shape == (10, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
+    for s_img in sharp:  # exactly two colours
+        assert len(torch.unique(s_img.flatten(1).T, dim=0)) == 2
+    grad = lambda t: (t[..., 1:, :] - t[..., :-1, :]).abs().amax((1, 2, 3)) + (t[..., 1:] - t[..., :-1]).abs().amax((1, 2, 3))
+    assert (grad(blurred) < 0.6 * grad(sharp)).all()  # the same edges, softened
+    assert torch.allclose(sharp.mean((2, 3)), blurred.mean((2, 3)), atol=0.02)
+    assert torch.equal(x, sample_edge_pairs(5, 32, torch.Generator().manual_seed(0)))
+    # The hinge: zero once each edge outscores its blurred copy by the margin.
+    assert float(edge_ranking_loss(torch.tensor([0.9, 0.5, 0.6, 0.45]), 0.2)) == pytest.approx(0.075)
+    assert float(edge_ranking_loss(torch.tensor([0.9, 0.8, 0.6, 0.5]), 0.2)) == 0.0
 
 
 def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():

@@ -126,7 +126,7 @@ def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp
         assert torch.isfinite(net(torch.rand(1, 3, side, side + 2))).all()
 
 
-@pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2}],
+@pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2, "hardening.edge_pairs": 1}],
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
     import pretrain.train as train_module
@@ -282,13 +282,20 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
         seen["twins"] = len(adv)
         return real_gain(adv, start)
 
+    def edges(sharpness, margin):
+        seen["edges"] = len(sharpness)
+        return real_edges(sharpness, margin)
+
+    real_edges = train_module.edge_ranking_loss
     monkeypatch.setattr(train_module, "pretrain_losses", losses)
     monkeypatch.setattr(train_module, "specificity_loss", spec)
     monkeypatch.setattr(train_module, "no_gain_loss", gain)
-    out = train(_cfg(photo_dir, 2, **{"hardening.anchors": 3, "hardening.adversarial": 3}), tmp_path / "run",
-                progress=False)
-    # batch 8 = 2 groups of 3 levels + 1 pair crop; 3 twins join the groups; anchors are not ranked.
-    assert seen == {"ranked": 11, "specific": 11, "twins": 3, "groups": seen["groups"]}
+    monkeypatch.setattr(train_module, "edge_ranking_loss", edges)
+    out = train(_cfg(photo_dir, 2, **{"hardening.anchors": 3, "hardening.adversarial": 3,
+                                      "hardening.edge_pairs": 2}), tmp_path / "run", progress=False)
+    # batch 8 = 2 groups of 3 levels + 1 pair crop; 3 twins join the groups; anchors and
+    # the 2 edge pairs (4 images) are not ranked.
+    assert seen == {"ranked": 11, "specific": 11, "twins": 3, "edges": 4, "groups": seen["groups"]}
     assert set(seen["groups"]) == {0, 1}
     recorded = read_checkpoint_metadata(out)["training"]["config"]["hardening"]
     assert recorded["anchors"] == 3 and recorded["adversarial"] == 3
@@ -300,6 +307,8 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     ("hardening.adv_eps", 0, r"hardening.adv_eps must be in \(0, 255\] \(1/255 units\), got 0"),
     ("hardening.adv_steps", 0, "hardening.adv_steps must be >= 1, got 0"),
     ("hardening.adv_target_prob", 2, r"hardening.adv_target_prob must be in \[0, 1\], got 2"),
+    ("hardening.edge_pairs", -2, "hardening.edge_pairs must be >= 0, got -2"),
+    ("hardening.edge_margin", 1.5, r"hardening.edge_margin must be in \[0, 1\], got 1.5"),
     ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
