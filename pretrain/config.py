@@ -19,13 +19,23 @@ import yaml
 
 from attiqa_loss.io import atomic_write
 
-__all__ = ["ConfigError", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
+__all__ = ["ConfigError", "check_minimums", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+def check_minimums(section: str, obj: Any, **minimums: float) -> None:
+    """Raise ``ValueError("<section>.<key> must be >= <min>, got <value>")`` for the first
+    field of ``obj`` below its minimum; config dataclasses call it in ``__post_init__``,
+    so a bad value fails when the config is read, naming the key and the value."""
+    for name, low in minimums.items():
+        value = getattr(obj, name)
+        if value is not None and value < low:
+            raise ValueError(f"{section}.{name} must be >= {low}, got {value!r}")
 
 
 def _known_keys(cls: type, prefix: str = "") -> List[str]:
