@@ -8,15 +8,22 @@ Metadata keys (all strings, JSON-encoded where structured):
 - ``training``: free-form dict describing how the model was made (recipe, data, steps,
   proxy SRCC table, ...)
 
-Loading is strict and never unpickles anything.
+Loading is strict and never unpickles anything. Every tensor must be finite and of the
+network's kind (floating point where the network has floating point); the
+normalisation must hold three finite means and three finite standard deviations > 0;
+``backbone_kwargs`` may only hold the architecture options of
+:data:`ALLOWED_BACKBONE_KWARGS` (nothing that names a file). Each violation is a
+one-line :class:`CheckpointError` naming the file, the tensor or key and the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,7 +35,8 @@ from .network import AttiqaNet
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
-    "state_dict_differences",
+    "state_dict_differences", "ALLOWED_BACKBONE_KWARGS", "check_backbone_kwargs", "check_normalization",
+    "check_state_tensors", "network_from_metadata",
 ]
 
 FORMAT_VERSION = 1
@@ -37,6 +45,141 @@ PathLike = Union[str, os.PathLike]
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, of another format, or does not match the network."""
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a layer name such as "avg" or "relu", never a path
+
+
+def _number(low: float, high: float, *, integer: bool = False, closed_high: bool = True):
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return False
+        return math.isfinite(v) and low <= v and (v <= high if closed_high else v < high)
+
+    kind = "an integer" if integer else "a number"
+    return ok, f"{kind} in [{low}, {high}{']' if closed_high else ')'}"
+
+
+def _name(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and bool(_NAME.match(v)))
+
+
+def _flag(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+_LAYER_NAME = (_name, "null or a layer name (letters, digits, '_')")
+
+#: The timm architecture options a checkpoint's ``backbone_kwargs`` may hold, each with
+#: its accepted values. Options that name files or download weights (``checkpoint_path``,
+#: ``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay``, ``cache_dir``, ...)
+#: and options the network sets itself (``num_classes``, ``global_pool``, ``in_chans``)
+#: are not among them.
+ALLOWED_BACKBONE_KWARGS = {
+    "aa_layer": _LAYER_NAME,
+    "act_layer": _LAYER_NAME,
+    "norm_layer": _LAYER_NAME,
+    "drop_rate": _number(0.0, 1.0, closed_high=False),
+    "drop_path_rate": _number(0.0, 1.0, closed_high=False),
+    "drop_block_rate": _number(0.0, 1.0, closed_high=False),
+    "output_stride": ((lambda v: v in (8, 16, 32) and not isinstance(v, bool)), "8, 16 or 32"),
+    "stem_type": ((lambda v: isinstance(v, str) and (v == "" or bool(_NAME.match(v)))), "a stem name"),
+    "stem_width": _number(1, 4096, integer=True),
+    "replace_stem_pool": (_flag, "true or false"),
+    "avg_down": (_flag, "true or false"),
+    "down_kernel_size": _number(1, 15, integer=True),
+    "block_reduce_first": _number(1, 64, integer=True),
+    "cardinality": _number(1, 1024, integer=True),
+    "base_width": _number(1, 4096, integer=True),
+    "zero_init_last": (_flag, "true or false"),
+}
+
+
+def check_backbone_kwargs(kwargs: Any, source: str = "backbone_kwargs") -> Dict[str, Any]:
+    """Return ``kwargs`` if it only holds :data:`ALLOWED_BACKBONE_KWARGS` with accepted
+    values; else raise a one-line :class:`CheckpointError` naming ``source``, the key
+    and the value (an unknown key lists the allowed ones)."""
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source} must be a JSON object of timm architecture options, got {kwargs!r}")
+    for key, value in kwargs.items():
+        if key not in ALLOWED_BACKBONE_KWARGS:
+            raise CheckpointError(
+                f"{source} holds {key!r}={value!r}, which is not an allowed architecture option; "
+                f"allowed: {sorted(ALLOWED_BACKBONE_KWARGS)}"
+            )
+        ok, expected = ALLOWED_BACKBONE_KWARGS[key]
+        if not ok(value):
+            raise CheckpointError(f"{source}.{key} must be {expected}, got {value!r}")
+    return dict(kwargs)
+
+
+def check_normalization(mean: Any, std: Any, source: str = "normalization") -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``mean`` and ``std`` are three
+    finite numbers each and every ``std`` is > 0 (``source`` prefixes the key names)."""
+    for key, values in (("mean", mean), ("std", std)):
+        if values is None:
+            raise CheckpointError(f"{source}.{key} is missing")
+        if (
+            not isinstance(values, (list, tuple))
+            or len(values) != 3
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values)
+        ):
+            raise CheckpointError(f"{source}.{key} must be a list of 3 finite numbers, got {values!r}")
+    if min(std) <= 0:
+        raise CheckpointError(f"{source}.std must be > 0 in every channel, got {list(std)!r}")
+
+
+def check_state_tensors(path: Any, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Raise a one-line :class:`CheckpointError` naming ``path`` and the tensor when a
+    tensor that is floating point in ``expected`` is not floating point in ``state`` (or
+    the other way round), or when a floating tensor holds NaN or infinity."""
+    for key in sorted(state):
+        value, want = state[key], expected.get(key)
+        if want is not None and value.is_floating_point() != want.is_floating_point():
+            kind = "floating point" if want.is_floating_point() else "integer"
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has dtype {value.dtype}; the network expects {kind} ({want.dtype})"
+            )
+        if value.is_floating_point():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                first = float(value[bad].flatten()[0])
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} holds {int(bad.sum())} non-finite value(s) of {value.numel()} "
+                    f"(first: {first})"
+                )
+
+
+def network_from_metadata(
+    path: Any,
+    backbone: Any,
+    attributes: Sequence[str],
+    mean: Any,
+    std: Any,
+    backbone_kwargs: Any,
+    *,
+    prefix: str = "",
+) -> AttiqaNet:
+    """Build the :class:`AttiqaNet` a file's metadata describes, after checking the
+    normalisation and ``backbone_kwargs``; every failure is a :class:`CheckpointError`
+    naming ``path`` and the metadata key (``prefix`` says where the keys live)."""
+    if not isinstance(backbone, str) or not backbone:
+        raise CheckpointError(f"{path} has metadata {prefix}backbone={backbone!r}; expected a timm model name")
+    norm = f"{prefix}normalization" if not prefix else prefix.rstrip(".")
+    try:
+        check_normalization(mean, std, norm)
+        kwargs = check_backbone_kwargs(backbone_kwargs, f"{prefix}backbone_kwargs")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: metadata {exc}") from None
+    try:
+        return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs)
+    except RuntimeError as exc:  # timm: unknown model name
+        raise CheckpointError(f"{path} names backbone {backbone!r} that timm cannot build: {exc}") from exc
+    except (TypeError, ValueError, AssertionError) as exc:  # an option this backbone does not take
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: backbone {backbone!r} cannot be built with {prefix}backbone_kwargs={kwargs!r}: {message}"
+        ) from exc
 
 
 def save_checkpoint(
@@ -59,6 +202,7 @@ def save_checkpoint(
         The path written.
     """
     config = net.config()
+    check_backbone_kwargs(config["backbone_kwargs"], "the network's backbone_kwargs")
     metadata = {
         "format": "attiqa",
         "format_version": str(FORMAT_VERSION),
@@ -128,8 +272,11 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: not a safetensors file, another format or format version, an
-            attribute order other than :data:`ATTRIBUTES`, missing or unexpected keys, or
-            tensors whose shapes differ from the network (each difference is listed).
+            attribute order other than :data:`ATTRIBUTES`, malformed normalisation,
+            ``backbone_kwargs`` outside :data:`ALLOWED_BACKBONE_KWARGS`, missing or
+            unexpected keys, tensors whose shapes differ from the network (each
+            difference is listed), non-finite tensors, or integer tensors where the
+            network has floating point ones.
     """
     meta = read_checkpoint_metadata(path)
     if tuple(meta["attributes"]) != tuple(ATTRIBUTES):
@@ -137,16 +284,11 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
             f"{path} stores attributes {meta['attributes']}; this attiqa expects the order {list(ATTRIBUTES)}"
         )
     norm = meta["normalization"]
-    try:
-        net = AttiqaNet(
-            meta["backbone"],
-            meta["attributes"],
-            norm["mean"],
-            norm["std"],
-            backbone_kwargs=meta["backbone_kwargs"],
-        )
-    except RuntimeError as exc:  # timm: unknown model name
-        raise CheckpointError(f"{path} names backbone {meta['backbone']!r} that timm cannot build: {exc}") from exc
+    if not isinstance(norm, dict):
+        raise CheckpointError(f"{path}: metadata normalization must be a JSON object with mean and std, got {norm!r}")
+    net = network_from_metadata(
+        path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"]
+    )
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -155,6 +297,7 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     differences = state_dict_differences(expected, state)
     if differences:
         raise CheckpointError(f"{path} does not match backbone {meta['backbone']!r}: {differences}")
+    check_state_tensors(path, state, expected)
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     net.load_state_dict(state, strict=True)
     net.training_info = meta["training"]

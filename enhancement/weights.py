@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from attiqa_loss.checkpoint import state_dict_differences
+from attiqa_loss.checkpoint import check_state_tensors, state_dict_differences
 from attiqa_loss.io import atomic_path
 
 from .unet import UNet
@@ -72,7 +72,8 @@ def load_enhancer(
         FileNotFoundError: nothing at the path.
         ValueError: not an enhancer file, another format version, or weights that do not
             match the stored architecture (missing/unexpected keys and shape
-            mismatches are listed).
+            mismatches are listed), or a tensor that holds NaN/infinity or is not
+            floating point (named).
     """
     path = resolve_enhancer_path(run_or_file)
     try:
@@ -94,5 +95,6 @@ def load_enhancer(
     differences = state_dict_differences(model.state_dict(), state)
     if differences:
         raise ValueError(f"{path} does not match its U-Net config {meta['unet']}: {differences}")
+    check_state_tensors(path, state, model.state_dict())  # NaN/inf or integer weights: a ValueError naming the tensor
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval(), json.loads(meta.get("training", "{}"))

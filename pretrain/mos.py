@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import AttiqaNet
-from attiqa_loss.checkpoint import CheckpointError
+from attiqa_loss.checkpoint import CheckpointError, check_state_tensors, network_from_metadata
 from attiqa_loss.io import atomic_path, read_image
 
 __all__ = [
@@ -363,13 +363,25 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
     if meta.get("format") != MOS_FORMAT:
         hint = " (an attribute checkpoint: use --zero-shot --checkpoint)" if meta.get("format") == "attiqa" else ""
         raise CheckpointError(f"{path} is not an {MOS_FORMAT} model (metadata format={meta.get('format')!r}){hint}")
-    cfg = json.loads(meta["net"])
-    net = AttiqaNet(cfg["backbone"], cfg["attributes"], cfg["mean"], cfg["std"], backbone_kwargs=cfg["backbone_kwargs"])
-    model = MosModel(net, meta.get("mode", "probe"))
+    try:
+        cfg = json.loads(meta["net"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has missing or malformed metadata: {exc!r}") from exc
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("attributes"), list):
+        raise CheckpointError(f"{path}: metadata net must be a JSON object with backbone, attributes, mean, std")
+    net = network_from_metadata(
+        path, cfg.get("backbone"), cfg["attributes"], cfg.get("mean"), cfg.get("std"),
+        cfg.get("backbone_kwargs", {}), prefix="net.",
+    )
+    try:
+        model = MosModel(net, meta.get("mode", "probe"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: metadata {exc}") from exc
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{path} does not match its network: missing keys {missing}, unexpected keys {unexpected}")
+    check_state_tensors(path, state, expected)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # shape mismatches

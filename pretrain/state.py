@@ -16,7 +16,17 @@ import torch
 
 from attiqa_loss.io import atomic_write
 
-__all__ = ["save_state", "load_state", "step_generator"]
+__all__ = ["StateError", "save_state", "load_state", "step_generator"]
+
+
+class StateError(ValueError):
+    """A training state file is unreadable (truncated, corrupt, not a state file) or does
+    not fit the run that resumes from it; the message is one line naming the file."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -40,13 +50,28 @@ def save_state(path: Union[str, os.PathLike], *, step: int, **objects: Any) -> N
 def load_state(path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu", **objects: Any) -> int:
     """Restore every object named in ``objects`` from ``path``; return the saved step.
 
-    Raises ``KeyError`` naming an object that the file does not hold.
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        StateError: (a ``ValueError``) the file is truncated, corrupt or not a state
+            file, lacks the state of an object named in ``objects`` or its step, or holds
+            a state that does not fit the object; one line naming ``path``.
     """
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # zip/pickle/EOF errors of a truncated or foreign file
+        raise StateError(f"{path} is not a readable training state (truncated or corrupt?): {_first_line(exc)}") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("step"), int):
+        raise StateError(f"{path} is not a training state: it holds no integer 'step'")
     for name, obj in objects.items():
         if obj is None:
             continue
         if name not in payload:
-            raise KeyError(f"{path} holds no state for {name!r} (it has {sorted(payload)})")
-        obj.load_state_dict(payload[name])
+            raise StateError(f"{path} holds no state for {name!r} (it has {sorted(payload)})")
+        try:
+            obj.load_state_dict(payload[name])
+        except Exception as exc:  # shapes or keys of another model/optimiser
+            raise StateError(f"{path}: the saved {name!r} state does not fit this run: {_first_line(exc)}") from exc
     return int(payload["step"])
