@@ -18,6 +18,7 @@ from .checkpoint import CheckpointError
 from .io import ImageFiles, list_images
 from .loss import load_attiqa
 from .network import AttiqaNet
+from .validation import MIN_SIZE, check_device
 
 __all__ = ["score_files", "main"]
 
@@ -138,6 +139,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise SystemExit(f"attiqa-score: --batch-size must be >= 1, got {args.batch_size}")
+    if args.max_side is not None and args.max_side < MIN_SIZE:
+        raise SystemExit(
+            f"attiqa-score: --max-side must be >= {MIN_SIZE} (the network's smallest input), got {args.max_side}"
+        )
+    if args.workers < 0:
+        raise SystemExit(f"attiqa-score: --workers must be >= 0, got {args.workers}")
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"attiqa-score: --device: {exc}") from None
     try:
         per_path = {p: list_images([p]) for p in args.paths}
     except FileNotFoundError as exc:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["MIN_SIZE", "RANGE_TOLERANCE", "check_images"]
+__all__ = ["MIN_SIZE", "RANGE_TOLERANCE", "check_images", "check_device"]
 
 #: Smallest accepted height and width.
 MIN_SIZE = 32
@@ -48,3 +48,30 @@ def check_images(images: torch.Tensor, *, name: str = "images", min_size: int = 
         raise ValueError(
             f"{name} must be in [0, 1] (RGB, not [-1, 1] or [0, 255]), got min={lo:.4g}, max={hi:.4g}"
         )
+
+
+def check_device(name: "str | torch.device") -> torch.device:
+    """``name`` as a :class:`torch.device`, after checking that this machine has it.
+
+    Raises ``ValueError`` with one line naming the device: a name torch does not know,
+    ``cuda`` without CUDA (or a ``cuda:N`` beyond the GPUs present), ``mps`` without
+    Metal. Commands call it on their ``--device``/``device`` option before any work.
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device {name!r} is not a torch device name (e.g. cpu, cuda, cuda:1): {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} asks for CUDA, but CUDA is not available here "
+                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {name!r} asks for Apple Metal (mps), which is not available here; use cpu")
+    return device

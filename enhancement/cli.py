@@ -152,8 +152,15 @@ def run_infer(args: argparse.Namespace) -> int:
     from attiqa_loss import load_attiqa
 
     from .infer import SCORES_FILENAME, enhance_files, list_inputs, summarize, write_scores_csv
+    from attiqa_loss.validation import check_device
+
     from .weights import load_enhancer
 
+    try:
+        device = check_device(args.device)
+    except ValueError as exc:
+        _say(f"infer: error: --device: {exc}")
+        return 2
     try:
         model, training = load_enhancer(args.checkpoint)
         files = list_inputs(args.data)
@@ -176,7 +183,7 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
         return 2
     rows, failures = enhance_files(
-        model, files, root, args.out, quality=quality, device=torch.device(args.device), progress=not args.no_progress
+        model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress
     )
     write_scores_csv(rows, args.out / SCORES_FILENAME)
     print(summarize(rows))

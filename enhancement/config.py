@@ -218,6 +218,15 @@ class TrainConfig:
             raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.device != "auto":  # whether this machine has it is checked when training starts
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(
+                    f"train.device must be 'auto' or a torch device name (cpu, cuda, cuda:1), got {self.device!r}"
+                ) from None
 
 
 @dataclass

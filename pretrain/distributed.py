@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from attiqa_loss.validation import check_device
+
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "resolve_device"]
 
 
@@ -33,12 +35,16 @@ class DistInfo:
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``.
+
+    Any other name must be a device this machine has: an unknown name, ``cuda``
+    without CUDA or a GPU index beyond those present raises a one-line ``ValueError``
+    (:func:`attiqa_loss.validation.check_device`)."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    device = check_device(name)
     if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
+        device = check_device(f"cuda:{local_rank}")
     return device
 
 

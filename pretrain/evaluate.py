@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(weights).is_file():
         raise SystemExit(f"error: {'checkpoint' if cfg.zero_shot else 'model'} not found: {weights}")
     try:
+        device = resolve_device(cfg.device)
         data = read_mos_csv(cfg.data.csv, root=cfg.data.images)
         splits = random_splits(len(data), cfg.eval.splits, cfg.eval.test_fraction, cfg.eval.seed) if cfg.eval.splits else []
         model = load_checkpoint(weights) if cfg.zero_shot else load_mos_model(weights)
@@ -98,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.zero_shot and info.get("csv_sha256") == _sha256(cfg.data.csv):
         print(f"warning: {weights} was fitted on this very CSV; these figures measure memorisation", file=sys.stderr)
 
-    device = resolve_device(cfg.device)
     pred = predict_images(model, data.paths, max_side=cfg.data.max_side, device=device).numpy()
     rows = []
     for s, (_, test) in enumerate(splits):

@@ -310,7 +310,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     if cfg.finetune.mode == "probe" and int(os.environ.get("RANK", "0")) != 0:
         return 0  # the probe is one closed-form fit: rank 0 does it alone
-    info = init_distributed(cfg.device) if cfg.finetune.mode == "full" else init_distributed_single(cfg.device)
+    try:
+        info = init_distributed(cfg.device) if cfg.finetune.mode == "full" else init_distributed_single(cfg.device)
+    except ValueError as exc:  # a device this machine lacks
+        raise SystemExit(f"error: {exc}") from None
     out = Path(args.out)
     try:
         rows, preds = _split_rows(cfg, data, info)

@@ -479,7 +479,10 @@ def run(args: argparse.Namespace) -> int:
     if args.prompts is not None:
         cfg.label.prompts = str(args.prompts)
     if args.workers is not None:
-        cfg.label = dataclasses.replace(cfg.label, workers=args.workers)
+        try:
+            cfg.label = dataclasses.replace(cfg.label, workers=args.workers)
+        except ValueError as exc:
+            raise SystemExit(f"error: --workers: {exc}") from None
 
     if args.rescore is not None:
         if int(os.environ.get("RANK", "0")) != 0:

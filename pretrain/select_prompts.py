@@ -299,8 +299,12 @@ def run(args: argparse.Namespace) -> int:
     if len(files) < 2:
         raise SystemExit(f"error: need at least 2 images in {cfg.data.images}, found {len(files)}")
     candidates = load_candidates(cfg.select.candidates) if cfg.select.candidates else {a: list_candidates(a) for a in ATTRIBUTES}
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     teacher = create_clip_teacher(
-        cfg.clip.model, cfg.clip.pretrained, device=resolve_device(cfg.device), tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
+        cfg.clip.model, cfg.clip.pretrained, device=device, tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
     )
     decoded = []
     for f in files:
