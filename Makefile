@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.attiqa-installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean help-texts
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/attiqa-enhance demo --out runs/demo
+
+# attiqa-pretrain SUBCOMMAND --help prints texts rendered in advance (no torch import):
+# rewrite them after changing a subcommand's options or description.
+help-texts: $(STAMP)
+	$(PY) -c "from pretrain.cli import write_help_texts; print(write_help_texts())"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

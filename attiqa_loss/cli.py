@@ -1,4 +1,8 @@
-"""``attiqa-score``: per-image attribute scores for files and folders."""
+"""``attiqa-score``: per-image attribute scores for files and folders, and folder comparisons.
+
+Arguments are parsed before torch and timm are imported, so ``--help`` and argument
+errors come back at once.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +10,80 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import torch
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .attributes import ATTRIBUTES
-from .checkpoint import CheckpointError
-from .io import ImageFiles, list_images
-from .loss import load_attiqa
-from .network import AttiqaNet
-from .validation import MIN_SIZE, check_device
+from .helptext import PlainHelpFormatter
 
-__all__ = ["score_files", "main"]
+if TYPE_CHECKING:
+    from .scoring import FolderComparison
+
+__all__ = ["score_files", "main", "build_parser", "run_names"]
 
 _HEADER = """Score images on five quality attributes with an attribute-aware IQA network.
 
 Every score is in [0, 1] and quality-aligned, 1 = the desirable pole:
-""" + "\n".join(f"  {name:<13} {ATTRIBUTES.descriptions[name]}" for name in ATTRIBUTES)
+""" + "\n".join(f"  {name:<13} {ATTRIBUTES.descriptions[name]}" for name in ATTRIBUTES) + """
+
+Comparing folders: with two or more folders (attiqa-score before/ after/), the output
+also gives each folder's mean per attribute and its difference to the first folder.
+Images with the same path relative to their folder are paired: the difference is then
+the mean of the per-image differences, and csv/json list each image's difference to
+its counterpart in the first folder (columns folder, name and <attribute>_diff)."""
+
+Row = Tuple[str, List[float]]
 
 
-def score_files(
-    net: AttiqaNet,
-    files: Sequence[Path],
-    *,
-    batch_size: int = 8,
-    device: str = "cpu",
-    num_workers: int = 0,
-    max_side: Optional[int] = None,
-    progress: bool = True,
-) -> Tuple[List[Tuple[str, List[float]]], List[Tuple[str, str]]]:
-    """Score image files; images of equal size are batched together.
+def __getattr__(name: str) -> Any:
+    if name == "score_files":  # kept importable from here; it lives in attiqa_loss.scoring
+        from .scoring import score_files
 
-    Returns:
-        ``(scores, failures)``: ``scores`` is a list of ``(path, [s_1..s_5])`` in input
-        order (failed files omitted), ``failures`` a list of ``(path, reason)``.
-    """
-    from tqdm.auto import tqdm
-
-    loader = torch.utils.data.DataLoader(
-        ImageFiles(files, max_side=max_side),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=ImageFiles.collate,
-    )
-    results: Dict[str, List[float]] = {}
-    failures: List[Tuple[str, str]] = []
-    net = net.to(device).eval()
-    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar:
-        for chunk in loader:
-            groups = defaultdict(list)
-            for image, path, error in chunk:
-                if image is None:
-                    failures.append((path, error))
-                elif min(image.shape[-2:]) < 32:
-                    failures.append((path, f"image is {image.shape[-1]}x{image.shape[-2]}, smaller than 32x32"))
-                else:
-                    groups[tuple(image.shape)].append((image, path))
-            for items in groups.values():
-                batch = torch.stack([im for im, _ in items]).to(device)
-                out = net(batch.clamp_(0, 1)).float().cpu().tolist()
-                for (_, path), row in zip(items, out):
-                    results[path] = row
-            bar.update(len(chunk))
-    ordered = [(str(f), results[str(f)]) for f in files if str(f) in results]
-    return ordered, failures
+        return score_files
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _format(rows: List[Tuple[str, List[float]]], fmt: str) -> str:
+def run_names(paths: Sequence[Path]) -> List[str]:
+    """One distinct TensorBoard run name per path: its last component, or as many trailing
+    components as needed to tell it from the others (``a/out`` and ``b/out``)."""
+    parts = []
+    for p in paths:
+        q = Path(os.path.abspath(p))
+        parts.append((q.parts[1:] if q.anchor else q.parts) or ("root",))
+    names: List[str] = []
+    for i, own in enumerate(parts):
+        others = [o for j, o in enumerate(parts) if j != i]
+        k = 1
+        while k < len(own) and any(o[-k:] == own[-k:] for o in others):
+            k += 1
+        name = "/".join(own[-k:])
+        while name in names:  # the same folder named twice
+            name += "_"
+        names.append(name)
+    return names
+
+
+def _fmt_row(label: str, width: int, values: Sequence[float], *, count: Optional[str] = None, signed: bool = False) -> str:
+    spec = "+12.3f" if signed else "12.3f"
+    head = f"{label:<{width}}" + (f"  {count:>6}" if count is not None else "")
+    return head + "  " + "  ".join(f"{v:>{spec}}" for v in values)
+
+
+def _image_table(rows: List[Row], *, mean_row: bool) -> str:
+    names = list(ATTRIBUTES)
+    width = max([len("path")] + [len(p) for p, _ in rows])
+    lines = [f"{'path':<{width}}  " + "  ".join(f"{n:>12}" for n in names)]
+    lines += [_fmt_row(p, width, s) for p, s in rows]
+    if mean_row and len(rows) > 1:
+        means = [sum(s[i] for _, s in rows) / len(rows) for i in range(len(names))]
+        lines.append(_fmt_row("mean", width, means))
+    return "\n".join(lines)
+
+
+def _format(rows: List[Row], fmt: str) -> str:
+    """One folder (or files): one record per image, plus a mean row in the table."""
     names = list(ATTRIBUTES)
     if fmt == "json":
         return json.dumps([{"path": p, **{n: round(v, 6) for n, v in zip(names, s)}} for p, s in rows], indent=2)
@@ -85,17 +93,79 @@ def _format(rows: List[Tuple[str, List[float]]], fmt: str) -> str:
         writer.writerow(["path", *names])
         writer.writerows([[p, *(f"{v:.6f}" for v in s)] for p, s in rows])
         return buf.getvalue().rstrip("\n")
-    width = max([len("path")] + [len(p) for p, _ in rows])
-    lines = [f"{'path':<{width}}  " + "  ".join(f"{n:>12}" for n in names)]
-    lines += [f"{p:<{width}}  " + "  ".join(f"{v:>12.3f}" for v in s) for p, s in rows]
-    if len(rows) > 1:
-        means = [sum(s[i] for _, s in rows) / len(rows) for i in range(len(names))]
-        lines.append(f"{'mean':<{width}}  " + "  ".join(f"{v:>12.3f}" for v in means))
+    return _image_table(rows, mean_row=True)
+
+
+def comparison_records(rows: List[Row], per_path: Dict[Path, List[Path]], comparison: "FolderComparison"
+                       ) -> List[Dict[str, Any]]:
+    """One record per scored image: ``folder`` (the PATH it was found under, the first one
+    if several), ``path``, ``name`` (relative to that folder), the five scores and
+    ``<attribute>_diff`` (its score minus that of the same name in the first folder;
+    None for the first folder's images and for names not present in every folder)."""
+    owner: Dict[str, int] = {}
+    for index, files in enumerate(per_path.values()):
+        for f in files:
+            owner.setdefault(str(f), index)
+    roots = list(per_path)
+    diffs = [comparison.differences(i) if i else {} for i in range(len(roots))]
+    names = [dict(zip(map(str, f.paths), f.names)) for f in comparison.folders]
+    records = []
+    for path, scores in rows:
+        index = owner[path]
+        name = names[index][path]
+        diff = diffs[index].get(name)
+        record: Dict[str, Any] = {"folder": str(roots[index]), "path": path, "name": name}
+        record.update({n: v for n, v in zip(ATTRIBUTES, scores)})
+        record.update({f"{n}_diff": (diff[n] if diff else None) for n in ATTRIBUTES})
+        records.append(record)
+    return records
+
+
+def _format_comparison(records: List[Dict[str, Any]], rows: List[Row], fmt: str) -> str:
+    names = list(ATTRIBUTES)
+    columns = ["folder", "path", "name", *names, *(f"{n}_diff" for n in names)]
+    if fmt == "json":
+        return json.dumps([{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in columns}
+                           for r in records], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        for r in records:
+            writer.writerow([f"{r[k]:.6f}" if isinstance(r[k], float) else ("" if r[k] is None else r[k])
+                             for k in columns])
+        return buf.getvalue().rstrip("\n")
+    return _image_table(rows, mean_row=False)
+
+
+def folder_summary(comparison: "FolderComparison", labels: Sequence[str]) -> str:
+    """The per-folder table: each folder's image count and mean per attribute, then each
+    later folder's difference to the first (paired when the folders share names)."""
+    names = list(ATTRIBUTES)
+    width = max([len("folder")] + [len(s) for s in labels])
+    lines = [f"{'folder':<{width}}  {'images':>6}  " + "  ".join(f"{n:>12}" for n in names)]
+    for label, folder in zip(labels, comparison.folders):
+        lines.append(_fmt_row(label, width, list(folder.means().values()), count=str(len(folder))))
+    ref = labels[0]
+    n = len(comparison.paired_names)
+    lines.append("")
+    if comparison.paired:
+        lines.append(f"difference to {ref}: mean of the per-image differences over the {n} image(s) "
+                     "paired by relative path")
+        unmatched = sum(len(comparison.unmatched(i)) for i in range(len(labels)))
+        if unmatched:
+            lines.append(f"({unmatched} image(s) without a counterpart in every folder are left out)")
+    else:
+        lines.append(f"difference to {ref}: difference of the folder means (the folders share no file names)")
+    for i, label in enumerate(labels[1:], start=1):
+        count = str(n) if comparison.paired else "-"
+        lines.append(_fmt_row(label, width, list(comparison.mean_difference(i).values()), count=count, signed=True))
     return "\n".join(lines)
 
 
 def _write_tensorboard(logdir: Path, folder_scores: Dict[str, List[List[float]]]) -> None:
     """One run per folder under ``logdir``: histograms and means of each attribute."""
+    import torch
     from torch.utils.tensorboard import SummaryWriter
 
     for label, rows in folder_scores.items():
@@ -114,22 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="attiqa-score",
         description=_HEADER,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit status 1 if any file could not be read or scored (the rest are still scored); "
+        formatter_class=PlainHelpFormatter,
+        epilog="Exit status 1 if any file could not be read or scored (the rest are still scored);\n"
         "2 if a path does not exist, no image was found, or the model cannot be loaded.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", type=Path, default=None, help="a .safetensors model (default: the embedded one)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (default: table); with several folders, csv and json add the columns "
+                   "folder, name and <attribute>_diff, and the per-folder table goes to stderr")
     p.add_argument("--batch-size", type=int, default=8, help="images decoded per step; equal sizes share a batch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in-process)")
     p.add_argument("--max-side", type=int, default=None, help="downscale images whose longer side exceeds this")
     p.add_argument(
         "--logdir",
         type=Path,
         default=None,
-        help="also write each PATH's score distributions and means to TensorBoard (one run per PATH)",
+        help="also write each PATH's score distributions and means to TensorBoard (one run per PATH, named "
+        "after its folder, with parent folders added where two names would clash)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -137,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .validation import MIN_SIZE  # torch from here on: after --help and argument errors
+
     if args.batch_size < 1:
         raise SystemExit(f"attiqa-score: --batch-size must be >= 1, got {args.batch_size}")
     if args.max_side is not None and args.max_side < MIN_SIZE:
@@ -145,12 +220,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     if args.workers < 0:
         raise SystemExit(f"attiqa-score: --workers must be >= 0, got {args.workers}")
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .io import list_images
+    from .loss import load_attiqa
+    from .scoring import compare_folders, folder_scores_from_rows, score_files
+    from .validation import check_device
+
+    device = args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        check_device(args.device)
+        check_device(device)
     except ValueError as exc:
         raise SystemExit(f"attiqa-score: --device: {exc}") from None
+    paths: Dict[str, Path] = {}
+    for p in args.paths:  # the same folder named twice (x, ./x, /abs/x) counts once
+        paths.setdefault(os.path.abspath(p), p)
     try:
-        per_path = {p: list_images([p]) for p in args.paths}
+        per_path = {p: list_images([p]) for p in paths.values()}
     except FileNotFoundError as exc:
         print(f"attiqa-score: {exc}", file=sys.stderr)
         return 2
@@ -167,23 +254,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         net,
         files,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         num_workers=args.workers,
         max_side=args.max_side,
         progress=not args.no_progress,
     )
-    # csv/json consumers get a parseable (header-only / empty) document even if nothing scored
-    if rows or args.format != "table":
+    by_file = dict(rows)
+    folders = [folder_scores_from_rows(p, [(str(f), by_file[str(f)]) for f in fs if str(f) in by_file])
+               for p, fs in per_path.items()]
+    comparing = len(per_path) >= 2 and all(p.is_dir() for p in per_path)
+    if comparing:
+        comparison = compare_folders(folders)
+        records = comparison_records(rows, per_path, comparison)
+        if rows or args.format != "table":
+            print(_format_comparison(records, rows, args.format))
+        summary = folder_summary(comparison, [str(p) for p in per_path])
+        if args.format == "table":
+            print("\n" + summary)
+        else:
+            print(summary, file=sys.stderr)
+    elif rows or args.format != "table":
+        # csv/json consumers get a parseable (header-only / empty) document even if nothing scored
         print(_format(rows, args.format))
     if args.logdir is not None and rows:
-        by_file = dict(rows)
-        labels = {}
-        for p, fs in per_path.items():
-            label = p.name or str(p)
-            while label in labels:
-                label += "_"
-            labels[label] = [by_file[str(f)] for f in fs if str(f) in by_file]
-        _write_tensorboard(args.logdir, {k: v for k, v in labels.items() if v})
+        runs = {name: folder.scores.tolist() for name, folder in zip(run_names(list(per_path)), folders)}
+        _write_tensorboard(args.logdir, {k: v for k, v in runs.items() if v})
         print(f"attiqa-score: TensorBoard logs in {args.logdir} (tensorboard --logdir {args.logdir})", file=sys.stderr)
     if failures:
         print(f"attiqa-score: {len(failures)} of {len(files)} file(s) could not be scored:", file=sys.stderr)

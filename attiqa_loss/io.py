@@ -239,8 +239,11 @@ def read_image(path: PathLike, *, max_side: Optional[int] = None) -> torch.Tenso
     return t
 
 
-def save_image(image: torch.Tensor, path: PathLike) -> None:
-    """Write a ``(3, H, W)`` float image in [0, 1] as an 8-bit file (format from the suffix), atomically."""
+def save_image(image: torch.Tensor, path: PathLike, *, quality: Optional[int] = None) -> None:
+    """Write a ``(3, H, W)`` float image in [0, 1] as an 8-bit file (format from the suffix), atomically.
+
+    ``quality`` (1-100) is passed to lossy encoders (JPEG, WebP); None keeps Pillow's
+    default (75). Lossless formats ignore it."""
     from PIL import Image
 
     if image.ndim != 3 or image.shape[0] != 3:
@@ -250,8 +253,9 @@ def save_image(image: torch.Tensor, path: PathLike) -> None:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image file extension {path.suffix!r} for {path}")
+    options = {"quality": int(quality)} if quality is not None and fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as f:
-        Image.fromarray(arr).save(f, format=fmt)
+        Image.fromarray(arr).save(f, format=fmt, **options)
 
 
 class ImageFiles(torch.utils.data.Dataset):

@@ -3,6 +3,8 @@
     attiqa-enhance train --config configs/enhance_lowlight.yaml --data PHOTOS --out runs/lowlight
     attiqa-enhance infer --checkpoint runs/lowlight --data DARK_PHOTOS --out runs/lowlight/enhanced
     attiqa-enhance demo ...            (implemented in enhancement.demo)
+
+Arguments are parsed before torch is imported: ``--help`` and argument errors come back at once.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import torch
-
-from attiqa_loss import ATTRIBUTES
+from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.helptext import PlainHelpFormatter
 
 __all__ = ["main", "build_parser"]
 
@@ -47,6 +48,11 @@ Writes to --out: config.yaml, checkpoint.pt (resume with --resume), enhancer.saf
 
 INFER_DESCRIPTION = f"""Enhance every image under --data (any size; sizes and names are kept) and write
 the results to --out, with scores.csv listing each attribute before and after.
+
+--format same keeps each input's format (JPEG inputs give JPEG outputs), png writes
+lossless PNGs, jpg JPEGs; --quality sets the JPEG (and WebP) quality. The "after"
+scores are those of the files as written: each output is read back from disk and
+scored, so attiqa-score on --out gives the same numbers.
 
 {_SCORES}"""
 
@@ -83,16 +89,28 @@ def _add_infer_arguments(p: argparse.ArgumentParser) -> None:
         help="quality model (.safetensors) for the scores; default: the one the enhancer was trained with if it "
         "still exists, else the model embedded in the package",
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("same", "png", "jpg"),
+        default="same",
+        help="output file format: same (as each input, default), png (lossless) or jpg",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="JPEG (and WebP) quality of the outputs, 1-100 (default 95)",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="attiqa-enhance", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="attiqa-enhance", description=DESCRIPTION, formatter_class=PlainHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = PlainHelpFormatter
     _add_train_arguments(
         sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt)
     )
@@ -149,15 +167,28 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from attiqa_loss import load_attiqa
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        _say(f"infer: error: --quality must be between 1 and 100, got {args.quality}")
+        return 2
+    import torch
 
-    from .infer import SCORES_FILENAME, enhance_files, list_inputs, summarize, write_scores_csv
+    from attiqa_loss import load_attiqa
     from attiqa_loss.validation import check_device
 
+    from .infer import (
+        DEFAULT_JPEG_QUALITY,
+        SCORES_FILENAME,
+        enhance_files,
+        list_inputs,
+        output_collisions,
+        summarize,
+        write_scores_csv,
+    )
     from .weights import load_enhancer
 
     try:
-        device = check_device(args.device)
+        device = check_device(args.device if args.device is not None else
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
     except ValueError as exc:
         _say(f"infer: error: --device: {exc}")
         return 2
@@ -174,6 +205,13 @@ def run_infer(args: argparse.Namespace) -> int:
     if args.out.resolve() == root.resolve():
         _say(f"infer: error: --out must differ from the input folder {root} (it would overwrite it)")
         return 2
+    clashes = output_collisions(files, root, args.output_format)
+    if clashes:
+        target, sources = next(iter(clashes.items()))
+        _say(f"infer: error: with --format {args.output_format}, {len(clashes)} output name(s) would be written "
+             f"twice, e.g. {target} from {', '.join(str(f.relative_to(root)) for f in sources)}; "
+             "use --format same or rename the inputs")
+        return 2
     quality_path = args.attiqa_checkpoint
     if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
         quality_path = Path(training["attiqa_checkpoint"])
@@ -183,7 +221,9 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
         return 2
     rows, failures = enhance_files(
-        model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress
+        model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress,
+        output_format=args.output_format,
+        jpeg_quality=DEFAULT_JPEG_QUALITY if args.quality is None else args.quality,
     )
     write_scores_csv(rows, args.out / SCORES_FILENAME)
     print(summarize(rows))

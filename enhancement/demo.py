@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from attiqa_loss import ATTRIBUTES
+from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.helptext import PlainHelpFormatter
 
 DESCRIPTION = __doc__
 
@@ -113,7 +114,7 @@ def save_samples(cfg, out: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attiqa-enhance demo", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=PlainHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="folder of clean photos (default: scikit-image samples)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300: under a minute on a free 2-core CPU)")
@@ -125,12 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)  # before torch: --help answers at once
+
     from pretrain.config import ConfigError, load_config
 
     from .config import EnhanceConfig
     from .train import train
 
-    args = build_parser().parse_args(argv)
     if args.steps < 1:
         raise SystemExit(f"attiqa-enhance demo: --steps must be >= 1, got {args.steps}")
     data = args.data if args.data is not None else sample_photos(args.out / "photos")

@@ -14,14 +14,51 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_loss.io import atomic_write, list_images, read_image, save_image
 from attiqa_loss.validation import MIN_SIZE
 
-__all__ = ["SCORES_FILENAME", "score_columns", "enhance_files", "write_scores_csv", "summarize", "list_inputs"]
+__all__ = [
+    "SCORES_FILENAME",
+    "OUTPUT_FORMATS",
+    "DEFAULT_JPEG_QUALITY",
+    "score_columns",
+    "output_name",
+    "output_collisions",
+    "enhance_files",
+    "write_scores_csv",
+    "summarize",
+    "list_inputs",
+]
 
 SCORES_FILENAME = "scores.csv"
+#: ``--format`` choices: the input's own format, or PNG / JPEG for every output.
+OUTPUT_FORMATS = ("same", "png", "jpg")
+#: JPEG (and WebP) quality of the outputs unless ``--quality`` says otherwise.
+DEFAULT_JPEG_QUALITY = 95
+_SUFFIXES = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
 
 
 def score_columns() -> List[str]:
-    """CSV header: ``path`` then ``<attribute>_before``, ``<attribute>_after`` per attribute."""
-    return ["path"] + [f"{name}_{when}" for name in ATTRIBUTES for when in ("before", "after")]
+    """CSV header: ``path`` (the input, relative to the input folder), then
+    ``<attribute>_before``, ``<attribute>_after`` per attribute, then ``output`` (the
+    written file, relative to the output folder)."""
+    return ["path"] + [f"{name}_{when}" for name in ATTRIBUTES for when in ("before", "after")] + ["output"]
+
+
+def output_name(rel: Path, output_format: str = "same") -> Path:
+    """Where the enhanced version of ``rel`` goes: ``same`` keeps the name, ``png``/``jpg``
+    replace the suffix (``.jpeg`` stays as it is for ``jpg``)."""
+    if output_format == "same":
+        return rel
+    if output_format not in _SUFFIXES:
+        raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    suffixes = _SUFFIXES[output_format]
+    return rel if rel.suffix.lower() in suffixes else rel.with_suffix(suffixes[0])
+
+
+def output_collisions(files: Sequence[Path], root: Path, output_format: str) -> Dict[Path, List[Path]]:
+    """Outputs that two or more inputs would write (``a.jpg`` and ``a.png`` with ``--format png``)."""
+    targets: Dict[Path, List[Path]] = {}
+    for f in files:
+        targets.setdefault(output_name(f.relative_to(root), output_format), []).append(f)
+    return {t: fs for t, fs in targets.items() if len(fs) > 1}
 
 
 @torch.no_grad()
@@ -34,6 +71,8 @@ def enhance_files(
     quality: Optional[AttiqaNet],
     device: torch.device,
     progress: bool = True,
+    output_format: str = "same",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> Tuple[List[Dict[str, object]], List[Tuple[str, str]]]:
     """Enhance each image (any size) and save it under ``out_dir`` with its path relative to ``root``.
 
@@ -41,15 +80,19 @@ def enhance_files(
         model: the enhancer, ``(1, 3, H, W)`` in [0, 1] -> same shape.
         files: image files under ``root``.
         root: the input folder (output names mirror it).
-        out_dir: where enhanced images go (same names and formats).
+        out_dir: where enhanced images go.
         quality: scores attributes before and after (quality-aligned, 1 = desirable), or None.
         device: where to run.
         progress: show a tqdm bar on stderr.
+        output_format: ``same`` (each input's own format), ``png`` or ``jpg`` (see :func:`output_name`).
+        jpeg_quality: 1-100, for JPEG (and WebP) outputs.
 
     Returns:
-        ``(rows, failures)``: one row per enhanced image (``path`` plus ``<attr>_before``/
-        ``<attr>_after``, empty for images under 32x32 or without ``quality``) and
-        ``(path, reason)`` per image that could not be read or written.
+        ``(rows, failures)``: one row per enhanced image (``path`` and ``output`` plus
+        ``<attr>_before``/``<attr>_after``, empty for images under 32x32 or without
+        ``quality``) and ``(path, reason)`` per image that could not be read or written.
+        The ``after`` scores are those of the file as written, read back from disk (JPEG
+        compression and 8-bit rounding included), so re-scoring ``out_dir`` gives them again.
     """
     from tqdm.auto import tqdm
 
@@ -65,14 +108,20 @@ def enhance_files(
             continue
         x = image[None].to(device)
         out = model(x).float().clamp(0, 1)
+        target = out_dir / output_name(rel, output_format)
         try:
-            save_image(out[0], out_dir / rel)
+            save_image(out[0], target, quality=jpeg_quality)
         except (OSError, ValueError) as exc:
-            failures.append((str(path), f"cannot write {out_dir / rel}: {exc}"))
+            failures.append((str(path), f"cannot write {target}: {exc}"))
             continue
-        row: Dict[str, object] = {"path": str(rel)}
+        row: Dict[str, object] = {"path": str(rel), "output": str(target.relative_to(out_dir))}
         if quality is not None and min(x.shape[-2:]) >= MIN_SIZE:
-            before, after = quality(x)[0].tolist(), quality(out)[0].tolist()
+            try:
+                written = read_image(target)[None].to(device)  # score what was saved, not the float output
+            except Exception as exc:
+                failures.append((str(path), f"cannot read back {target}: {type(exc).__name__}: {exc}"))
+                continue
+            before, after = quality(x)[0].tolist(), quality(written)[0].tolist()
             for i, name in enumerate(ATTRIBUTES):
                 row[f"{name}_before"], row[f"{name}_after"] = f"{before[i]:.6f}", f"{after[i]:.6f}"
         rows.append(row)

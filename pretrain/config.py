@@ -17,8 +17,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, 
 
 import yaml
 
-from attiqa_loss.io import atomic_write
-
 __all__ = ["ConfigError", "check_minimums", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
@@ -193,6 +191,8 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
 
 def save_config(cfg: Any, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
+    from attiqa_loss.io import atomic_write  # torch: imported here so that --help stays light
+
     with atomic_write(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 

@@ -39,7 +39,7 @@ warning says so when the file is the same.
 
 Examples:
   attiqa-pretrain evaluate --model runs/koniq_probe/mos_model.safetensors --csv clive/clive.csv --out runs/eval_clive
-  attiqa-pretrain evaluate --zero-shot --checkpoint runs/train/attiqa.safetensors --csv clive/clive.csv --out runs/zs"""
+  attiqa-pretrain evaluate --zero-shot --checkpoint runs/train/checkpoint.safetensors --csv clive/clive.csv --out runs/zs"""
 
 
 @dataclass

@@ -49,7 +49,7 @@ mos_model.safetensors (head fitted on all rows, for `attiqa-pretrain evaluate`).
 finetune.mode: probe (frozen features + ridge, fast) or full (fine-tune everything).
 
 Example:
-  attiqa-pretrain finetune --config configs/finetune_mos.yaml --checkpoint runs/train/attiqa.safetensors \\
+  attiqa-pretrain finetune --config configs/finetune_mos.yaml --checkpoint runs/train/checkpoint.safetensors \\
       --csv koniq/koniq.csv --out runs/koniq_probe"""
 
 

@@ -1,0 +1,260 @@
+"""Scoring image files and folders from Python (what ``attiqa-score`` runs).
+
+    >>> from attiqa_loss import score_folder, compare_folders
+    >>> before = score_folder("photos/before")          # the embedded default model
+    >>> after = score_folder("photos/after", net=before.net)
+    >>> before.means()                                   # {"sharpness": 0.61, ...}
+    >>> compare_folders([before, after]).mean_difference(1)
+
+Scores are in [0, 1] and quality-aligned (1 = sharp, high contrast, well lit,
+colourful, noise-free), one column per attribute in ``ATTRIBUTES`` order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .attributes import ATTRIBUTES
+from .io import ImageFiles, list_images
+from .network import AttiqaNet
+from .validation import MIN_SIZE
+
+__all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def score_files(
+    net: AttiqaNet,
+    files: Sequence[PathLike],
+    *,
+    batch_size: int = 8,
+    device: Union[str, torch.device] = "cpu",
+    num_workers: int = 0,
+    max_side: Optional[int] = None,
+    progress: bool = True,
+) -> Tuple[List[Tuple[str, List[float]]], List[Tuple[str, str]]]:
+    """Score image files; images of equal size are batched together.
+
+    Args:
+        net: the quality network (moved to ``device`` and put in eval mode).
+        files: image paths, any size of at least 32x32.
+        batch_size: images decoded per step; those of equal size share a forward pass.
+        device: where the network runs.
+        num_workers: DataLoader decoding processes (0: in this process).
+        max_side: downscale images whose longer side exceeds this before scoring.
+        progress: a tqdm bar on stderr.
+
+    Returns:
+        ``(scores, failures)``: ``scores`` is a list of ``(path, [s_1..s_5])`` in input
+        order (failed files omitted), ``failures`` a list of ``(path, reason)``.
+    """
+    from tqdm.auto import tqdm
+
+    files = [Path(f) for f in files]
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(files, max_side=max_side),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=ImageFiles.collate,
+    )
+    results: Dict[str, List[float]] = {}
+    failures: List[Tuple[str, str]] = []
+    net = net.to(device).eval()
+    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar:
+        for chunk in loader:
+            groups = defaultdict(list)
+            for image, path, error in chunk:
+                if image is None:
+                    failures.append((path, error))
+                elif min(image.shape[-2:]) < MIN_SIZE:
+                    failures.append(
+                        (path, f"image is {image.shape[-1]}x{image.shape[-2]}, smaller than {MIN_SIZE}x{MIN_SIZE}")
+                    )
+                else:
+                    groups[tuple(image.shape)].append((image, path))
+            for items in groups.values():
+                batch = torch.stack([im for im, _ in items]).to(device)
+                out = net(batch.clamp_(0, 1)).float().cpu().tolist()
+                for (_, path), row in zip(items, out):
+                    results[path] = row
+            bar.update(len(chunk))
+    ordered = [(str(f), results[str(f)]) for f in files if str(f) in results]
+    return ordered, failures
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to the folder ``root`` (POSIX separators); a file root gives its own name."""
+    if root.is_dir():
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+@dataclass
+class FolderScores:
+    """The scores of every image under one folder (or of one file).
+
+    Attributes:
+        root: the folder (or file) that was scored.
+        paths: the scored files, sorted as :func:`attiqa_loss.io.list_images` lists them.
+        scores: ``(N, 5)`` float32 tensor on the CPU, row ``i`` for ``paths[i]``, columns in
+            ``ATTRIBUTES`` order (sharpness, contrast, brightness, colorfulness, noisiness),
+            each in [0, 1], 1 = the desirable pole.
+        failures: ``(path, reason)`` for each file that could not be read or was smaller
+            than 32x32 (not in ``paths``).
+        net: the network that scored them (pass it on to score another folder without
+            loading the model again).
+    """
+
+    root: Path
+    paths: List[Path]
+    scores: torch.Tensor
+    failures: List[Tuple[str, str]] = field(default_factory=list)
+    net: Optional[AttiqaNet] = field(default=None, repr=False, compare=False)
+
+    @property
+    def names(self) -> List[str]:
+        """Each path relative to ``root`` (``a/b.png``): the key that pairs images of two folders."""
+        return [_relative_name(p, self.root) for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def means(self) -> Dict[str, float]:
+        """Mean score per attribute over the folder (NaN when nothing was scored)."""
+        if not len(self.paths):
+            return {name: float("nan") for name in ATTRIBUTES}
+        return dict(zip(ATTRIBUTES, self.scores.double().mean(0).tolist()))
+
+    def as_dict(self) -> Dict[str, Dict[str, float]]:
+        """``{name: {attribute: score}}`` with ``name`` as in :attr:`names`."""
+        return {n: dict(zip(ATTRIBUTES, row)) for n, row in zip(self.names, self.scores.tolist())}
+
+
+def score_folder(
+    folder: PathLike,
+    *,
+    net: Optional[AttiqaNet] = None,
+    checkpoint: Optional[PathLike] = None,
+    batch_size: int = 8,
+    device: Union[None, str, torch.device] = None,
+    num_workers: int = 0,
+    max_side: Optional[int] = None,
+    progress: bool = False,
+) -> FolderScores:
+    """Score every image under ``folder`` (searched recursively), or one image file.
+
+    Args:
+        folder: a folder of images (``.png .jpg .jpeg .bmp .tif .tiff .webp .ppm``) or one file.
+        net: the quality network; default: ``load_attiqa(checkpoint)``.
+        checkpoint: a ``.safetensors`` model used when ``net`` is None (None: the model
+            embedded in the package).
+        batch_size: images decoded per step; images of equal size share a forward pass.
+        device: where to run (default: ``"cuda"`` when available, else ``"cpu"``).
+        num_workers: DataLoader decoding processes (0: in this process).
+        max_side: downscale images whose longer side exceeds this before scoring
+            (at least 32; None: full size).
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        A :class:`FolderScores`: ``scores`` is an ``(N, 5)`` float32 CPU tensor for the
+        ``N`` readable images (``paths``, ``names``), ``failures`` lists the others with
+        the reason, ``means()`` gives the per-attribute means.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist, or no model is available.
+        ValueError: a bad ``device``, ``batch_size``, ``max_side`` or ``num_workers``.
+    """
+    from .loss import load_attiqa
+    from .validation import check_device
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_side is not None and max_side < MIN_SIZE:
+        raise ValueError(f"max_side must be >= {MIN_SIZE} (the network's smallest input), got {max_side}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    device = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    root = Path(folder)
+    files = list_images([root])
+    if net is None:
+        net = load_attiqa(checkpoint)
+    rows, failures = score_files(
+        net, files, batch_size=batch_size, device=device, num_workers=num_workers, max_side=max_side,
+        progress=progress,
+    )
+    return folder_scores_from_rows(root, rows, failures, net=net)
+
+
+def folder_scores_from_rows(
+    root: PathLike,
+    rows: Sequence[Tuple[str, Sequence[float]]],
+    failures: Sequence[Tuple[str, str]] = (),
+    *,
+    net: Optional[AttiqaNet] = None,
+) -> FolderScores:
+    """A :class:`FolderScores` from :func:`score_files` output (rows in the order given)."""
+    scores = torch.tensor([list(s) for _, s in rows], dtype=torch.float32).reshape(len(rows), len(ATTRIBUTES))
+    return FolderScores(Path(root), [Path(p) for p, _ in rows], scores, list(failures), net)
+
+
+@dataclass
+class FolderComparison:
+    """Several folders' scores against the first (the reference).
+
+    Attributes:
+        folders: the :class:`FolderScores`, reference first.
+        paired_names: relative paths present in every folder, sorted: the images compared
+            one to one (empty when the folders share no names).
+    """
+
+    folders: List[FolderScores]
+    paired_names: List[str]
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.paired_names)
+
+    def differences(self, index: int) -> Dict[str, Dict[str, float]]:
+        """Per-image ``score(folder index) - score(reference)`` for each paired name:
+        ``{name: {attribute: difference}}`` (empty when nothing is paired)."""
+        ref, other = self.folders[0].as_dict(), self.folders[index].as_dict()
+        return {n: {a: other[n][a] - ref[n][a] for a in ATTRIBUTES} for n in self.paired_names}
+
+    def mean_difference(self, index: int) -> Dict[str, float]:
+        """Per attribute, folder ``index`` minus the reference: the mean of the per-image
+        differences over the paired names when there are any, else the difference of the
+        folder means."""
+        if self.paired:
+            diffs = self.differences(index)
+            return {a: sum(d[a] for d in diffs.values()) / len(diffs) for a in ATTRIBUTES}
+        ref, other = self.folders[0].means(), self.folders[index].means()
+        return {a: other[a] - ref[a] for a in ATTRIBUTES}
+
+    def unmatched(self, index: int) -> List[str]:
+        """Names in folder ``index`` that have no counterpart in every other folder."""
+        paired = set(self.paired_names)
+        return [n for n in self.folders[index].names if n not in paired]
+
+
+def compare_folders(folders: Sequence[FolderScores]) -> FolderComparison:
+    """Compare folders with the first: images are paired by their path relative to their
+    folder (``a/b.png`` in one folder with ``a/b.png`` in each other), see
+    :class:`FolderComparison`."""
+    folders = list(folders)
+    if not folders:
+        raise ValueError("compare_folders needs at least one FolderScores")
+    common = set(folders[0].names)
+    for f in folders[1:]:
+        common &= set(f.names)
+    return FolderComparison(folders, sorted(common))

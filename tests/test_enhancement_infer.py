@@ -1,0 +1,125 @@
+"""``attiqa-enhance infer --format same|png|jpg --quality Q``: output formats, and scores of
+the files as written (read back from disk), not of the network's float output."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from attiqa_loss import ATTRIBUTES, load_checkpoint
+from attiqa_loss.io import read_image, save_image
+from enhancement import cli
+from enhancement.unet import UNet
+from enhancement.weights import save_enhancer
+
+from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
+from enhancement_helpers import smooth_texture, write_quality_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    quality = write_quality_model(root / "q.safetensors")
+    torch.manual_seed(0)
+    enhancer = save_enhancer(UNet(width=4, depth=2, blocks=1), root / "enhancer.safetensors",
+                             training={"attiqa_checkpoint": str(quality)})
+    data = root / "in"
+    save_image(smooth_texture(40, 52, seed=1), data / "a.jpg", quality=90)
+    save_image(smooth_texture(36, 44, seed=2), data / "sub" / "b.png")
+    save_image(smooth_texture(48, 40, seed=3), data / "c.jpeg", quality=90)
+    return {"root": root, "quality": quality, "enhancer": enhancer, "data": data}
+
+
+def _infer(setup, out: Path, *extra: str) -> int:
+    return cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(setup["data"]),
+                     "--out", str(out), "--no-progress", *extra])
+
+
+def _rows(out: Path):
+    with open(out / "scores.csv", newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}
+
+
+def _assert_scores_are_of_the_written_files(setup, out: Path, rows) -> None:
+    net = load_checkpoint(setup["quality"])
+    for row in rows.values():
+        written = out / row["output"]
+        with torch.no_grad():
+            expected = net(read_image(written)[None])[0].tolist()
+        got = [float(row[f"{name}_after"]) for name in ATTRIBUTES]
+        assert got == pytest.approx(expected, abs=2e-6), written
+
+
+def _jpeg_tables(quality: int):
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 30)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.quantization
+
+
+def test_same_format_keeps_names_and_uses_quality_95(setup, tmp_path):
+    out = tmp_path / "same"
+    assert _infer(setup, out) == 0
+    rows = _rows(out)
+    assert {r: rows[r]["output"] for r in rows} == {"a.jpg": "a.jpg", "sub/b.png": "sub/b.png", "c.jpeg": "c.jpeg"}
+    with Image.open(out / "a.jpg") as im:
+        assert im.format == "JPEG" and im.size == (52, 40)
+        assert im.quantization == _jpeg_tables(95)  # not Pillow's default 75
+    with Image.open(out / "sub" / "b.png") as im:
+        assert im.format == "PNG"
+    _assert_scores_are_of_the_written_files(setup, out, rows)
+
+
+def test_png_format_writes_lossless_pngs(setup, tmp_path):
+    out = tmp_path / "png"
+    assert _infer(setup, out, "--format", "png") == 0
+    rows = _rows(out)
+    assert {r: rows[r]["output"] for r in rows} == {"a.jpg": "a.png", "sub/b.png": "sub/b.png", "c.jpeg": "c.png"}
+    for name in ("a.png", "c.png", "sub/b.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+    assert not (out / "a.jpg").exists()
+    _assert_scores_are_of_the_written_files(setup, out, rows)
+
+
+def test_jpg_format_with_quality(setup, tmp_path):
+    out = tmp_path / "jpg"
+    assert _infer(setup, out, "--format", "jpg", "--quality", "30") == 0
+    rows = _rows(out)
+    assert {r: rows[r]["output"] for r in rows} == {"a.jpg": "a.jpg", "sub/b.png": "sub/b.jpg", "c.jpeg": "c.jpeg"}
+    for name in ("a.jpg", "sub/b.jpg", "c.jpeg"):
+        with Image.open(out / name) as im:
+            assert im.format == "JPEG" and im.quantization == _jpeg_tables(30)
+    # at quality 30 the file differs clearly from the network's output: the scores are the file's
+    _assert_scores_are_of_the_written_files(setup, out, rows)
+
+
+def test_two_inputs_that_would_write_the_same_file_are_refused(setup, tmp_path, capsys):
+    data = tmp_path / "clash"
+    save_image(smooth_texture(40, 40, seed=4), data / "x.jpg")
+    save_image(smooth_texture(40, 40, seed=5), data / "x.png")
+    out = tmp_path / "out"
+    code = cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data), "--out", str(out),
+                     "--format", "png", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "x.png" in err and "x.jpg" in err and "written twice" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "101"])
+def test_quality_out_of_range(setup, tmp_path, capsys, value):
+    assert _infer(setup, tmp_path / "o", "--quality", value) == 2
+    assert f"--quality must be between 1 and 100, got {value}" in capsys.readouterr().err
+
+
+def test_format_is_checked_by_the_parser(setup, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _infer(setup, tmp_path / "o", "--format", "gif")
+    assert exc.value.code == 2 and "invalid choice: 'gif'" in capsys.readouterr().err
