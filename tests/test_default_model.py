@@ -49,10 +49,12 @@ def test_default_model_was_trained_by_the_committed_recipe():
     recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
                                         / "configs" / "pretrain_synthetic.yaml"))
     recorded = read_checkpoint_metadata(default_checkpoint_path())["training"]["config"]
-    for section in ("model", "synthetic", "loss", "train"):
+    defaults = config_to_dict(PretrainConfig())  # keys added after the model was trained
+    for section in ("model", "synthetic", "loss", "train", "hardening"):
         want = {k: v for k, v in recipe[section].items() if k != "images"}
-        got = {k: v for k, v in recorded[section].items() if k != "images"}
+        got = {k: recorded.get(section, {}).get(k, defaults[section][k]) for k in want}
         assert got == want, section
+        assert set(recorded.get(section, {})) <= set(want) | {"images"}, section
 
 
 @pytest.mark.parametrize(
