@@ -31,7 +31,7 @@ from torch import nn
 from attiqa_loss.attributes import ATTRIBUTES
 
 __all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
-           "edge_ranking_loss", "no_gain_loss", "sample_anchors", "sample_edge_pairs"]
+           "edge_invariance_loss", "edge_ranking_loss", "no_gain_loss", "sample_anchors", "sample_edge_pairs"]
 
 _A = {a: i for i, a in enumerate(ATTRIBUTES)}
 #: Anchor kinds drawn by :func:`sample_anchors`, with equal odds.
@@ -40,14 +40,16 @@ ANCHOR_KINDS = ("flat", "ramp", "noise")
 DARK = 0.06
 #: A flat field whose channels differ by less than this is labelled colourfulness 0.
 GREY = 0.02
+#: A ramp whose luminance spans this much is labelled contrast 1 (``ramp_contrast``).
+RAMP_CONTRAST = 0.5
 
 
 def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(shape, generator=g)
 
 
-def sample_anchors(n: int, size: int, g: torch.Generator, *,
-                   smooth_noise_free: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+def sample_anchors(n: int, size: int, g: torch.Generator, *, smooth_noise_free: bool = True,
+                   ramp_contrast: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` anchor images ``(n, 3, size, size)`` in [0, 1] and labels ``(n, 5)`` (NaN = none).
 
     Kinds (see the module docstring): ``flat``: a uniform field (a quarter of them grey,
@@ -56,7 +58,11 @@ def sample_anchors(n: int, size: int, g: torch.Generator, *,
     the image in a random direction, sharpness 0 and noisiness 1; ``noise``: a random
     mean colour plus per-pixel Gaussian noise (sigma 0.08 to 0.3, colour or luma only),
     noisiness 0. With ``smooth_noise_free=False`` flat fields and ramps carry no
-    noisiness label (only noise fields teach noisiness). Every draw comes from ``g``.
+    noisiness label (only noise fields teach noisiness). With ``ramp_contrast`` half the
+    ramps run from a dark to a bright colour, and a ramp whose luminance spans at least
+    :data:`RAMP_CONTRAST` is labelled contrast 1: global contrast without any detail, so
+    contrast cannot be learnt as "local detail" from the flat fields alone. Every draw
+    comes from ``g``.
     """
     images = torch.empty(n, 3, size, size)
     labels = torch.full((n, len(ATTRIBUTES)), float("nan"))
@@ -80,6 +86,8 @@ def sample_anchors(n: int, size: int, g: torch.Generator, *,
                 labels[i, _A["colorfulness"]] = 0.0
         elif kind == "ramp":
             other = _u(g, 3)
+            if ramp_contrast and float(_u(g)) < 0.5:  # dark to bright
+                colour, other = colour * 0.25, 0.75 + 0.25 * other
             theta = float(_u(g)) * 2 * torch.pi
             yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
             t = (xx - 0.5) * torch.cos(torch.tensor(theta)) + (yy - 0.5) * torch.sin(torch.tensor(theta))
@@ -88,6 +96,10 @@ def sample_anchors(n: int, size: int, g: torch.Generator, *,
             labels[i, _A["sharpness"]] = 0.0
             if smooth_noise_free:
                 labels[i, _A["noisiness"]] = 1.0
+            if ramp_contrast:
+                lum = 0.299 * images[i, 0] + 0.587 * images[i, 1] + 0.114 * images[i, 2]
+                if float(lum.max() - lum.min()) >= RAMP_CONTRAST:
+                    labels[i, _A["contrast"]] = 1.0
         else:
             mean = 0.2 + 0.6 * _u(g, 3)
             sigma = 0.08 + 0.22 * float(_u(g))
@@ -130,6 +142,16 @@ def edge_ranking_loss(sharpness: torch.Tensor, margin: float) -> torch.Tensor:
     Shape: ``(2n,)`` sharpness scores in :func:`sample_edge_pairs` order -> scalar."""
     n = len(sharpness) // 2
     return F.relu(margin - (sharpness[:n] - sharpness[n:])).mean()
+
+
+def edge_invariance_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Mean ``|s(edge) - s(blurred edge)|`` over the four attributes other than sharpness:
+    blurring an edge changes its detail, not its global contrast, light, colour or noise.
+
+    Shape: ``(2n, 5)`` scores in :func:`sample_edge_pairs` order -> scalar."""
+    n = len(scores) // 2
+    others = [i for i, a in enumerate(ATTRIBUTES) if a != "sharpness"]
+    return (scores[:n, others] - scores[n:, others]).abs().mean()
 
 
 def craft_adversarial(
@@ -194,6 +216,10 @@ class HardeningConfig:
     edge_pairs: int = 0
     #: the score gap asked of each edge pair (weight: ``anchor_weight``)
     edge_margin: float = 0.2
+    #: weight of the term keeping an edge pair's other four scores equal (blur is not contrast)
+    edge_invariance: float = 0.0
+    #: half the ramps run dark to bright, and wide ramps are labelled contrast 1
+    ramp_contrast: bool = False
     #: images per step given an adversarial twin (one level of a synthetic group each;
     #: CLIP crops when the synthetic teacher is off)
     adversarial: int = 0
@@ -222,7 +248,7 @@ def check_hardening(h: HardeningConfig, batch: int) -> None:
         raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
     if not 0 <= h.edge_margin <= 1:
         raise ValueError(f"hardening.edge_margin must be in [0, 1], got {h.edge_margin}")
-    for key in ("anchor_weight", "no_gain"):
+    for key in ("anchor_weight", "no_gain", "edge_invariance"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
 

@@ -26,8 +26,8 @@ from attiqa_loss.validation import MIN_SIZE
 
 from .config import add_config_arguments, check_minimums, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edge_ranking_loss, no_gain_loss,
-                        sample_anchors, sample_edge_pairs)
+from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edge_invariance_loss, edge_ranking_loss,
+                        no_gain_loss, sample_anchors, sample_edge_pairs)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
@@ -305,7 +305,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,
                "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity,
-               "anchor": hard.anchor_weight, "edge": hard.anchor_weight, "no_gain": hard.no_gain}
+               "anchor": hard.anchor_weight, "edge": hard.anchor_weight,
+               "edge_invariance": hard.edge_invariance, "no_gain": hard.no_gain}
     model.train()
     t0, seen = time.perf_counter(), 0
     bar = tqdm(total=cfg.train.steps, initial=start, disable=not (progress and dist.is_main), unit="step", file=sys.stderr)
@@ -339,7 +340,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         n_main = sum(len(t) for t in images)
         if hard.anchors > 0:
             anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g,
-                                                smooth_noise_free=hard.smooth_noise_free)
+                                                smooth_noise_free=hard.smooth_noise_free,
+                                                ramp_contrast=hard.ramp_contrast)
             images.append(anchor_x)
         if hard.edge_pairs > 0:
             images.append(sample_edge_pairs(hard.edge_pairs, images[0].shape[-1], g))
@@ -365,8 +367,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         if hard.anchors > 0:
             terms["anchor"] = calibration_loss(logits[n_main : n_main + hard.anchors].float(), anchor_y.to(device))
         if hard.edge_pairs > 0:
-            edge_scores = torch.sigmoid(logits[n_main + hard.anchors :, ATTRIBUTES.index("sharpness")].float())
-            terms["edge"] = edge_ranking_loss(edge_scores, hard.edge_margin)
+            edge_scores = torch.sigmoid(logits[n_main + hard.anchors :].float())
+            terms["edge"] = edge_ranking_loss(edge_scores[:, ATTRIBUTES.index("sharpness")], hard.edge_margin)
+            if hard.edge_invariance > 0:
+                terms["edge_invariance"] = edge_invariance_loss(edge_scores)
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

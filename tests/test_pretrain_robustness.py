@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from pretrain.hardening import craft_adversarial, edge_ranking_loss, no_gain_loss, sample_anchors, sample_edge_pairs
+from pretrain.hardening import (craft_adversarial, edge_invariance_loss, edge_ranking_loss, no_gain_loss, sample_anchors,
+                                sample_edge_pairs)
 from pretrain.robustness import (
     ANCHOR_RULES,
     TinyGenerator,
@@ -202,6 +203,27 @@ def test_edge_pairs_are_two_tone_edges_and_their_blurred_copies():
     # The hinge: zero once each edge outscores its blurred copy by the margin.
     assert float(edge_ranking_loss(torch.tensor([0.9, 0.5, 0.6, 0.45]), 0.2)) == pytest.approx(0.075)
     assert float(edge_ranking_loss(torch.tensor([0.9, 0.8, 0.6, 0.5]), 0.2)) == 0.0
+
+
+def test_ramp_contrast_labels_wide_ramps_contrasty_and_nothing_else_changes():
+    x, y = sample_anchors(300, 16, torch.Generator().manual_seed(3), ramp_contrast=True)
+    lum = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    span = lum.flatten(1).amax(1) - lum.flatten(1).amin(1)
+    ramp = (y[:, A["sharpness"]] == 0) & (span > 0) & (y[:, A["noisiness"]] == 1)
+    contrasty = y[:, A["contrast"]] == 1
+    assert contrasty.sum() > 20
+    assert (span[contrasty] >= 0.5).all() and ramp[contrasty].all()  # only wide ramps
+    assert torch.isnan(y[ramp & (span < 0.5)][:, A["contrast"]]).all()
+    # Flat fields keep contrast 0; without the option no ramp is labelled for contrast.
+    _, y0 = sample_anchors(300, 16, torch.Generator().manual_seed(3))
+    assert not (y0[:, A["contrast"]] == 1).any()
+
+
+def test_edge_invariance_compares_the_other_four_scores_of_each_pair():
+    s = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.5], [0.1, 0.7, 0.5, 0.5, 0.9]])
+    assert float(edge_invariance_loss(s)) == pytest.approx((0.2 + 0.4) / 4)
+    s[1, 1:] = s[0, 1:]
+    assert float(edge_invariance_loss(s)) == 0.0  # sharpness alone may differ
 
 
 def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():

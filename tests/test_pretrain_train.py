@@ -126,7 +126,8 @@ def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp
         assert torch.isfinite(net(torch.rand(1, 3, side, side + 2))).all()
 
 
-@pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2, "hardening.edge_pairs": 1}],
+@pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2, "hardening.edge_pairs": 1,
+                                      "hardening.edge_invariance": 1.0, "hardening.ramp_contrast": True}],
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
     import pretrain.train as train_module
@@ -308,6 +309,7 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     ("hardening.adv_steps", 0, "hardening.adv_steps must be >= 1, got 0"),
     ("hardening.adv_target_prob", 2, r"hardening.adv_target_prob must be in \[0, 1\], got 2"),
     ("hardening.edge_pairs", -2, "hardening.edge_pairs must be >= 0, got -2"),
+    ("hardening.edge_invariance", -1, "hardening.edge_invariance must be >= 0, got -1"),
     ("hardening.edge_margin", 1.5, r"hardening.edge_margin must be in \[0, 1\], got 1.5"),
     ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
 ])
