@@ -136,12 +136,14 @@ def sample_edge_pairs(n: int, size: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat([sharp, blurred])
 
 
-def edge_ranking_loss(sharpness: torch.Tensor, margin: float) -> torch.Tensor:
-    """Hinge ``relu(margin - (s(edge) - s(blurred edge)))`` averaged over the pairs.
+def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge ``relu(margin - (l(edge) - l(blurred edge)))`` on the sharpness *logits*,
+    averaged over the pairs. Logits, not scores: flat-field anchors push both images of a
+    pair towards score 0, where the sigmoid's slope would leave a score hinge no gradient.
 
-    Shape: ``(2n,)`` sharpness scores in :func:`sample_edge_pairs` order -> scalar."""
-    n = len(sharpness) // 2
-    return F.relu(margin - (sharpness[:n] - sharpness[n:])).mean()
+    Shape: ``(2n,)`` sharpness logits in :func:`sample_edge_pairs` order -> scalar."""
+    n = len(sharpness_logits) // 2
+    return F.relu(margin - (sharpness_logits[:n] - sharpness_logits[n:])).mean()
 
 
 def edge_invariance_loss(scores: torch.Tensor) -> torch.Tensor:
@@ -214,8 +216,8 @@ class HardeningConfig:
     smooth_noise_free: bool = True
     #: step edges per batch, each with a blurred copy it must outscore on sharpness
     edge_pairs: int = 0
-    #: the score gap asked of each edge pair (weight: ``anchor_weight``)
-    edge_margin: float = 0.2
+    #: the sharpness logit gap asked of each edge pair (weight: ``anchor_weight``)
+    edge_margin: float = 1.0
     #: weight of the term keeping an edge pair's other four scores equal (blur is not contrast)
     edge_invariance: float = 0.0
     #: half the ramps run dark to bright, and wide ramps are labelled contrast 1
@@ -246,9 +248,7 @@ def check_hardening(h: HardeningConfig, batch: int) -> None:
         raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
     if not 0 <= h.adv_target_prob <= 1:
         raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
-    if not 0 <= h.edge_margin <= 1:
-        raise ValueError(f"hardening.edge_margin must be in [0, 1], got {h.edge_margin}")
-    for key in ("anchor_weight", "no_gain", "edge_invariance"):
+    for key in ("anchor_weight", "no_gain", "edge_invariance", "edge_margin"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
 

@@ -367,10 +367,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
         if hard.anchors > 0:
             terms["anchor"] = calibration_loss(logits[n_main : n_main + hard.anchors].float(), anchor_y.to(device))
         if hard.edge_pairs > 0:
-            edge_scores = torch.sigmoid(logits[n_main + hard.anchors :].float())
-            terms["edge"] = edge_ranking_loss(edge_scores[:, ATTRIBUTES.index("sharpness")], hard.edge_margin)
+            edge_logits = logits[n_main + hard.anchors :].float()
+            terms["edge"] = edge_ranking_loss(edge_logits[:, ATTRIBUTES.index("sharpness")], hard.edge_margin)
             if hard.edge_invariance > 0:
-                terms["edge_invariance"] = edge_invariance_loss(edge_scores)
+                terms["edge_invariance"] = edge_invariance_loss(torch.sigmoid(edge_logits))
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -200,9 +200,9 @@ def test_edge_pairs_are_two_tone_edges_and_their_blurred_copies():
     assert (grad(blurred) < 0.6 * grad(sharp)).all()  # the same edges, softened
     assert torch.allclose(sharp.mean((2, 3)), blurred.mean((2, 3)), atol=0.02)
     assert torch.equal(x, sample_edge_pairs(5, 32, torch.Generator().manual_seed(0)))
-    # The hinge: zero once each edge outscores its blurred copy by the margin.
-    assert float(edge_ranking_loss(torch.tensor([0.9, 0.5, 0.6, 0.45]), 0.2)) == pytest.approx(0.075)
-    assert float(edge_ranking_loss(torch.tensor([0.9, 0.8, 0.6, 0.5]), 0.2)) == 0.0
+    # The hinge on logits: zero once each edge's logit beats its blurred copy's by the margin.
+    assert float(edge_ranking_loss(torch.tensor([3.0, -5.0, 1.0, -5.5]), 1.0)) == pytest.approx(0.25)
+    assert float(edge_ranking_loss(torch.tensor([3.0, -4.0, 1.0, -5.0]), 1.0)) == 0.0
 
 
 def test_ramp_contrast_labels_wide_ramps_contrasty_and_nothing_else_changes():

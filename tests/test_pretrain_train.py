@@ -283,9 +283,9 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
         seen["twins"] = len(adv)
         return real_gain(adv, start)
 
-    def edges(sharpness, margin):
-        seen["edges"] = len(sharpness)
-        return real_edges(sharpness, margin)
+    def edges(sharpness_logits, margin):
+        seen["edges"] = len(sharpness_logits)
+        return real_edges(sharpness_logits, margin)
 
     real_edges = train_module.edge_ranking_loss
     monkeypatch.setattr(train_module, "pretrain_losses", losses)
@@ -310,7 +310,7 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     ("hardening.adv_target_prob", 2, r"hardening.adv_target_prob must be in \[0, 1\], got 2"),
     ("hardening.edge_pairs", -2, "hardening.edge_pairs must be >= 0, got -2"),
     ("hardening.edge_invariance", -1, "hardening.edge_invariance must be >= 0, got -1"),
-    ("hardening.edge_margin", 1.5, r"hardening.edge_margin must be in \[0, 1\], got 1.5"),
+    ("hardening.edge_margin", -0.5, "hardening.edge_margin must be >= 0, got -0.5"),
     ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
