@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(VENV)/bin/attiqa-enhance demo --out runs/demo
+	$(VENV)/bin/attiqa-enhance demo --out runs/demo --overwrite
 
 # attiqa-pretrain SUBCOMMAND --help prints texts rendered in advance (no torch import):
 # rewrite them after changing a subcommand's options or description.

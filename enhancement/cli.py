@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from attiqa_loss.attributes import ATTRIBUTES
 from attiqa_loss.helptext import PlainHelpFormatter
@@ -72,7 +72,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue from OUT/checkpoint.pt exactly where it stopped "
-        "(reuses OUT/config.yaml when --config is not given)",
+        "(reuses OUT/config.yaml when --config is not given; a config that changes the result is refused)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in OUT (its config, checkpoint, weights, metrics and tb/ are deleted); without "
+        "--resume or --overwrite an OUT holding a run is refused",
     )
 
 
@@ -103,6 +109,11 @@ def _add_infer_arguments(p: argparse.ArgumentParser) -> None:
         metavar="Q",
         help="JPEG (and WebP) quality of the outputs, 1-100 (default 95)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs (and scores.csv) that already exist in --out; without it such a --out is refused",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -125,21 +136,8 @@ def _say(message: str) -> None:
     print(f"attiqa-enhance {message}", file=sys.stderr)
 
 
-def _changed_keys(a: dict, b: dict, prefix: str = "") -> List[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _changed_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(prefix + k)
-    return keys
-
-
 def run_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pretrain.config import config_from_args, config_to_dict
+    from pretrain.config import config_from_args
 
     from .config import EnhanceConfig
     from .objectives import LpipsUnavailable
@@ -151,13 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(EnhanceConfig, args)
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_dir=str(args.data)))
-    if args.resume and saved.is_file():
-        before = yaml.safe_load(saved.read_text()) or {}
-        changed = [k for k in _changed_keys(before, config_to_dict(cfg)) if k != "train.steps"]
-        if changed:
-            _say(f"train: warning: resuming with a config that differs from {saved} in {changed}")
     try:
-        metrics = train(cfg, args.out, resume=args.resume)
+        metrics = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, LpipsUnavailable) as exc:
         _say(f"train: error: {exc}")
         return 2
@@ -181,6 +174,7 @@ def run_infer(args: argparse.Namespace) -> int:
         enhance_files,
         list_inputs,
         output_collisions,
+        output_name,
         summarize,
         write_scores_csv,
     )
@@ -202,8 +196,17 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: no images found in {args.data}")
         return 2
     root = args.data if args.data.is_dir() else args.data.parent
-    if args.out.resolve() == root.resolve():
+    out_abs, root_abs = args.out.resolve(), root.resolve()
+    if out_abs == root_abs:
         _say(f"infer: error: --out must differ from the input folder {root} (it would overwrite it)")
+        return 2
+    if args.data.is_dir() and root_abs in out_abs.parents:
+        # Outputs written under the input folder would be found as inputs by the next run.
+        _say(f"infer: error: --out {args.out} is inside --data {args.data}; choose an output folder outside it")
+        return 2
+    if args.data.is_dir() and out_abs in root_abs.parents:
+        _say(f"infer: error: --data {args.data} is inside --out {args.out}; outputs could replace inputs, "
+             "choose an output folder that does not contain the inputs")
         return 2
     clashes = output_collisions(files, root, args.output_format)
     if clashes:
@@ -212,6 +215,20 @@ def run_infer(args: argparse.Namespace) -> int:
              f"twice, e.g. {target} from {', '.join(str(f.relative_to(root)) for f in sources)}; "
              "use --format same or rename the inputs")
         return 2
+    targets = [args.out / output_name(f.relative_to(root), args.output_format) for f in files]
+    inputs = {f.resolve() for f in files}
+    replaced = [t for t in targets if t.resolve() in inputs]
+    if replaced:
+        _say(f"infer: error: {len(replaced)} output(s) would replace an input, e.g. {replaced[0]}; "
+             "choose another --out")
+        return 2
+    existing = [t for t in targets + [args.out / SCORES_FILENAME] if t.exists()]
+    if existing and not args.overwrite:
+        _say(f"infer: error: {len(existing)} output file(s) already exist in {args.out}, e.g. {existing[0]}; "
+             "pass --overwrite to replace them, or choose another --out")
+        return 2
+    if existing:
+        _say(f"infer: --overwrite: {len(existing)} existing output file(s) in {args.out} will be replaced")
     quality_path = args.attiqa_checkpoint
     if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
         quality_path = Path(training["attiqa_checkpoint"])

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="start from this YAML config instead of the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value after the demo's settings (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (without it, an --out holding a run is refused)")
     return p
 
 
@@ -131,10 +133,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from pretrain.config import ConfigError, load_config
 
     from .config import EnhanceConfig
-    from .train import train
+    from .train import RUN_FILES, train
 
     if args.steps < 1:
         raise SystemExit(f"attiqa-enhance demo: --steps must be >= 1, got {args.steps}")
+    present = [n for n in RUN_FILES if (args.out / n).exists()]
+    if present and not args.overwrite:  # before any work (the photos are sampled into --out)
+        raise SystemExit(f"attiqa-enhance demo: {args.out} already holds a run ({', '.join(present)}); "
+                         "--overwrite replaces it, or choose another --out")
     data = args.data if args.data is not None else sample_photos(args.out / "photos")
     overrides: List[str] = [
         *DEMO_OVERRIDES,
@@ -151,7 +157,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f"attiqa-enhance demo: {exc}") from None
     print(f"attiqa-enhance demo: {args.steps} steps on photos in {data}; output in {args.out}", file=sys.stderr)
     t0 = time.perf_counter()
-    metrics = train(cfg, args.out)
+    try:
+        metrics = train(cfg, args.out, overwrite=args.overwrite)
+    except ValueError as exc:  # another process holds --out, ...
+        raise SystemExit(f"attiqa-enhance demo: {exc}") from None
     minutes = (time.perf_counter() - t0) / 60
     samples = save_samples(cfg, args.out)
     print()

@@ -31,6 +31,7 @@ from attiqa_loss import AttiqaLoss
 from attiqa_loss.io import atomic_write
 from pretrain.config import config_to_dict, save_config
 from pretrain.distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
+from pretrain.rundir import prepare_run_dir
 from pretrain.state import load_state, save_state
 
 from .config import EnhanceConfig
@@ -43,9 +44,15 @@ from .unet import UNet, create_unet
 from .validate import evaluate
 from .weights import ENHANCER_FILENAME, save_enhancer
 
-__all__ = ["train", "warmup_cosine", "CHECKPOINT_NAME"]
+__all__ = ["train", "warmup_cosine", "CHECKPOINT_NAME", "RUN_FILES", "RESUME_FREE_KEYS"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: What a run writes into its folder: any of them present means the folder holds a run.
+RUN_FILES = ("config.yaml", CHECKPOINT_NAME, ENHANCER_FILENAME, "metrics.json", "tb")
+#: Config keys that may change on ``--resume``: they do not change the trained weights
+#: (logging and checkpoint intervals, the progress bar, DataLoader workers - batches do
+#: not depend on them - and the validation section).
+RESUME_FREE_KEYS = ("train.log_every", "train.ckpt_every", "train.progress", "data.num_workers", "val.")
 
 
 def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
@@ -302,17 +309,26 @@ class _Trainer:
         return self.last_metrics
 
 
-def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False) -> Dict[str, float]:
+def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite: bool = False) -> Dict[str, float]:
     """Train an enhancer as ``cfg`` says; write results to ``out_dir`` (see the module docstring).
 
     Works in one process or under ``torchrun`` (one process per device; gloo on CPU).
+    ``out_dir`` is locked for the run (:mod:`pretrain.rundir`). A folder that already
+    holds a run is refused unless ``resume`` (continue from ``checkpoint.pt``, which must
+    exist, with a config that differs from the run's ``config.yaml`` at most in
+    :data:`RESUME_FREE_KEYS`) or ``overwrite`` (the previous run's files are removed).
 
     Returns:
         The final validation metrics and mean attribute scores (rank 0; empty elsewhere).
     """
     out_dir = Path(out_dir)
     info = init_distributed(cfg.train.device)
+    lock = None
     try:
+        lock = prepare_run_dir(out_dir, command="attiqa-enhance train", run_files=RUN_FILES,
+                               state_name=CHECKPOINT_NAME, state_what="checkpoint", resume=resume,
+                               overwrite=overwrite, config=config_to_dict(cfg), free_keys=RESUME_FREE_KEYS,
+                               is_main=info.is_main, device=info.device)
         if info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         trainer = _Trainer(cfg, out_dir, info)
@@ -329,4 +345,6 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False) -> Dict[st
             )
         return trainer.run()
     finally:
+        if lock is not None:
+            lock.release()
         cleanup_distributed()

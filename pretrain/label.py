@@ -56,6 +56,7 @@ from .label_store import (
     write_shard,
 )
 from .prompts import PromptSet, default_prompt_set, load_prompt_set, prompt_set_to_dict
+from .rundir import RunFolderError, acquire_lock, lock_folder
 
 __all__ = [
     "DESCRIPTION",
@@ -229,6 +230,7 @@ def label_files(
     prompts_source: str = "default",
     on_shard_written: Optional[Callable[[int, Path], None]] = None,
     progress: bool = True,
+    lock: bool = True,
 ) -> Optional[Dict[str, Any]]:
     """Label ``files`` into ``out_dir`` (resumable, sharded, rank-parallel).
 
@@ -247,13 +249,31 @@ def label_files(
         on_shard_written: called as ``fn(index, path)`` after each shard is written (tests
             use it to simulate a kill).
         progress: show a tqdm bar (rank 0 only).
+        lock: hold ``out_dir``'s lock file while labelling (a second process is refused,
+            see :mod:`pretrain.rundir`); False when the caller holds it already.
 
     Returns:
         The manifest on rank 0, ``None`` on other ranks.
+
+    Raises:
+        RunLockError: another running process is labelling into ``out_dir``.
     """
+    info = dist_info or DistInfo(rank=0, world_size=1, local_rank=0, device=teacher.device)
+    held = lock_folder(out_dir, "attiqa-pretrain label", is_main=info.is_main, device=info.device) if lock else None
+    try:
+        return _label_files(files, out_dir, teacher, prompt_set, shard_size=shard_size, batch_size=batch_size,
+                            workers=workers, precision=precision, jpeg_draft=jpeg_draft, init_seed=init_seed,
+                            info=info, prompts_source=prompts_source, on_shard_written=on_shard_written,
+                            progress=progress)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _label_files(files, out_dir, teacher, prompt_set, *, shard_size, batch_size, workers, precision, jpeg_draft,
+                 init_seed, info, prompts_source, on_shard_written, progress) -> Optional[Dict[str, Any]]:
     from tqdm import tqdm
 
-    info = dist_info or DistInfo(rank=0, world_size=1, local_rank=0, device=teacher.device)
     prompt_set = prompt_set or default_prompt_set()
     files = sorted({Path(f) for f in files})
     out_dir = Path(out_dir)
@@ -488,13 +508,14 @@ def run(args: argparse.Namespace) -> int:
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
         try:
-            paths, _ = rescore(
-                args.rescore, cfg.label.prompts, cfg.clip.model, cfg.clip.pretrained,
-                tau=cfg.clip.tau, init_seed=cfg.clip.init_seed, dest=args.out,
-            )
+            with acquire_lock(args.out, "attiqa-pretrain label --rescore"):
+                paths, _ = rescore(
+                    args.rescore, cfg.label.prompts, cfg.clip.model, cfg.clip.pretrained,
+                    tau=cfg.clip.tau, init_seed=cfg.clip.init_seed, dest=args.out,
+                )
+                save_config(cfg, Path(args.out) / "config.yaml")
         except (ValueError, FileNotFoundError) as exc:
             raise SystemExit(f"error: {exc}") from None
-        save_config(cfg, Path(args.out) / "config.yaml")
         print(f"rescored {len(paths)} images from {args.rescore} into {args.out}", file=sys.stderr)
         return 0
 
@@ -514,7 +535,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     info = init_distributed(cfg.label.device)
+    held = None
     try:
+        try:
+            # One process (one torchrun job) per output folder: the lock is taken before
+            # anything is written there, and held until the manifest is written.
+            held = lock_folder(args.out, "attiqa-pretrain label", is_main=info.is_main, device=info.device)
+        except RunFolderError as exc:
+            raise SystemExit(f"error: {exc}") from None
         if info.is_main:
             save_config(cfg, Path(args.out) / "config.yaml")
         label_files(
@@ -530,7 +558,10 @@ def run(args: argparse.Namespace) -> int:
             init_seed=cfg.clip.init_seed,
             dist_info=info,
             prompts_source=cfg.label.prompts or "default (attiqa_loss.ATTRIBUTES.prompts x DEFAULT_TEMPLATES)",
+            lock=False,
         )
     finally:
+        if held is not None:
+            held.release()
         cleanup_distributed()
     return 0

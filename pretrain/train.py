@@ -29,6 +29,7 @@ from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_dis
 from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edge_invariance_loss, edge_ranking_loss,
                         no_gain_loss, sample_anchors, sample_edge_pairs)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
+from .rundir import prepare_run_dir
 from .state import load_state, save_state, step_generator
 from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
 from .validity import family_srcc
@@ -229,10 +230,22 @@ def validate(
     return out
 
 
-def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Run the training described by ``cfg``; returns the exported checkpoint path."""
-    from tqdm.auto import tqdm
+#: What a run writes into its folder: any of them present means the folder holds a run.
+RUN_FILES = ("config.yaml", "state.pt", "checkpoint.safetensors", "tb")
+#: Config keys that may change on ``--resume``: they do not change the trained weights
+#: (logging, validation and checkpoint intervals, threads, the validation section).
+RESUME_FREE_KEYS = ("train.log_every", "train.val_every", "train.checkpoint_every", "train.threads", "val.")
 
+
+def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Run the training described by ``cfg``; returns the exported checkpoint path.
+
+    ``out`` is locked for the run (:mod:`pretrain.rundir`). A folder that already holds a
+    run is refused unless ``resume`` (continue from ``out/state.pt``, which must exist,
+    with a config that differs from ``out/config.yaml`` at most in
+    :data:`RESUME_FREE_KEYS`) or ``overwrite`` (the previous run's files are removed).
+    """
     if not cfg.synthetic.enabled and not cfg.clip.enabled:
         raise ValueError("enable at least one teacher: synthetic.enabled or clip.enabled (--labels DIR)")
     if cfg.synthetic.enabled and not cfg.synthetic.images:
@@ -248,8 +261,22 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, progress: boo
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     dist = init_distributed(cfg.train.device)
-    device = dist.device
     out = Path(out)
+    lock = prepare_run_dir(out, command="attiqa-pretrain train", run_files=RUN_FILES, state_name="state.pt",
+                           resume=resume, overwrite=overwrite, config=config_to_dict(cfg),
+                           free_keys=RESUME_FREE_KEYS, is_main=dist.is_main, device=dist.device)
+    try:
+        return _train(cfg, out, dist, resume=resume, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
+    hard = cfg.hardening
+    device = dist.device
     torch.manual_seed(cfg.train.seed)
     overlay = {"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None
     net = create_attiqa_net(
@@ -433,18 +460,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--images", nargs="+", default=None, help="folders of pristine photos (synthetic teacher)")
     parser.add_argument("--labels", default=None, help="output folder of `attiqa-pretrain label` (enables the clip teacher)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt if it exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUT from OUT/state.pt (refused without it, or with a config that "
+                        "changes the result; reuses OUT/config.yaml when --config is not given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in OUT (its config, state, checkpoint and tb/ are deleted); without "
+                        "--resume or --overwrite an OUT holding a run is refused")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and args.config is None and saved.is_file():
+        args.config = saved  # --resume continues with the run's own config (--set may still change free keys)
     cfg = config_from_args(PretrainConfig, args)
     if args.images:
         cfg.synthetic.images = list(args.images)
     if args.labels:
         cfg.clip.labels, cfg.clip.enabled = args.labels, True
     try:
-        train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"attiqa-pretrain train: {exc}") from None
     return 0

@@ -1,0 +1,424 @@
+"""Finished work is never replaced by accident and two processes never write one folder
+(issue 16, protected runs): --resume/--overwrite in both trainers, lock files for runs
+and label outputs, --resume without a state or with a changed config, infer's --out.
+Tiny random models, CPU only, nothing downloaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+
+from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
+from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_images, write_quality_model
+
+LOCK_NAME = "attiqa.lock"  # pretrain.rundir.LOCK_NAME (imported lazily: the old code had no such module)
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def photo_dir(write_png, tmp_path):
+    folder = tmp_path / "photos"
+    for i in range(3):
+        write_png(folder / f"p{i}.png", 64, 72, seed=i)
+    return folder
+
+
+def _pretrain_args(out, photo_dir, *extra):
+    return ["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
+            "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=2",
+            "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "synthetic.holdout_every=0",
+            "--set", "train.checkpoint_every=1", "--set", "train.threads=1", *extra]
+
+
+def _pretrain(out, photo_dir, *extra):
+    """``attiqa-pretrain train`` in this process: (0, "") or (None, the exit message)."""
+    from pretrain.cli import main
+
+    try:
+        return main(_pretrain_args(out, photo_dir, *extra)), ""
+    except SystemExit as exc:
+        return None, str(exc.code)
+
+
+@pytest.fixture(scope="module")
+def enhance_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("enhance_runs")
+    write_images(root / "clean", 5, size=(48, 60))
+    return {"root": root, "clean": root / "clean", "quality": write_quality_model(root / "q.safetensors")}
+
+
+def _enhance(assets, out, *extra, **overrides):
+    from enhancement import cli
+
+    settings = {"train.steps": 2, **overrides}
+    args = ["train", "--config", str(REPO / "configs" / "enhance_lowlight.yaml"), "--data", str(assets["clean"]),
+            "--out", str(out)]
+    return cli.main(args + tiny_overrides(assets["quality"], **settings) + list(extra))
+
+
+_HOLD = """
+import sys, time
+from pretrain.rundir import acquire_lock
+lock = acquire_lock(sys.argv[1], "a test holder")
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_by_other_process():
+    """``hold(folder)``: another (live) process takes ``folder``'s lock and keeps it."""
+    procs = []
+
+    def hold(folder):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, env=env, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _write_lock(folder, pid, host=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"pid": pid, "host": host or socket.gethostname(), "command": "attiqa-pretrain train",
+            "started": "2024-01-01T00:00:00+00:00"}
+    (folder / LOCK_NAME).write_text(json.dumps(info))
+
+
+# --------------------------------------------------------------------------- pretrain train
+
+
+def test_pretrain_refuses_an_out_holding_a_finished_run(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    weights = (out / "checkpoint.safetensors").read_bytes()
+    events = sorted((out / "tb").iterdir())
+    code, message = _pretrain(out, photo_dir, "--set", "train.lr=0.01")
+    assert code is None and "\n" not in message
+    assert message.startswith(f"attiqa-pretrain train: {out} already holds a run (config.yaml, state.pt, "
+                              "checkpoint.safetensors, tb)")
+    assert "--resume continues it, --overwrite replaces it" in message
+    assert (out / "checkpoint.safetensors").read_bytes() == weights and sorted((out / "tb").iterdir()) == events
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_pretrain_refuses_a_started_run_too(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("train: {steps: 2}\n")
+    code, message = _pretrain(out, photo_dir)
+    assert code is None and f"{out} already holds a run (config.yaml)" in message
+
+
+def test_pretrain_overwrite_replaces_the_run_and_says_so(photo_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    (out / "notes.txt").write_text("mine")
+    old_events = {p.name for p in (out / "tb").rglob("events.*")}
+    capsys.readouterr()
+    assert _pretrain(out, photo_dir, "--overwrite") == (0, "")
+    err = capsys.readouterr().err
+    assert (f"attiqa-pretrain train: --overwrite: removed the previous run's config.yaml, state.pt, "
+            f"checkpoint.safetensors, tb from {out}") in err
+    assert old_events and not old_events & {p.name for p in (out / "tb").rglob("events.*")}  # no mixed events
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files go
+    assert (out / "checkpoint.safetensors").is_file()
+
+
+def test_pretrain_resume_without_a_state_is_refused(photo_dir, tmp_path):
+    code, message = _pretrain(tmp_path / "new", photo_dir, "--resume")
+    assert code is None
+    assert message == (f"attiqa-pretrain train: --resume: no training state at {tmp_path / 'new' / 'state.pt'} "
+                       "(the folder does not exist)")
+    assert not (tmp_path / "new").exists()
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text("{}\n")
+    code, message = _pretrain(started, photo_dir, "--resume")
+    assert code is None and f"--resume: no training state at {started / 'state.pt'}" in message
+    assert "--overwrite starts the run again there" in message
+
+
+def test_pretrain_resume_with_a_changed_config_is_refused_naming_the_keys(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    state = (out / "state.pt").read_bytes()
+    code, message = _pretrain(out, photo_dir, "--resume", "--set", "train.lr=0.01", "--set", "synthetic.crop=40")
+    assert code is None and "\n" not in message
+    assert f"--resume: the config differs from the run's {out / 'config.yaml'} in ['synthetic.crop', 'train.lr']" in message
+    assert (out / "state.pt").read_bytes() == state
+    # Keys that do not change the weights may change; the saved config says what ran last.
+    assert _pretrain(out, photo_dir, "--resume", "--set", "train.log_every=7", "--set", "val.levels=4") == (0, "")
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["log_every"] == 7
+
+
+def test_pretrain_resume_reuses_the_runs_config(photo_dir, tmp_path, monkeypatch):
+    import pretrain.train as train_module
+    from pretrain.cli import main
+
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir, "--set", "train.steps=3") == (0, "")
+    seen = {}
+    monkeypatch.setattr(train_module, "_train", lambda cfg, out, dist, **kw: seen.setdefault("cfg", cfg))
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert seen["cfg"].train.steps == 3 and seen["cfg"].synthetic.images == [str(photo_dir)]
+
+
+def test_pretrain_resume_and_overwrite_exclude_each_other(photo_dir, tmp_path):
+    code, message = _pretrain(tmp_path / "run", photo_dir, "--resume", "--overwrite")
+    assert code is None and "give one of them" in message
+
+
+def test_pretrain_out_that_is_a_file_is_a_one_line_error(photo_dir, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    code, message = _pretrain(target, photo_dir)
+    assert code is None and message == f"attiqa-pretrain train: --out {target} is a file, not a folder"
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def test_second_pretrain_process_is_refused_naming_the_holder(photo_dir, tmp_path, held_by_other_process):
+    out = tmp_path / "run"
+    holder = held_by_other_process(out)
+    code, message = _pretrain(out, photo_dir)
+    assert code is None and "\n" not in message
+    assert f"{out} is in use by process {holder.pid} on host {socket.gethostname()!r} (a test holder, since " in message
+    assert "a lock of a process that no longer runs on the same host is taken over automatically" in message
+    assert not (out / "config.yaml").exists()
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over(photo_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    pid = _dead_pid()
+    _write_lock(out, pid)
+    assert _pretrain(out, photo_dir) == (0, "")
+    err = capsys.readouterr().err
+    assert f"attiqa-pretrain train: taking over the lock of process {pid} on host {socket.gethostname()!r}" in err
+    assert "that process no longer runs" in err
+    assert not (out / LOCK_NAME).exists()  # released at the end
+
+
+def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
+    from pretrain.rundir import RunLockError, acquire_lock
+
+    _write_lock(tmp_path / "run", _dead_pid(), host="some-other-machine")
+    with pytest.raises(RunLockError, match=r"on host 'some-other-machine', not this one: if that process is gone, "
+                                           rf"delete {tmp_path / 'run' / LOCK_NAME}"):
+        acquire_lock(tmp_path / "run", "test")
+
+
+def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
+    from pretrain.rundir import acquire_lock
+
+    if not Path(f"/proc/{os.getpid()}/stat").is_file():
+        pytest.skip("process start times are read from /proc (Linux)")
+    # The lock names a live pid (this process's parent) but a start time that is not its own.
+    folder = tmp_path / "run"
+    _write_lock(folder, os.getppid())
+    info = json.loads((folder / LOCK_NAME).read_text())
+    (folder / LOCK_NAME).write_text(json.dumps({**info, "pid_start": "1"}))
+    with acquire_lock(folder, "test") as lock:
+        assert lock.info["pid"] == os.getpid()
+
+
+def test_lock_is_released_when_the_run_fails(tmp_path):
+    from pretrain.rundir import acquire_lock
+
+    with pytest.raises(KeyError):
+        with acquire_lock(tmp_path / "run", "test"):
+            raise KeyError("boom")
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_second_enhance_process_is_refused(enhance_assets, tmp_path, held_by_other_process, capsys):
+    out = tmp_path / "run"
+    holder = held_by_other_process(out)
+    assert _enhance(enhance_assets, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"attiqa-enhance train: error: {out} is in use by process {holder.pid}")
+    assert "\n" not in err
+
+
+def test_second_label_process_is_refused(tmp_path, write_png, held_by_other_process):
+    from pretrain.clip_model import create_clip_teacher
+    from pretrain.label import label_files
+    from pretrain.rundir import RunLockError
+
+    photos = [write_png(tmp_path / "photos" / f"{i}.png", 64, 64, seed=i) for i in range(2)]
+    out = tmp_path / "labels"
+    holder = held_by_other_process(out)
+    teacher = create_clip_teacher(str(REPO / "configs" / "open_clip_tiny.json"), "none")
+    with pytest.raises(RunLockError, match=rf"{out} is in use by process {holder.pid}"):
+        label_files(photos, out, teacher, workers=0, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written, nothing deleted
+    holder.kill()
+    holder.wait()
+    manifest = label_files(photos, out, teacher, workers=0, progress=False)  # its lock is stale now
+    assert manifest["counts"]["labelled"] == 2 and not (out / LOCK_NAME).exists()
+
+
+def test_label_cli_refuses_a_second_process_in_one_line(tmp_path, write_png, held_by_other_process):
+    from pretrain.cli import main
+
+    write_png(tmp_path / "photos" / "a.png", 64, 64)
+    out = tmp_path / "labels"
+    holder = held_by_other_process(out)
+    with pytest.raises(SystemExit) as info:
+        main(["label", "--out", str(out), "--images", str(tmp_path / "photos"), "--workers", "0",
+              "--clip-model", str(REPO / "configs" / "open_clip_tiny.json"), "--clip-pretrained", "none",
+              "--set", "label.device=cpu"])
+    message = str(info.value.code)
+    assert message.startswith(f"error: {out} is in use by process {holder.pid}") and "\n" not in message
+    assert not (out / "config.yaml").exists()
+
+
+# --------------------------------------------------------------------------- enhance train
+
+
+def test_enhance_refuses_a_finished_run_and_overwrite_replaces_it(enhance_assets, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _enhance(enhance_assets, out) == 0
+    weights = (out / "enhancer.safetensors").read_bytes()
+    capsys.readouterr()
+    assert _enhance(enhance_assets, out, **{"train.lr": 0.01}) == 2
+    err = capsys.readouterr().err
+    assert f"attiqa-enhance train: error: {out} already holds a run (config.yaml, checkpoint.pt, " \
+           "enhancer.safetensors, metrics.json, tb)" in err
+    assert (out / "enhancer.safetensors").read_bytes() == weights
+    assert _enhance(enhance_assets, out, "--overwrite", **{"train.lr": 0.01}) == 0
+    err = capsys.readouterr().err
+    assert "attiqa-enhance train: --overwrite: removed the previous run's config.yaml, checkpoint.pt" in err
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("change, keys", [({"train.lr": 0.01}, "['train.lr']"),
+                                          ({"train.steps": 3}, "['train.steps']"),
+                                          ({"data.crop_size": 40}, "['data.crop_size']")])
+def test_enhance_resume_with_a_changed_config_is_refused(enhance_assets, tmp_path, capsys, change, keys):
+    out = tmp_path / "run"
+    assert _enhance(enhance_assets, out) == 0
+    checkpoint = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert _enhance(enhance_assets, out, "--resume", **change) == 2
+    err = capsys.readouterr().err
+    assert f"attiqa-enhance train: error: --resume: the config differs from the run's {out / 'config.yaml'} in {keys}" in err
+    assert (out / "checkpoint.pt").read_bytes() == checkpoint
+
+
+def test_enhance_resume_allows_keys_that_do_not_change_the_weights(enhance_assets, tmp_path):
+    out = tmp_path / "run"
+    assert _enhance(enhance_assets, out) == 0
+    assert _enhance(enhance_assets, out, "--resume", **{"train.log_every": 1, "val.grid_images": 1,
+                                                        "data.num_workers": 0}) == 0
+
+
+# --------------------------------------------------------------------------- infer
+
+
+@pytest.fixture
+def infer_setup(tmp_path):
+    from attiqa_loss.io import save_image
+    from enhancement.unet import UNet
+    from enhancement.weights import save_enhancer
+
+    quality = write_quality_model(tmp_path / "q.safetensors")
+    torch.manual_seed(0)
+    enhancer = save_enhancer(UNet(width=4, depth=2, blocks=1), tmp_path / "enhancer.safetensors",
+                             training={"attiqa_checkpoint": str(quality)})
+    data = tmp_path / "in"
+    save_image(smooth_texture(40, 44, seed=1), data / "a.png")
+    save_image(smooth_texture(36, 40, seed=2), data / "sub" / "b.png")
+    return {"enhancer": enhancer, "data": data}
+
+
+def _infer(setup, out, *extra, data=None):
+    from enhancement import cli
+
+    return cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data or setup["data"]),
+                     "--out", str(out), "--no-progress", *extra])
+
+
+def test_infer_refuses_out_inside_data(infer_setup, capsys):
+    data = infer_setup["data"]
+    assert _infer(infer_setup, data / "enhanced") == 2
+    err = capsys.readouterr().err
+    assert f"attiqa-enhance infer: error: --out {data / 'enhanced'} is inside --data {data}" in err
+    assert not (data / "enhanced").exists()
+
+
+def test_infer_refuses_data_inside_out(infer_setup, capsys):
+    data = infer_setup["data"]
+    assert _infer(infer_setup, data.parent) == 2
+    assert f"--data {data} is inside --out {data.parent}" in capsys.readouterr().err
+
+
+def test_infer_never_overwrites_without_overwrite(infer_setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _infer(infer_setup, out) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert _infer(infer_setup, out) == 2
+    err = capsys.readouterr().err
+    assert f"attiqa-enhance infer: error: 3 output file(s) already exist in {out}" in err
+    assert "pass --overwrite to replace them" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert _infer(infer_setup, out, "--overwrite") == 0
+    assert "--overwrite: 3 existing output file(s)" in capsys.readouterr().err
+
+
+def test_infer_into_a_folder_with_other_files_is_fine(infer_setup, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "unrelated.png").write_bytes(b"not ours")
+    assert _infer(infer_setup, out) == 0
+    assert (out / "unrelated.png").read_bytes() == b"not ours"
+
+
+def test_infer_of_a_single_file_never_replaces_it(infer_setup, capsys):
+    data = infer_setup["data"]
+    assert _infer(infer_setup, data, "--overwrite", data=data / "a.png") == 2
+    assert "--out must differ from the input folder" in capsys.readouterr().err
+    assert _infer(infer_setup, data / "sub" / "..", "--overwrite", data=data / "a.png") == 2
+
+
+def test_demo_refuses_an_earlier_run_unless_overwrite(tmp_path, tiny_checkpoint_path, write_png, capsys):
+    from enhancement.demo import main
+
+    photos = tmp_path / "photos"
+    for i in range(6):
+        write_png(photos / f"{i}.png", 64, 64, seed=i)
+    out = tmp_path / "demo"
+    args = ["--out", str(out), "--steps", "1", "--checkpoint", str(tiny_checkpoint_path), "--data", str(photos),
+            "--set", "data.crop_size=32", "--set", "val.crop_size=32", "--set", "data.val_images=2",
+            "--set", "model.width=4", "--set", "model.depth=2", "--set", "train.batch_size=2",
+            "--set", "loss.lpips_weight=0", "--set", "val.lpips=false", "--set", "train.progress=false"]
+    assert main(args) == 0
+    weights = (out / "enhancer.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match=r"attiqa-enhance demo: .* already holds a run \(config.yaml, checkpoint.pt"):
+        main(args)
+    assert (out / "enhancer.safetensors").read_bytes() == weights
+    assert main(args + ["--overwrite"]) == 0
+    assert "--overwrite: removed the previous run's" in capsys.readouterr().err
