@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     from .checkpoint import CheckpointError
-    from .io import list_images
+    from .io import ImageListing, scan_images
     from .loss import load_attiqa
     from .scoring import compare_folders, folder_scores_from_rows, score_files
     from .validation import check_device
@@ -237,10 +237,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for p in args.paths:  # the same folder named twice (x, ./x, /abs/x) counts once
         paths.setdefault(os.path.abspath(p), p)
     try:
-        per_path = {p: list_images([p]) for p in paths.values()}
+        listings = {p: scan_images([p]) for p in paths.values()}
     except FileNotFoundError as exc:
         print(f"attiqa-score: {exc}", file=sys.stderr)
         return 2
+    per_path = {p: listing.files for p, listing in listings.items()}
+    skipped = ImageListing(skipped=[s for listing in listings.values() for s in listing.skipped])
+    if skipped.skipped:  # not image files, dangling symlinks, ...: counted, never silently dropped
+        print(f"attiqa-score: {skipped.summary()}", file=sys.stderr)
     files = list(dict.fromkeys(f for fs in per_path.values() for f in fs))
     if not files:
         print("attiqa-score: no image files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)

@@ -155,7 +155,8 @@ def score_folder(
     """Score every image under ``folder`` (searched recursively), or one image file.
 
     Args:
-        folder: a folder of images (``.png .jpg .jpeg .bmp .tif .tiff .webp .ppm``) or one file.
+        folder: a folder of images (:data:`attiqa_loss.io.IMAGE_EXTENSIONS`: ``.png .jpg .jpeg
+            .bmp .tif .tiff .webp .ppm .pgm .pnm .gif``) or one file.
         net: the quality network; default: ``load_attiqa(checkpoint)``.
         checkpoint: a ``.safetensors`` model used when ``net`` is None (None: the model
             embedded in the package).

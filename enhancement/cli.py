@@ -172,9 +172,9 @@ def run_infer(args: argparse.Namespace) -> int:
         DEFAULT_JPEG_QUALITY,
         SCORES_FILENAME,
         enhance_files,
-        list_inputs,
         output_collisions,
         output_name,
+        scan_inputs,
         summarize,
         write_scores_csv,
     )
@@ -188,10 +188,13 @@ def run_infer(args: argparse.Namespace) -> int:
         return 2
     try:
         model, training = load_enhancer(args.checkpoint)
-        files = list_inputs(args.data)
+        listing = scan_inputs(args.data)
     except (FileNotFoundError, ValueError) as exc:
         _say(f"infer: error: {exc}")
         return 2
+    files = listing.files
+    if listing.skipped:
+        _say(f"infer: {listing.summary()}")
     if not files:
         _say(f"infer: error: no images found in {args.data}")
         return 2

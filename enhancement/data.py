@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from attiqa_loss.io import list_images, read_image
+from attiqa_loss.io import read_image, scan_images
 from pretrain.state import step_generator
 
 from .synthesis import augment_together
@@ -43,12 +43,14 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
 
 
-def list_pairs(folder: PathLike) -> List[Tuple[Path, Path]]:
+def list_pairs(folder: PathLike, skipped: Optional[List[Tuple[Path, str]]] = None) -> List[Tuple[Path, Path]]:
     """``(low, high)`` path pairs from ``folder/low`` and ``folder/high``.
 
     Files pair up by their path relative to ``low/``/``high/`` without the extension
     (``low/a.jpg`` pairs with ``high/a.png``). Raises ``FileNotFoundError`` when a
     sub-folder is missing and ``ValueError`` listing names found on one side only.
+    Entries the listing leaves out (not image files, dangling symlinks, ...) are
+    appended to ``skipped`` as ``(path, reason)`` when it is given.
     """
     folder = Path(folder)
     sides = {}
@@ -57,7 +59,10 @@ def list_pairs(folder: PathLike) -> List[Tuple[Path, Path]]:
             raise FileNotFoundError(
                 f"paired data needs {folder / side}/ (with {folder}/low and {folder}/high), not found"
             )
-        files = list_images([folder / side])
+        listing = scan_images([folder / side])
+        if skipped is not None:
+            skipped += listing.skipped
+        files = listing.files
         sides[side] = {str(f.relative_to(folder / side).with_suffix("")): f for f in files}
     only_low = sorted(set(sides["low"]) - set(sides["high"]))
     only_high = sorted(set(sides["high"]) - set(sides["low"]))
@@ -70,13 +75,22 @@ def list_pairs(folder: PathLike) -> List[Tuple[Path, Path]]:
     return [(sides["low"][k], sides["high"][k]) for k in sorted(sides["low"])]
 
 
-def list_items(folder: PathLike, mode: str) -> List[Item]:
-    """Training items of ``folder`` for ``mode`` (pairs for ``paired``, files otherwise)."""
+def list_items(folder: PathLike, mode: str, skipped: Optional[List[Tuple[Path, str]]] = None) -> List[Item]:
+    """Training items of ``folder`` for ``mode`` (pairs for ``paired``, files otherwise).
+
+    What the listing leaves out (:func:`attiqa_loss.io.scan_images`) is appended to
+    ``skipped`` as ``(path, reason)`` when it is given."""
     _check_mode(mode)
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data folder not found: {folder}")
-    items: List[Item] = list_pairs(folder) if mode == "paired" else list_images([folder])
+    if mode == "paired":
+        items: List[Item] = list_pairs(folder, skipped)
+    else:
+        listing = scan_images([folder])
+        if skipped is not None:
+            skipped += listing.skipped
+        items = list(listing.files)
     if not items:
         looked_for = "low/ and high/ pairs" if mode == "paired" else "image files"
         raise ValueError(f"no images found in {folder} (looked for {looked_for})")

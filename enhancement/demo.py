@@ -99,7 +99,7 @@ def save_samples(cfg, out: Path) -> Path:
     from .train import _build_data
     from .weights import load_enhancer
 
-    _, val = _build_data(cfg)
+    _, val, _ = _build_data(cfg)
     model, _ = load_enhancer(out)
     folder = out / "samples"
     with torch.no_grad():

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from attiqa_loss.io import atomic_write, list_images, read_image, save_image
+from attiqa_loss.io import ImageListing, atomic_write, read_image, save_image, scan_images
 from attiqa_loss.validation import MIN_SIZE
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "write_scores_csv",
     "summarize",
     "list_inputs",
+    "scan_inputs",
 ]
 
 SCORES_FILENAME = "scores.csv"
@@ -148,6 +149,12 @@ def summarize(rows: Sequence[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def scan_inputs(data: Path) -> ImageListing:
+    """Images to enhance (every image under ``data``, a folder, or ``data`` itself) and
+    what was skipped there and why (:func:`attiqa_loss.io.scan_images`)."""
+    return scan_images([data])
+
+
 def list_inputs(data: Path) -> List[Path]:
     """Images to enhance: every image under ``data`` (a folder), or ``data`` itself."""
-    return list_images([data])
+    return scan_inputs(data).files

@@ -28,7 +28,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from attiqa_loss import AttiqaLoss
-from attiqa_loss.io import atomic_write
+from attiqa_loss.io import ImageListing, atomic_write
 from pretrain.config import config_to_dict, save_config
 from pretrain.distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pretrain.rundir import prepare_run_dir
@@ -71,13 +71,16 @@ def _degrade_fn(cfg: EnhanceConfig):
     return functools.partial(synthesize_noise, **dataclasses.asdict(cfg.data.noise))
 
 
-def _build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]]]:
+def _build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]], List[Tuple[Path, str]]]:
+    """The training set, the decoded validation set, and ``(path, reason)`` of every file
+    left out (by the listing: not an image, dangling symlink, ...)."""
     d = cfg.data
     if not d.train_dir:
         raise ValueError("no training images: pass --data DIR or set data.train_dir")
-    items = list_items(d.train_dir, d.mode)
+    skipped: List[Tuple[Path, str]] = []
+    items = list_items(d.train_dir, d.mode, skipped)
     if d.val_dir:
-        val_items = list_items(d.val_dir, d.mode)
+        val_items = list_items(d.val_dir, d.mode, skipped)
     else:
         items, val_items = split_holdout(items, d.val_images, cfg.train.seed)
     degrade = _degrade_fn(cfg)
@@ -87,7 +90,7 @@ def _build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]
     val = load_validation(
         val_items, d.mode, crop_size=cfg.val.crop_size, degrade=degrade, max_side=d.max_side, seed=cfg.train.seed
     )
-    return dataset, val
+    return dataset, val, skipped
 
 
 def _amp_context(amp: str, device: torch.device):
@@ -152,7 +155,7 @@ class _Trainer:
             lpips_model=self.lpips if weights["lpips"] > 0 else None,
             attiqa=self.quality if weights["attiqa"] > 0 else None,
         )
-        self.dataset, self.val = _build_data(cfg)
+        self.dataset, self.val, self.skipped = _build_data(cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         schedule = functools.partial(warmup_cosine, warmup=t.warmup_steps, total=t.steps, min_ratio=t.min_lr / t.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
@@ -230,6 +233,7 @@ class _Trainer:
             "steps": self.step,
             "metrics": self.last_metrics,
             "attiqa_checkpoint": self.cfg.loss.attiqa_checkpoint,
+            "skipped_files": [{"path": str(p), "reason": r} for p, r in self.skipped],
         }
         save_enhancer(self.eval_model(), self.out_dir / ENHANCER_FILENAME, training=training)
         with atomic_write(self.out_dir / "metrics.json", "w") as f:
@@ -343,6 +347,10 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
                 f"steps {trainer.step}->{cfg.train.steps}; loss terms {trainer.objective.weights}",
                 file=sys.stderr,
             )
+            if trainer.skipped:
+                summary = ImageListing(skipped=trainer.skipped).summary()
+                print(f"attiqa-enhance: {summary} (listed in enhancer.safetensors, training.skipped_files)",
+                      file=sys.stderr)
         return trainer.run()
     finally:
         if lock is not None:

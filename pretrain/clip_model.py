@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -309,6 +308,12 @@ def pseudo_labels(features: torch.Tensor, pole_features: torch.Tensor, tau: floa
 def load_clip_image(path: PathLike, size: Tuple[int, int], resize_mode: str = "shortest", *, draft: bool = True):
     """Decode an image and apply CLIP's geometry: ``(3, H, W)`` uint8 at ``size``.
 
+    Decoding is :func:`attiqa_loss.io.decode_image`, the reader of every other command:
+    EXIF orientation is applied, 16-bit images are resized in float and rounded to 8 bits
+    only at the end, grey/palette/alpha/CMYK become RGB, and an oversized file is an
+    :class:`attiqa_loss.io.ImageTooLarge` error. For ordinary 8-bit RGB files the result
+    is what it always was (Pillow's RGB conversion and bicubic resize on 8-bit data).
+
     ``"shortest"``: bicubic resize of the shorter side to the crop size, then a centre
     crop (what open_clip's evaluation transform does); ``"squash"``: resize to ``size``.
     With ``draft`` a large JPEG is decoded at a reduced DCT scale first (never below the
@@ -317,29 +322,27 @@ def load_clip_image(path: PathLike, size: Tuple[int, int], resize_mode: str = "s
     """
     from PIL import Image
 
+    from attiqa_loss.io import decode_image
+
     th, tw = size
-    with Image.open(path) as im:
-        if draft and im.format == "JPEG":
-            im.draft("RGB", (tw, th) if resize_mode == "squash" else (max(th, tw), max(th, tw)))
-        im = im.convert("RGB")
-        w, h = im.size
-        if resize_mode == "squash":
-            im = im.resize((tw, th), Image.BICUBIC)
+    im = decode_image(path, draft=((tw, th) if resize_mode == "squash" else (max(th, tw), max(th, tw))) if draft else None)
+    w, h = im.size
+    if resize_mode == "squash":
+        im = im.resize((tw, th), Image.BICUBIC)
+    else:
+        short_target = min(th, tw)
+        if w <= h:
+            nw, nh = short_target, int(short_target * h / w)
         else:
-            short_target = min(th, tw)
-            if w <= h:
-                nw, nh = short_target, int(short_target * h / w)
-            else:
-                nw, nh = int(short_target * w / h), short_target
-            if (nw, nh) != (w, h):
-                im = im.resize((nw, nh), Image.BICUBIC)
-            left = int(round((nw - tw) / 2.0))
-            top = int(round((nh - th) / 2.0))
-            if left < 0 or top < 0:
-                raise ValueError(f"{path}: cannot centre-crop {nw}x{nh} to {tw}x{th}")
-            im = im.crop((left, top, left + tw, top + th))
-        arr = np.asarray(im, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+            nw, nh = int(short_target * w / h), short_target
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), Image.BICUBIC)
+        left = int(round((nw - tw) / 2.0))
+        top = int(round((nh - th) / 2.0))
+        if left < 0 or top < 0:
+            raise ValueError(f"{path}: cannot centre-crop {nw}x{nh} to {tw}x{th}")
+        im = im.crop((left, top, left + tw, top + th))
+    return im.to_uint8()
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from attiqa_loss.attributes import ATTRIBUTES
-from attiqa_loss.io import list_images
+from attiqa_loss.io import ImageListing, scan_images
 
 from .clip_model import (
     ClipSection,
@@ -64,6 +64,7 @@ __all__ = [
     "add_arguments",
     "run",
     "list_label_inputs",
+    "scan_label_inputs",
     "label_files",
     "read_labels",
     "read_embeddings",
@@ -134,7 +135,14 @@ class LabelConfig:
 
 
 def list_label_inputs(images: Optional[Union[str, os.PathLike]] = None, file_list: Optional[Union[str, os.PathLike]] = None) -> List[Path]:
-    """The sorted, de-duplicated absolute paths to label.
+    """The sorted, de-duplicated absolute paths to label (:func:`scan_label_inputs` without
+    the list of what was skipped)."""
+    return scan_label_inputs(images, file_list).files
+
+
+def scan_label_inputs(images: Optional[Union[str, os.PathLike]] = None,
+                      file_list: Optional[Union[str, os.PathLike]] = None) -> ImageListing:
+    """The sorted, de-duplicated absolute paths to label, and the folder entries skipped.
 
     Args:
         images: a folder, searched recursively for image files.
@@ -142,16 +150,23 @@ def list_label_inputs(images: Optional[Union[str, os.PathLike]] = None, file_lis
             ignored; relative paths are relative to the list's folder). Listed files that
             do not exist are kept: they are skipped and reported like unreadable ones.
 
+    The folder is listed by :func:`attiqa_loss.io.scan_images` (the lister of every
+    command): what it skips (files that are not images, dangling symlinks, ...) is in
+    :attr:`~attiqa_loss.io.ImageListing.skipped` with the reason.
+
     Raises:
         ValueError: neither source given. FileNotFoundError: a source does not exist.
     """
     if images is None and file_list is None:
         raise ValueError("nothing to label: give --images DIR and/or --file-list TXT")
     found: List[Path] = []
+    skipped: List[Tuple[Path, str]] = []
     if images is not None:
         if not Path(images).is_dir():
             raise FileNotFoundError(f"--images must be a folder, got {images}")
-        found += [p.resolve() for p in list_images([images])]
+        listing = scan_images([images])
+        found += [p.resolve() for p in listing.files]
+        skipped += listing.skipped
     if file_list is not None:
         lst = Path(file_list)
         if not lst.is_file():
@@ -162,7 +177,7 @@ def list_label_inputs(images: Optional[Union[str, os.PathLike]] = None, file_lis
                 continue
             p = Path(line).expanduser()
             found.append((p if p.is_absolute() else lst.parent / p).resolve())
-    return sorted(set(found))
+    return ImageListing(files=sorted(set(found)), skipped=skipped)
 
 
 class _ClipImages(torch.utils.data.Dataset):
@@ -231,6 +246,7 @@ def label_files(
     on_shard_written: Optional[Callable[[int, Path], None]] = None,
     progress: bool = True,
     lock: bool = True,
+    listing_skipped: Sequence[Tuple[Union[str, os.PathLike], str]] = (),
 ) -> Optional[Dict[str, Any]]:
     """Label ``files`` into ``out_dir`` (resumable, sharded, rank-parallel).
 
@@ -251,6 +267,8 @@ def label_files(
         progress: show a tqdm bar (rank 0 only).
         lock: hold ``out_dir``'s lock file while labelling (a second process is refused,
             see :mod:`pretrain.rundir`); False when the caller holds it already.
+        listing_skipped: ``(path, reason)`` of folder entries the listing left out
+            (:func:`scan_label_inputs`); recorded in the manifest (``listing_skipped``).
 
     Returns:
         The manifest on rank 0, ``None`` on other ranks.
@@ -264,14 +282,15 @@ def label_files(
         return _label_files(files, out_dir, teacher, prompt_set, shard_size=shard_size, batch_size=batch_size,
                             workers=workers, precision=precision, jpeg_draft=jpeg_draft, init_seed=init_seed,
                             info=info, prompts_source=prompts_source, on_shard_written=on_shard_written,
-                            progress=progress)
+                            progress=progress, listing_skipped=listing_skipped)
     finally:
         if held is not None:
             held.release()
 
 
 def _label_files(files, out_dir, teacher, prompt_set, *, shard_size, batch_size, workers, precision, jpeg_draft,
-                 init_seed, info, prompts_source, on_shard_written, progress) -> Optional[Dict[str, Any]]:
+                 init_seed, info, prompts_source, on_shard_written, progress,
+                 listing_skipped=()) -> Optional[Dict[str, Any]]:
     from tqdm import tqdm
 
     prompt_set = prompt_set or default_prompt_set()
@@ -371,11 +390,13 @@ def _label_files(files, out_dir, teacher, prompt_set, *, shard_size, batch_size,
     manifest = _manifest(
         out_dir, plan, prompts_source, info.world_size, total_images, max_elapsed, int(total_written), num_shards
     )
+    manifest["listing_skipped"] = [{"path": str(p), "reason": r} for p, r in listing_skipped]
     write_json(out_dir / MANIFEST_NAME, manifest)
     rate = manifest["run"]["images_per_s"]
+    not_listed = f", {len(listing_skipped)} folder entries not listed" if listing_skipped else ""
     print(
-        f"labelled {manifest['counts']['labelled']} images ({manifest['counts']['skipped']} skipped) in {out_dir}; "
-        f"this run: {int(total_images)} images in {max_elapsed:.1f} s = {rate:.1f} images/s",
+        f"labelled {manifest['counts']['labelled']} images ({manifest['counts']['skipped']} skipped{not_listed}) "
+        f"in {out_dir}; this run: {int(total_images)} images in {max_elapsed:.1f} s = {rate:.1f} images/s",
         file=sys.stderr,
     )
     return manifest
@@ -520,9 +541,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        files = list_label_inputs(cfg.data.images, cfg.data.file_list)
+        listing = scan_label_inputs(cfg.data.images, cfg.data.file_list)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    files = listing.files
+    if listing.skipped and int(os.environ.get("RANK", "0")) == 0:
+        print(f"attiqa-pretrain label: {listing.summary()}", file=sys.stderr)
     if not files:
         raise SystemExit(f"error: no image files found in {cfg.data.images or cfg.data.file_list}")
     try:
@@ -559,6 +583,7 @@ def run(args: argparse.Namespace) -> int:
             dist_info=info,
             prompts_source=cfg.label.prompts or "default (attiqa_loss.ATTRIBUTES.prompts x DEFAULT_TEMPLATES)",
             lock=False,
+            listing_skipped=listing.skipped,
         )
     finally:
         if held is not None:

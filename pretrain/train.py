@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
-from attiqa_loss.io import list_images
+from attiqa_loss.io import ImageListing, scan_images
 from attiqa_loss.validation import MIN_SIZE
 
 from .config import add_config_arguments, check_minimums, config_from_args, config_to_dict, save_config
@@ -190,7 +190,10 @@ def _lr_lambda(warmup: int, total: int):
 
 
 def _build_synthetic(cfg: PretrainConfig):
-    files = list_images(cfg.synthetic.images)
+    """The synthetic teacher, its training and held-out files, and ``(path, reason)`` of
+    every file left out (by the listing: not an image, dangling symlink, ...)."""
+    listing = scan_images(cfg.synthetic.images)
+    files, skipped = listing.files, list(listing.skipped)
     train_files, held_files = split_holdout(files, cfg.synthetic.holdout_every)
     teacher = SyntheticTeacher(
         load_photos(train_files, max_side=cfg.synthetic.max_side, min_side=cfg.synthetic.crop // 2),
@@ -202,7 +205,7 @@ def _build_synthetic(cfg: PretrainConfig):
         families=resolve_families(cfg.synthetic.families),
         nuisance_weights=cfg.synthetic.nuisance_weights,
     )
-    return teacher, train_files, held_files
+    return teacher, train_files, held_files, skipped
 
 
 def validate(
@@ -288,10 +291,14 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
         model = nn.parallel.DistributedDataParallel(plain, device_ids=[device.index] if device.type == "cuda" else None)
 
     synthetic = held = None
+    skipped: List = []
     n_clip = 0
     if cfg.synthetic.enabled:
-        synthetic, train_files, held_files = _build_synthetic(cfg)
+        synthetic, train_files, held_files, skipped = _build_synthetic(cfg)
         held = list(held_files)
+        if skipped and dist.is_main:
+            print(f"synthetic teacher: {ImageListing(skipped=skipped).summary()} "
+                  "(listed in the checkpoint's training.skipped_files)", file=sys.stderr)
     clip = None
     if cfg.clip.enabled:
         # One batch holds both teachers' images, so with the synthetic teacher on, CLIP
@@ -438,6 +445,7 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
             "steps": cfg.train.steps,
             "world_size": dist.world_size,
             "holdout_files": [str(f) for f in (held or [])],
+            "skipped_files": [{"path": str(p), "reason": r} for p, r in skipped],
             "val_srcc": last_val,
             "wall_time_s_this_run": round(elapsed, 1),
         }
