@@ -36,6 +36,32 @@ its counterpart in the first folder (columns folder, name and <attribute>_diff).
 
 Row = Tuple[str, List[float]]
 
+#: ``--max-side`` unless given (``attiqa-score`` and ``attiqa-enhance infer``): a longer
+#: side of 4096 px keeps a 12-megapixel phone photo whole and bounds the memory one image
+#: needs (about 3-4 GB for the default network on the CPU; a 6000x4500 photo took 5.9 GB).
+DEFAULT_MAX_SIDE = 4096
+
+
+def max_side_arg(text: str) -> Optional[int]:
+    """``--max-side`` values: an integer, or ``none`` (full size, no limit)."""
+    if text.strip().lower() in ("none", "full", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+
+
+def resized_note(prog: str, resized: Sequence[Tuple[str, Tuple[int, int], Tuple[int, int]]], max_side: int,
+                 verb: str = "scored") -> List[str]:
+    """The lines that say which images ``--max-side`` downscaled (empty when none was)."""
+    if not resized:
+        return []
+    lines = [f"{prog}: {len(resized)} image(s) longer than {max_side} px were {verb} on a downscaled copy "
+             f"(--max-side {max_side}; --max-side none keeps the full size):"]
+    lines += [f"  {path}: {w}x{h} -> {nw}x{nh}" for path, (w, h), (nw, nh) in resized]
+    return lines
+
 
 def __getattr__(name: str) -> Any:
     if name == "score_files":  # kept importable from here; it lives in attiqa_loss.scoring
@@ -185,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attiqa-score",
         description=_HEADER,
         formatter_class=PlainHelpFormatter,
-        epilog="Exit status 1 if any file could not be read or scored (the rest are still scored);\n"
+        epilog="Exit status 1 if any file could not be read or scored, out-of-memory included (the rest are still "
+        "scored);\n"
         "2 if a path does not exist, no image was found, or the model cannot be loaded.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
@@ -196,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="images decoded per step; equal sizes share a batch")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in-process)")
-    p.add_argument("--max-side", type=int, default=None, help="downscale images whose longer side exceeds this")
+    p.add_argument("--max-side", type=max_side_arg, default=DEFAULT_MAX_SIDE, metavar="N",
+                   help=f"downscale images whose longer side exceeds N px before scoring (default {DEFAULT_MAX_SIDE}, "
+                   "which bounds the memory of one image; 'none': full size); downscaled images are named on stderr")
     p.add_argument(
         "--logdir",
         type=Path,
@@ -254,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, CheckpointError) as exc:
         print(f"attiqa-score: cannot load the model: {exc}", file=sys.stderr)
         return 2
+    resized: List[Tuple[str, Tuple[int, int], Tuple[int, int]]] = []
     rows, failures = score_files(
         net,
         files,
@@ -262,6 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_workers=args.workers,
         max_side=args.max_side,
         progress=not args.no_progress,
+        resized=resized,
     )
     by_file = dict(rows)
     folders = [folder_scores_from_rows(p, [(str(f), by_file[str(f)]) for f in fs if str(f) in by_file])
@@ -284,6 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runs = {name: folder.scores.tolist() for name, folder in zip(run_names(list(per_path)), folders)}
         _write_tensorboard(args.logdir, {k: v for k, v in runs.items() if v})
         print(f"attiqa-score: TensorBoard logs in {args.logdir} (tensorboard --logdir {args.logdir})", file=sys.stderr)
+    for line in resized_note("attiqa-score", resized, args.max_side):
+        print(line, file=sys.stderr)
     if failures:
         print(f"attiqa-score: {len(failures)} of {len(files)} file(s) could not be scored:", file=sys.stderr)
         for path, reason in failures:

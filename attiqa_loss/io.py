@@ -31,6 +31,7 @@ __all__ = [
     "list_images",
     "decode_image",
     "read_image",
+    "read_image_with_size",
     "save_image",
     "ImageFiles",
 ]
@@ -223,6 +224,12 @@ class ImageListing:
                 shown = ", ".join(str(q) for q in paths[:limit]) + (", ..." if len(paths) > limit else "")
                 parts.append(f"{len(paths)} {reason}: {shown}")
         return f"{len(self.skipped)} file(s) skipped: " + "; ".join(parts)
+
+
+    def lines(self, indent: str = "  ") -> List[str]:
+        """``"<indent><path>: <reason>"`` for every skipped entry whose reason points at a
+        problem (files that are simply not images are left out)."""
+        return [f"{indent}{path}: {reason}" for path, reason in self.skipped if not reason.startswith(_QUIET_REASONS)]
 
 
 #: Skip reasons that are counted but whose files are not named in a summary.
@@ -659,16 +666,23 @@ def read_image(path: PathLike, *, max_side: Optional[int] = None, max_pixels: Op
     in float for deep images) so its longer side is at most that many pixels. Raises
     ``OSError``/``ValueError`` for unreadable files.
     """
+    return read_image_with_size(path, max_side=max_side, max_pixels=max_pixels)[0]
+
+
+def read_image_with_size(path: PathLike, *, max_side: Optional[int] = None,
+                         max_pixels: Optional[int] = None) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """:func:`read_image`, plus the file's own ``(width, height)`` (upright), so that a
+    caller can say when ``max_side`` downscaled it."""
     from PIL import Image
 
     image = decode_image(path, max_pixels=max_pixels)
-    size = image.size
+    original = size = image.size
     if max_side is not None and max(size) > max_side:
         scale = max_side / max(size)
         size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
     if size != image.size:
         image = image.resize(size, Image.BOX)
-    return image.to_tensor()
+    return image.to_tensor(), original
 
 
 def save_image(image: torch.Tensor, path: PathLike, *, quality: Optional[int] = None) -> None:
@@ -694,23 +708,30 @@ class ImageFiles(torch.utils.data.Dataset):
     """A dataset over image files that reports decode failures instead of raising.
 
     Item ``i`` is ``(image or None, str(path), error message or "")`` where ``image`` is
-    ``(3, H, W)`` float in [0, 1] from :func:`read_image`. Use :meth:`collate` as the
-    DataLoader's ``collate_fn`` (it keeps failures as ``None`` entries).
+    ``(3, H, W)`` float in [0, 1] from :func:`read_image`; with ``report_size=True`` a
+    fourth element is the file's own ``(width, height)`` (None on failure), to tell
+    which images ``max_side`` downscaled. Use :meth:`collate` as the DataLoader's
+    ``collate_fn`` (it keeps failures as ``None`` entries). Decoding failures, memory
+    errors included, are reported per file, never raised.
     """
 
-    def __init__(self, files: Sequence[PathLike], *, max_side: Optional[int] = None) -> None:
+    def __init__(self, files: Sequence[PathLike], *, max_side: Optional[int] = None,
+                 report_size: bool = False) -> None:
         self.files = [Path(f) for f in files]
         self.max_side = max_side
+        self.report_size = report_size
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], str, str]:
+    def __getitem__(self, index: int) -> tuple:
         path = self.files[index]
         try:
-            return read_image(path, max_side=self.max_side), str(path), ""
+            image, size = read_image_with_size(path, max_side=self.max_side)
+            item: tuple = (image, str(path), "", size)
         except Exception as exc:  # any decoder failure is reported per file, never fatal
-            return None, str(path), f"{type(exc).__name__}: {exc}"
+            item = (None, str(path), f"{type(exc).__name__}: {exc}", None)
+        return item if self.report_size else item[:3]
 
     @staticmethod
     def collate(batch):

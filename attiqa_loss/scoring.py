@@ -26,9 +26,39 @@ from .io import ImageFiles, list_images
 from .network import AttiqaNet
 from .validation import MIN_SIZE
 
-__all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders"]
+__all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders", "MAX_BATCH_PIXELS",
+           "failure_reason"]
 
 PathLike = Union[str, os.PathLike]
+
+
+#: Pixels one forward pass may hold (images of equal size share a pass up to this many):
+#: about 2.6 GB of activations for the default network on the CPU, so that a batch of
+#: large photos is scored one by one instead of all at once.
+MAX_BATCH_PIXELS = 12_000_000
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text or "failed to allocate" in text)
+
+
+def _free_device_memory(device: Union[str, torch.device]) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def failure_reason(exc: BaseException, shape: Optional[Sequence[int]] = None) -> str:
+    """One line for a file that failed while it was being processed (not decoded):
+    memory errors say the image size and point at ``--max-side``."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if _is_memory_error(exc):
+        size = f" a {shape[-1]}x{shape[-2]} image" if shape is not None else ""
+        return f"out of memory scoring{size} ({type(exc).__name__}: {first}); a smaller --max-side bounds the memory"
+    return f"{type(exc).__name__}: {first}"
 
 
 def score_files(
@@ -40,8 +70,14 @@ def score_files(
     num_workers: int = 0,
     max_side: Optional[int] = None,
     progress: bool = True,
+    resized: Optional[List[Tuple[str, Tuple[int, int], Tuple[int, int]]]] = None,
 ) -> Tuple[List[Tuple[str, List[float]]], List[Tuple[str, str]]]:
     """Score image files; images of equal size are batched together.
+
+    Every failure is one file's: a file that cannot be decoded, is smaller than 32x32, or
+    whose forward pass fails (an out-of-memory error included) is listed in the failures
+    and the rest are scored. A batch that fails is retried image by image. Images of
+    equal size share a forward pass only up to :data:`MAX_BATCH_PIXELS` pixels.
 
     Args:
         net: the quality network (moved to ``device`` and put in eval mode).
@@ -51,6 +87,8 @@ def score_files(
         num_workers: DataLoader decoding processes (0: in this process).
         max_side: downscale images whose longer side exceeds this before scoring.
         progress: a tqdm bar on stderr.
+        resized: if a list is given, ``(path, (width, height) of the file, (width,
+            height) scored)`` is appended for each image that ``max_side`` downscaled.
 
     Returns:
         ``(scores, failures)``: ``scores`` is a list of ``(path, [s_1..s_5])`` in input
@@ -60,7 +98,7 @@ def score_files(
 
     files = [Path(f) for f in files]
     loader = torch.utils.data.DataLoader(
-        ImageFiles(files, max_side=max_side),
+        ImageFiles(files, max_side=max_side, report_size=True),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=ImageFiles.collate,
@@ -68,23 +106,43 @@ def score_files(
     results: Dict[str, List[float]] = {}
     failures: List[Tuple[str, str]] = []
     net = net.to(device).eval()
+
+    def forward(items) -> None:
+        reason = None
+        try:
+            out = net(torch.stack([im for im, _ in items]).to(device).clamp_(0, 1)).float().cpu().tolist()
+        except Exception as exc:  # memory errors too: retried one by one, then that file fails alone
+            reason = failure_reason(exc, tuple(items[0][0].shape))
+        if reason is None:
+            for (_, path), row in zip(items, out):
+                results[path] = row
+            return
+        _free_device_memory(device)  # (outside the except block: the failed pass is released)
+        if len(items) > 1:
+            for item in items:
+                forward([item])
+        else:
+            failures.append((items[0][1], reason))
+
     with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr) as bar:
         for chunk in loader:
             groups = defaultdict(list)
-            for image, path, error in chunk:
+            for image, path, error, size in chunk:
                 if image is None:
                     failures.append((path, error))
-                elif min(image.shape[-2:]) < MIN_SIZE:
+                    continue
+                if resized is not None and (image.shape[-1], image.shape[-2]) != tuple(size):
+                    resized.append((path, tuple(size), (image.shape[-1], image.shape[-2])))
+                if min(image.shape[-2:]) < MIN_SIZE:
                     failures.append(
                         (path, f"image is {image.shape[-1]}x{image.shape[-2]}, smaller than {MIN_SIZE}x{MIN_SIZE}")
                     )
                 else:
                     groups[tuple(image.shape)].append((image, path))
-            for items in groups.values():
-                batch = torch.stack([im for im, _ in items]).to(device)
-                out = net(batch.clamp_(0, 1)).float().cpu().tolist()
-                for (_, path), row in zip(items, out):
-                    results[path] = row
+            for shape, items in groups.items():
+                per_pass = max(1, MAX_BATCH_PIXELS // (shape[-1] * shape[-2]))
+                for i in range(0, len(items), per_pass):
+                    forward(items[i : i + per_pass])
             bar.update(len(chunk))
     ordered = [(str(f), results[str(f)]) for f in files if str(f) in results]
     return ordered, failures

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.cli import DEFAULT_MAX_SIDE as _DEFAULT_MAX_SIDE
+from attiqa_loss.cli import max_side_arg as _max_side_arg
 from attiqa_loss.helptext import PlainHelpFormatter
 
 __all__ = ["main", "build_parser"]
@@ -46,8 +48,10 @@ Writes to --out: config.yaml, checkpoint.pt (resume with --resume), enhancer.saf
 
 {_SCORES}"""
 
-INFER_DESCRIPTION = f"""Enhance every image under --data (any size; sizes and names are kept) and write
-the results to --out, with scores.csv listing each attribute before and after.
+INFER_DESCRIPTION = f"""Enhance every image under --data (any size up to --max-side; sizes and names are
+kept) and write the results to --out, with scores.csv listing each attribute before
+and after. A file that fails (unreadable, out of memory, ...) is listed on stderr and the
+others are still processed (exit status 1).
 
 --format same keeps each input's format (JPEG inputs give JPEG outputs), png writes
 lossless PNGs, jpg JPEGs; --quality sets the JPEG (and WebP) quality. The "after"
@@ -114,6 +118,15 @@ def _add_infer_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace outputs (and scores.csv) that already exist in --out; without it such a --out is refused",
     )
+    p.add_argument(
+        "--max-side",
+        type=_max_side_arg,
+        default=_DEFAULT_MAX_SIDE,
+        metavar="N",
+        help=f"downscale images whose longer side exceeds N px before enhancing; the output has the reduced size "
+        f"(default {_DEFAULT_MAX_SIDE}, which bounds the memory of one image; 'none': full size); downscaled "
+        "images are named on stderr",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -163,9 +176,13 @@ def run_infer(args: argparse.Namespace) -> int:
     if args.quality is not None and not 1 <= args.quality <= 100:
         _say(f"infer: error: --quality must be between 1 and 100, got {args.quality}")
         return 2
+    if args.max_side is not None and args.max_side < 32:
+        _say(f"infer: error: --max-side must be >= 32 (the quality model's smallest input) or none, got {args.max_side}")
+        return 2
     import torch
 
     from attiqa_loss import load_attiqa
+    from attiqa_loss.cli import resized_note
     from attiqa_loss.validation import check_device
 
     from .infer import (
@@ -240,14 +257,18 @@ def run_infer(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
         return 2
+    resized: list = []
     rows, failures = enhance_files(
         model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress,
         output_format=args.output_format,
         jpeg_quality=DEFAULT_JPEG_QUALITY if args.quality is None else args.quality,
+        max_side=args.max_side, resized=resized,
     )
     write_scores_csv(rows, args.out / SCORES_FILENAME)
     print(summarize(rows))
     _say(f"infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}")
+    for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
+        print(line, file=sys.stderr)
     if failures:
         _say(f"infer: {len(failures)} image(s) failed:")
         for path, reason in failures:

@@ -25,6 +25,7 @@ __all__ = [
     "MODES",
     "list_pairs",
     "list_items",
+    "check_items",
     "split_holdout",
     "EnhanceDataset",
     "StepBatchSampler",
@@ -97,6 +98,44 @@ def list_items(folder: PathLike, mode: str, skipped: Optional[List[Tuple[Path, s
     return items
 
 
+def check_items(
+    items: Sequence[Item], mode: str, *, min_side: int, max_side: Optional[int] = None, what: str = "data.crop_size"
+) -> Tuple[List[Item], List[Tuple[Path, str]]]:
+    """Decode every item once and sort out those that cannot be used: a file that does
+    not decode (truncated, not an image, too many pixels, out of memory), a pair whose
+    two images differ in size, or an image whose shorter side (after ``max_side``) is
+    below ``min_side`` (``what`` names that limit in the reason).
+
+    Returns ``(good items in the order given, [(path, reason), ...])``; when every item
+    is usable, ``good`` is ``items``.
+    """
+    _check_mode(mode)
+    good: List[Item] = []
+    bad: List[Tuple[Path, str]] = []
+    for item in items:
+        paths = list(item) if mode == "paired" else [item]
+        shapes = []
+        for path in paths:
+            try:
+                shapes.append(tuple(read_image(path, max_side=max_side).shape[-2:]))
+            except Exception as exc:  # MemoryError included: one file, never the run
+                bad.append((Path(path), f"cannot be decoded: {type(exc).__name__}: {exc}".splitlines()[0]))
+                break
+        if len(shapes) != len(paths):
+            continue
+        if len(set(shapes)) > 1:
+            (h0, w0), (h1, w1) = shapes
+            bad.append((Path(paths[0]), f"is {w0}x{h0} but its pair {paths[1]} is {w1}x{h1}"))
+            continue
+        h, w = shapes[0]
+        if min(h, w) < min_side:
+            scaled = f" after downscaling to data.max_side {max_side}" if max_side else ""
+            bad.append((Path(paths[0]), f"{w}x{h}{scaled} is smaller than {what}={min_side}"))
+            continue
+        good.append(item)
+    return good, bad
+
+
 def split_holdout(items: Sequence[Item], count: int, seed: int) -> Tuple[List[Item], List[Item]]:
     """Hold ``count`` items out for validation, chosen by ``seed``; returns ``(train, val)``."""
     if count == 0:
@@ -162,10 +201,14 @@ class EnhanceDataset(Dataset):
         index, seed = key
         g = torch.Generator().manual_seed(int(seed))
         item = self.items[index]
-        if self.mode == "paired":
-            images = list(_read_pair(item, self.max_side))
-        else:
-            images = [read_image(item, max_side=self.max_side)]
+        try:
+            if self.mode == "paired":
+                images = list(_read_pair(item, self.max_side))
+            else:
+                images = [read_image(item, max_side=self.max_side)]
+        except (OSError, ValueError) as exc:  # checked up front: the file changed since
+            name = " / ".join(map(str, item)) if self.mode == "paired" else str(item)
+            raise type(exc)(f"{name}: {exc}") from exc
         crops = augment_together(images, self.crop_size, g, flips=self.flips, rot90=self.rot90)
         if self.mode == "paired":
             return {"input": crops[0], "target": crops[1]}

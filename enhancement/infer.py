@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from attiqa_loss.io import ImageListing, atomic_write, read_image, save_image, scan_images
+from attiqa_loss.io import ImageListing, atomic_write, read_image, read_image_with_size, save_image, scan_images
 from attiqa_loss.validation import MIN_SIZE
 
 __all__ = [
@@ -74,8 +74,13 @@ def enhance_files(
     progress: bool = True,
     output_format: str = "same",
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    max_side: Optional[int] = None,
+    resized: Optional[List[Tuple[str, Tuple[int, int], Tuple[int, int]]]] = None,
 ) -> Tuple[List[Dict[str, object]], List[Tuple[str, str]]]:
     """Enhance each image (any size) and save it under ``out_dir`` with its path relative to ``root``.
+
+    Every failure is one file's (decoding, the enhancer or the quality model running out
+    of memory, writing): it is listed in the failures and the other files are processed.
 
     Args:
         model: the enhancer, ``(1, 3, H, W)`` in [0, 1] -> same shape.
@@ -87,6 +92,10 @@ def enhance_files(
         progress: show a tqdm bar on stderr.
         output_format: ``same`` (each input's own format), ``png`` or ``jpg`` (see :func:`output_name`).
         jpeg_quality: 1-100, for JPEG (and WebP) outputs.
+        max_side: an image whose longer side exceeds this is downscaled (area filter)
+            before it is enhanced, and written at that size; None: full size.
+        resized: if a list is given, ``(path, (width, height) of the file, (width,
+            height) enhanced)`` is appended for each image ``max_side`` downscaled.
 
     Returns:
         ``(rows, failures)``: one row per enhanced image (``path`` and ``output`` plus
@@ -103,30 +112,53 @@ def enhance_files(
     for path in tqdm(files, unit="img", disable=not progress, file=sys.stderr):
         rel = path.relative_to(root)
         try:
-            image = read_image(path)
+            image, size = read_image_with_size(path, max_side=max_side)
         except Exception as exc:  # one unreadable file must not stop the folder
             failures.append((str(path), f"{type(exc).__name__}: {exc}"))
             continue
-        x = image[None].to(device)
-        out = model(x).float().clamp(0, 1)
+        if resized is not None and (image.shape[-1], image.shape[-2]) != tuple(size):
+            resized.append((str(path), tuple(size), (image.shape[-1], image.shape[-2])))
         target = out_dir / output_name(rel, output_format)
+        reason = None
         try:
+            reason = "enhancing"
+            x = image[None].to(device)
+            out = model(x).float().clamp(0, 1)
+            reason = "writing"
             save_image(out[0], target, quality=jpeg_quality)
-        except (OSError, ValueError) as exc:
-            failures.append((str(path), f"cannot write {target}: {exc}"))
-            continue
-        row: Dict[str, object] = {"path": str(rel), "output": str(target.relative_to(out_dir))}
-        if quality is not None and min(x.shape[-2:]) >= MIN_SIZE:
-            try:
+            row: Dict[str, object] = {"path": str(rel), "output": str(target.relative_to(out_dir))}
+            if quality is not None and min(x.shape[-2:]) >= MIN_SIZE:
+                reason = "reading back"
                 written = read_image(target)[None].to(device)  # score what was saved, not the float output
-            except Exception as exc:
-                failures.append((str(path), f"cannot read back {target}: {type(exc).__name__}: {exc}"))
-                continue
-            before, after = quality(x)[0].tolist(), quality(written)[0].tolist()
-            for i, name in enumerate(ATTRIBUTES):
-                row[f"{name}_before"], row[f"{name}_after"] = f"{before[i]:.6f}", f"{after[i]:.6f}"
+                reason = "scoring"
+                before, after = quality(x)[0].tolist(), quality(written)[0].tolist()
+                for i, name in enumerate(ATTRIBUTES):
+                    row[f"{name}_before"], row[f"{name}_after"] = f"{before[i]:.6f}", f"{after[i]:.6f}"
+            reason = None
+        except Exception as exc:  # memory errors too: this file fails, the others go on
+            reason = _failure(reason, exc, target, tuple(image.shape))
+        x = out = written = None
+        if reason is not None:
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+            failures.append((str(path), reason))
+            continue
         rows.append(row)
     return rows, failures
+
+
+def _failure(stage: str, exc: BaseException, target: Path, shape) -> str:
+    from attiqa_loss.scoring import _is_memory_error
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if _is_memory_error(exc):
+        return (f"out of memory {stage} a {shape[-1]}x{shape[-2]} image ({type(exc).__name__}: {first}); "
+                "a smaller --max-side bounds the memory")
+    if stage == "writing":
+        return f"cannot write {target}: {first}"
+    if stage == "reading back":
+        return f"cannot read back {target}: {type(exc).__name__}: {first}"
+    return f"{stage} failed: {type(exc).__name__}: {first}"
 
 
 def write_scores_csv(rows: Sequence[Dict[str, object]], path: Path) -> None:

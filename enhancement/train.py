@@ -34,8 +34,8 @@ from pretrain.distributed import DistInfo, all_reduce_mean, barrier, cleanup_dis
 from pretrain.rundir import prepare_run_dir
 from pretrain.state import load_state, save_state
 
-from .config import EnhanceConfig
-from .data import EnhanceDataset, StepBatchSampler, list_items, load_validation, split_holdout
+from .config import MIN_CROP, EnhanceConfig
+from .data import EnhanceDataset, StepBatchSampler, check_items, list_items, load_validation, split_holdout
 from .ema import ModelEma
 from .objectives import EnhancementObjective, resolve_lpips
 from .synthesis import synthesize_low_light, synthesize_noise
@@ -73,14 +73,25 @@ def _degrade_fn(cfg: EnhanceConfig):
 
 def _build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]], List[Tuple[Path, str]]]:
     """The training set, the decoded validation set, and ``(path, reason)`` of every file
-    left out (by the listing: not an image, dangling symlink, ...)."""
+    left out: by the listing (not an image, dangling symlink, ...) or by the check of
+    every item up front (does not decode, pair sizes differ, smaller than the crop).
+
+    The check comes before the hold-out split, so a bad file is left out of both sides;
+    when all are good the split is what it always was."""
     d = cfg.data
     if not d.train_dir:
         raise ValueError("no training images: pass --data DIR or set data.train_dir")
     skipped: List[Tuple[Path, str]] = []
-    items = list_items(d.train_dir, d.mode, skipped)
+    listed = list_items(d.train_dir, d.mode, skipped)
+    items, bad = check_items(listed, d.mode, min_side=d.crop_size, max_side=d.max_side)
+    skipped += bad
+    if not items:
+        raise ValueError(f"no usable training images in {d.train_dir}: all {len(listed)} were left out: "
+                         + ImageListing(skipped=bad).summary())
     if d.val_dir:
-        val_items = list_items(d.val_dir, d.mode, skipped)
+        val_items, bad = check_items(list_items(d.val_dir, d.mode, skipped), d.mode, min_side=MIN_CROP,
+                                     max_side=d.max_side, what="the quality model's minimum")
+        skipped += bad
     else:
         items, val_items = split_holdout(items, d.val_images, cfg.train.seed)
     degrade = _degrade_fn(cfg)
@@ -348,9 +359,11 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
                 file=sys.stderr,
             )
             if trainer.skipped:
-                summary = ImageListing(skipped=trainer.skipped).summary()
-                print(f"attiqa-enhance: {summary} (listed in enhancer.safetensors, training.skipped_files)",
-                      file=sys.stderr)
+                listing = ImageListing(skipped=trainer.skipped)
+                print(f"attiqa-enhance: {listing.summary()}; training on the rest (all listed in "
+                      "enhancer.safetensors, training.skipped_files)", file=sys.stderr)
+                if listing.lines():
+                    print("\n".join(listing.lines()), file=sys.stderr)
         return trainer.run()
     finally:
         if lock is not None:

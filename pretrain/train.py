@@ -31,7 +31,7 @@ from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edg
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .rundir import prepare_run_dir
 from .state import load_state, save_state, step_generator
-from .synthetic import SyntheticTeacher, load_photos, resolve_families, split_holdout
+from .synthetic import SyntheticTeacher, check_photos, resolve_families, split_holdout
 from .validity import family_srcc
 
 DESCRIPTION = __doc__
@@ -190,13 +190,25 @@ def _lr_lambda(warmup: int, total: int):
 
 
 def _build_synthetic(cfg: PretrainConfig):
-    """The synthetic teacher, its training and held-out files, and ``(path, reason)`` of
-    every file left out (by the listing: not an image, dangling symlink, ...)."""
+    """The synthetic teacher, its training and held-out files, the listing's skipped
+    entries (not an image, dangling symlink, ...) and ``(path, reason)`` of each photo
+    that cannot be used (does not decode, or smaller than ``synthetic.crop // 2``).
+
+    Every photo is checked up front, before the hold-out split, so a bad one is left out
+    of both sides; when all are good the split and the photos are what they always were.
+    """
     listing = scan_images(cfg.synthetic.images)
-    files, skipped = listing.files, list(listing.skipped)
-    train_files, held_files = split_holdout(files, cfg.synthetic.holdout_every)
+    good, photos, bad = check_photos(listing.files, max_side=cfg.synthetic.max_side,
+                                     min_side=cfg.synthetic.crop // 2)
+    if not good:
+        raise ValueError(f"no usable photos for the synthetic teacher in {cfg.synthetic.images}: "
+                         + (ImageListing(skipped=bad).summary() if bad else "no image files found"))
+    train_files, held_files = split_holdout(good, cfg.synthetic.holdout_every)
+    if not train_files:
+        raise ValueError(f"synthetic.holdout_every={cfg.synthetic.holdout_every} holds out every usable photo "
+                         f"({len(good)}); add photos or raise it")
     teacher = SyntheticTeacher(
-        load_photos(train_files, max_side=cfg.synthetic.max_side, min_side=cfg.synthetic.crop // 2),
+        [photos[f] for f in train_files],
         crop=cfg.synthetic.crop,
         levels=cfg.synthetic.levels,
         min_gap=cfg.synthetic.min_gap,
@@ -205,7 +217,7 @@ def _build_synthetic(cfg: PretrainConfig):
         families=resolve_families(cfg.synthetic.families),
         nuisance_weights=cfg.synthetic.nuisance_weights,
     )
-    return teacher, train_files, held_files, skipped
+    return teacher, train_files, held_files, list(listing.skipped), bad
 
 
 def validate(
@@ -294,11 +306,16 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
     skipped: List = []
     n_clip = 0
     if cfg.synthetic.enabled:
-        synthetic, train_files, held_files, skipped = _build_synthetic(cfg)
+        synthetic, train_files, held_files, not_listed, bad = _build_synthetic(cfg)
         held = list(held_files)
-        if skipped and dist.is_main:
-            print(f"synthetic teacher: {ImageListing(skipped=skipped).summary()} "
-                  "(listed in the checkpoint's training.skipped_files)", file=sys.stderr)
+        skipped = not_listed + bad
+        if dist.is_main and not_listed:
+            print(f"synthetic teacher: {ImageListing(skipped=not_listed).summary()}", file=sys.stderr)
+        if dist.is_main and bad:
+            print(f"synthetic teacher: {len(bad)} photo(s) cannot be used and are left out; training on "
+                  f"{len(train_files)} photo(s), {len(held)} held out (all listed in the checkpoint's "
+                  "training.skipped_files):", file=sys.stderr)
+            print("\n".join(ImageListing(skipped=bad).lines()), file=sys.stderr)
     clip = None
     if cfg.clip.enabled:
         # One batch holds both teachers' images, so with the synthetic teacher on, CLIP
