@@ -290,6 +290,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         return int(demo.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():  # --out is a folder in both commands
+        _say(f"{args.command}: error: --out {out} is a file, not a folder")
+        return 2
     return run_train(args) if args.command == "train" else run_infer(args)
 
 

@@ -137,6 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.steps < 1:
         raise SystemExit(f"attiqa-enhance demo: --steps must be >= 1, got {args.steps}")
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"attiqa-enhance demo: --out {args.out} is a file, not a folder")
     present = [n for n in RUN_FILES if (args.out / n).exists()]
     if present and not args.overwrite:  # before any work (the photos are sampled into --out)
         raise SystemExit(f"attiqa-enhance demo: {args.out} already holds a run ({', '.join(present)}); "

@@ -106,6 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise SystemExit(0)
     module = importlib.import_module(known._module)
     args = subcommand_parser(name, module).parse_args(argv[1:])
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():  # every --out is a folder
+        raise SystemExit(f"attiqa-pretrain {name}: --out {out} is a file, not a folder")
     return int(module.run(args) or 0)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, 
 
 import yaml
 
-__all__ = ["ConfigError", "check_minimums", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
+__all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,22 @@ def _known_keys(cls: type, prefix: str = "") -> List[str]:
             keys += _known_keys(hint, f"{prefix}{f.name}.")
         else:
             keys.append(prefix + f.name)
+    return keys
+
+
+def _mapping_keys(cls: type, prefix: str = "") -> List[str]:
+    """Known keys whose value is a mapping (``Dict[str, ...]``): ``--set KEY.NAME=VALUE``
+    sets one entry of such a mapping (e.g. ``loss.attiqa_targets.brightness=0.7``)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _mapping_keys(hint, f"{prefix}{f.name}.")
+        else:
+            for h in (hint, *typing.get_args(hint)) if typing.get_origin(hint) is Union else (hint,):
+                if typing.get_origin(h) in (dict, Dict, Mapping) or h is dict:
+                    keys.append(prefix + f.name)
+                    break
     return keys
 
 
@@ -150,6 +166,33 @@ def parse_override(text: str) -> tuple:
     return key, value
 
 
+def yaml_error_line(path: Union[str, Path], exc: Exception) -> str:
+    """One line for a YAML error: ``FILE:LINE:COLUMN: what`` (line and column 1-based,
+    where the parser gives them)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = getattr(exc, "problem", None) or type(exc).__name__
+    context, begun = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and begun is not None and begun is not mark:
+        what += f" ({context} begun at line {begun.line + 1})"
+    what = " ".join(what.split())
+    return f"{where}: invalid YAML: {what}"
+
+
+def read_yaml_file(path: Union[str, Path]) -> Any:
+    """``yaml.safe_load`` of a file (``{}`` when empty); a syntax error or an unreadable
+    file is a :class:`ConfigError` naming the file (and the line and column of a syntax error)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error_line(path, exc)) from None
+
+
 def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Sequence[str] = ()) -> T:
     """Build ``cls`` (a dataclass) from its defaults, a YAML file and ``key=value`` overrides.
 
@@ -161,14 +204,16 @@ def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Se
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml_file(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(loaded).__name__}")
         data = loaded
     known = set(_known_keys(cls))
+    mappings = _mapping_keys(cls)
     for text in overrides:
         key, value = parse_override(text)
-        if key not in known and not any(k.startswith(key + ".") for k in known):
+        entry = any(key.startswith(m + ".") and len(key) > len(m) + 1 and "." not in key[len(m) + 1 :] for m in mappings)
+        if key not in known and not entry and not any(k.startswith(key + ".") for k in known):
             raise ConfigError(f"unknown config key {key!r} in --set; known keys: {sorted(known)}")
         _set_dotted(data, key, value)
     return _build(cls, data, "", cls)

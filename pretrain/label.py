@@ -307,9 +307,14 @@ def _label_files(files, out_dir, teacher, prompt_set, *, shard_size, batch_size,
         out_dir.mkdir(parents=True, exist_ok=True)
         if not existed:
             write_json(plan_path, plan)
-        # Temporary files of shards whose writer was killed: nobody is writing yet.
-        for stale in out_dir.glob(".shard-*.tmp"):
-            stale.unlink(missing_ok=True)
+        # Temporary shard files of writers that were killed. Only those of dead processes on
+        # this host: a running writer's file is never touched (another process labelling
+        # here would hold the lock, but a caller passing lock=False is not protected by it).
+        from attiqa_loss.io import orphan_temp_files
+
+        for stale in orphan_temp_files(out_dir):
+            if stale.name.startswith(".shard-"):
+                stale.unlink(missing_ok=True)
     barrier()
     if not info.is_main:
         check_plan(read_plan(out_dir), plan, out_dir)
@@ -567,6 +572,15 @@ def run(args: argparse.Namespace) -> int:
             held = lock_folder(args.out, "attiqa-pretrain label", is_main=info.is_main, device=info.device)
         except RunFolderError as exc:
             raise SystemExit(f"error: {exc}") from None
+        if (Path(args.out) / PLAN_NAME).is_file():
+            # A folder labelled from another file list, model or prompts is refused before
+            # anything is written there (its config.yaml stays the one of its labels).
+            wanted = _plan(sorted({Path(f) for f in files}), cfg.label.shard_size, teacher, prompt_set,
+                           cfg.clip.init_seed, cfg.data.jpeg_draft)
+            try:
+                check_plan(read_plan(args.out), wanted, args.out)
+            except ValueError as exc:
+                raise SystemExit(f"error: {exc}") from None
         if info.is_main:
             save_config(cfg, Path(args.out) / "config.yaml")
         label_files(

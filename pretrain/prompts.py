@@ -156,7 +156,9 @@ def _read_yaml(path: PathLike) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+        from .config import yaml_error_line
+
+        raise ValueError(yaml_error_line(path, exc)) from None
 
 
 def load_candidates(path: PathLike) -> Dict[str, List[Prompt]]:

@@ -217,6 +217,12 @@ def _build_synthetic(cfg: PretrainConfig):
         families=resolve_families(cfg.synthetic.families),
         nuisance_weights=cfg.synthetic.nuisance_weights,
     )
+    # Photos between crop // 2 and crop are used, their crops upscaled (as always: leaving
+    # them out would change the photos and draws of existing recipes); each is named.
+    teacher.upscaled = [(f, f"{photos[f].shape[-1]}x{photos[f].shape[-2]} (after downscaling to max_side "
+                            f"{cfg.synthetic.max_side}) is smaller than synthetic.crop={cfg.synthetic.crop}: "
+                            "its crops are upscaled")
+                        for f in good if min(photos[f].shape[-2:]) < cfg.synthetic.crop]
     return teacher, train_files, held_files, list(listing.skipped), bad
 
 
@@ -316,6 +322,10 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
                   f"{len(train_files)} photo(s), {len(held)} held out (all listed in the checkpoint's "
                   "training.skipped_files):", file=sys.stderr)
             print("\n".join(ImageListing(skipped=bad).lines()), file=sys.stderr)
+        if dist.is_main and synthetic.upscaled:
+            print(f"synthetic teacher: {len(synthetic.upscaled)} photo(s) smaller than synthetic.crop="
+                  f"{cfg.synthetic.crop} are used upscaled (photos at least the crop avoid it):", file=sys.stderr)
+            print("\n".join(ImageListing(skipped=synthetic.upscaled).lines()), file=sys.stderr)
     clip = None
     if cfg.clip.enabled:
         # One batch holds both teachers' images, so with the synthetic teacher on, CLIP
