@@ -2,14 +2,17 @@
 
 A network trained only to *rank* degraded photos is free to score anything outside
 that distribution, and an optimiser finds it: a flat saturated field scores "sharp",
-a 4/255 pixel pattern scores like a real fix (see :mod:`pretrain.robustness`). Two
-terms close those doors, both off by default (``hardening`` in the pretrain config):
+a 4/255 pixel pattern scores like a real fix (see :mod:`pretrain.robustness`). These
+terms close those doors, all off by default (``hardening`` in the pretrain config):
 
 - **Anchors** (:func:`sample_anchors`): images whose attribute values are physical
   facts, in every batch with their labels (binary cross-entropy on the logits): a flat
   field has no detail and no contrast and is noise-free; a dark flat field is dark; a
   grey one is colourless; a smooth ramp has no detail; a field of per-pixel noise is
   noisy. Attributes with no physical value stay unlabelled (NaN).
+- **Edge pairs** (:func:`sample_edge_pairs`): two-tone step edges that must outscore
+  their blurred copies on sharpness (:func:`edge_ranking_loss`) while keeping the other
+  four scores (:func:`edge_invariance_loss`).
 - **Adversarial examples** (:func:`craft_adversarial`): for some images of the
   synthetic groups, a perturbation within an L-infinity ball that raises one score
   (random start and sign-gradient steps, Wong et al. 2020, "Fast is better than free").
