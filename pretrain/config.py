@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -36,31 +36,32 @@ def check_minimums(section: str, obj: Any, **minimums: float) -> None:
             raise ValueError(f"{section}.{name} must be >= {low}, got {value!r}")
 
 
-def _known_keys(cls: type, prefix: str = "") -> List[str]:
-    keys = []
+def _leaf_fields(cls: type, prefix: str = "") -> List[Tuple[str, Any]]:
+    """``(dotted key, type hint)`` of every leaf field of a (nested) config dataclass."""
+    out = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
+        hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            keys += _known_keys(hint, f"{prefix}{f.name}.")
+            out += _leaf_fields(hint, f"{prefix}{f.name}.")
         else:
-            keys.append(prefix + f.name)
-    return keys
+            out.append((prefix + f.name, hint))
+    return out
 
 
-def _mapping_keys(cls: type, prefix: str = "") -> List[str]:
+def _known_keys(cls: type) -> List[str]:
+    return [key for key, _ in _leaf_fields(cls)]
+
+
+def _is_mapping(hint: Any) -> bool:
+    options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+    return any(typing.get_origin(h) in (dict, Dict, Mapping) or h is dict for h in options)
+
+
+def _mapping_keys(cls: type) -> List[str]:
     """Known keys whose value is a mapping (``Dict[str, ...]``): ``--set KEY.NAME=VALUE``
     sets one entry of such a mapping (e.g. ``loss.attiqa_targets.brightness=0.7``)."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            keys += _mapping_keys(hint, f"{prefix}{f.name}.")
-        else:
-            for h in (hint, *typing.get_args(hint)) if typing.get_origin(hint) is Union else (hint,):
-                if typing.get_origin(h) in (dict, Dict, Mapping) or h is dict:
-                    keys.append(prefix + f.name)
-                    break
-    return keys
+    return [key for key, hint in _leaf_fields(cls) if _is_mapping(hint)]
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

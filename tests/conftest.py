@@ -135,3 +135,28 @@ def device(request) -> str:
     """Each available device: ``"cpu"`` always, ``"cuda"`` when present."""
     return request.param
 
+
+def rewrite_checkpoint(path: Path, *, metadata=None, tensors=None) -> Path:
+    """Rewrite a safetensors file in place with edited metadata and/or tensors
+    (``metadata``/``tensors``: functions from the old dict to the new one)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    state = load_file(str(path))
+    if metadata is not None:
+        meta = metadata(meta)
+    if tensors is not None:
+        state = tensors(state)
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+@pytest.fixture
+def photo_dir(write_png, tmp_path):
+    """Three small photos (64x72) in ``tmp_path/photos``."""
+    folder = tmp_path / "photos"
+    for i in range(3):
+        write_png(folder / f"p{i}.png", 64, 72, seed=i)
+    return folder

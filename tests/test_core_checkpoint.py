@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import attiqa_loss.checkpoint as checkpoint_module
@@ -23,6 +22,7 @@ from attiqa_loss import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from conftest import rewrite_checkpoint
 
 TRAINING = {
     "recipe": "synthetic",
@@ -33,16 +33,7 @@ TRAINING = {
 }
 
 
-def _rewrite(path: Path, *, metadata=None, tensors=None) -> None:
-    """Rewrite a checkpoint in place with edited metadata and/or tensors."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
-    state = load_file(str(path))
-    if metadata is not None:
-        meta = metadata(meta)
-    if tensors is not None:
-        state = tensors(state)
-    save_file(state, str(path), metadata=meta)
+_rewrite = rewrite_checkpoint
 
 
 def _leftovers(folder: Path, keep: Path):

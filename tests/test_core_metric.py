@@ -112,7 +112,7 @@ def test_two_processes_reduce_to_the_global_mean(tmp_path):
         pytest.skip("torchmetrics synchronises its own states; this checks the fallback's all_reduce")
     result = tmp_path / "rank0.pt"
     torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(result)), nprocs=2, join=True)
-    got = torch.load(result)
+    got = torch.load(result, weights_only=True)
     net = build_tiny_net(0)
     assert got["means"] == pytest.approx(_expected_means(net, [_batch(3, 0), _batch(1, 100)]), abs=1e-6)
     assert float(got["count"]) == 3  # compute() leaves the local states as they were

@@ -17,28 +17,19 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import attiqa_loss.io as io_module
 from attiqa_loss import CheckpointError, create_attiqa_net, load_checkpoint, save_checkpoint
 from attiqa_loss import cli as score_cli
 from attiqa_loss.io import atomic_path, atomic_write
 from pretrain.config import ConfigError, load_config
+from conftest import rewrite_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rewrite(path: Path, *, metadata=None, tensors=None) -> Path:
-    """Rewrite a safetensors file in place with edited metadata and/or tensors."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
-    state = load_file(str(path))
-    if metadata is not None:
-        meta = metadata(meta)
-    if tensors is not None:
-        state = tensors(state)
-    save_file(state, str(path), metadata=meta)
-    return path
+_rewrite = rewrite_checkpoint
 
 
 def _with_tensor(key, value):
@@ -318,14 +309,6 @@ def test_state_of_another_model_is_a_state_error(tmp_path):
         load_state(path, model=torch.nn.Linear(4, 2))
     with pytest.raises(StateError, match=r"holds no state for 'ema'"):
         load_state(path, model=torch.nn.Linear(3, 2), ema=torch.nn.Linear(3, 2))
-
-
-@pytest.fixture
-def photo_dir(write_png, tmp_path):
-    folder = tmp_path / "photos"
-    for i in range(3):
-        write_png(folder / f"p{i}.png", 64, 72, seed=i)
-    return folder
 
 
 def test_pretrain_resume_from_a_truncated_state_names_the_file(photo_dir, tmp_path):

@@ -25,14 +25,6 @@ LOCK_NAME = "attiqa.lock"  # pretrain.rundir.LOCK_NAME (imported lazily: the old
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def photo_dir(write_png, tmp_path):
-    folder = tmp_path / "photos"
-    for i in range(3):
-        write_png(folder / f"p{i}.png", 64, 72, seed=i)
-    return folder
-
-
 def _pretrain_args(out, photo_dir, *extra):
     return ["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
             "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=2",
