@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
+from attiqa_loss.network import AA_LAYERS
 from attiqa_loss.io import ImageListing, scan_images
 from attiqa_loss.validation import MIN_SIZE
 
@@ -277,7 +278,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
         raise ValueError(f"train.batch_size must be >= 4, got {cfg.train.batch_size}")
     hard = cfg.hardening
     check_hardening(hard, cfg.train.batch_size)
-    if cfg.model.aa_layer not in (None, "avg", "blur"):
+    if cfg.model.aa_layer is not None and cfg.model.aa_layer not in AA_LAYERS:
         raise ValueError(f"model.aa_layer must be null, 'avg' or 'blur', got {cfg.model.aa_layer!r}")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
