@@ -1,4 +1,4 @@
-"""Checkpoint format: one ``safetensors`` file with JSON metadata (METHOD.md section 5).
+"""Checkpoint format: one ``safetensors`` file with JSON metadata (docs/method.md, section 5).
 
 Metadata keys (all strings, JSON-encoded where structured):
 

@@ -1,4 +1,4 @@
-"""``AttiqaLoss``: the frozen attribute-aware IQA network as a training loss (METHOD.md section 8)."""
+"""``AttiqaLoss``: the frozen attribute-aware IQA network as a training loss (docs/method.md, section 8)."""
 
 from __future__ import annotations
 

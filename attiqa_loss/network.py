@@ -51,7 +51,7 @@ def _autocast_enabled(device_type: str) -> bool:
 
 
 class AttiqaNet(nn.Module):
-    """Attribute-aware no-reference IQA network (METHOD.md section 5).
+    """Attribute-aware no-reference IQA network (docs/method.md, section 5).
 
     A fully convolutional timm backbone with global average pooling, followed by one
     linear head per attribute and a sigmoid. Input normalisation happens inside.

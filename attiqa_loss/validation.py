@@ -1,4 +1,4 @@
-"""Input checks shared by every public entry point (METHOD.md section 1)."""
+"""Input checks shared by every public entry point (docs/method.md, section 1)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ AttiqaLoss (attribute-aware no-reference quality).
 
 {_SCORES}"""
 
-TRAIN_DESCRIPTION = f"""Train a U-Net enhancer (METHOD.md section 9).
+TRAIN_DESCRIPTION = f"""Train a U-Net enhancer (docs/method.md, section 9).
 
 The config (YAML, see configs/enhance_*.yaml) sets the data mode (paired low/ + high/
 folders, synthetic pairs from clean photos, or unpaired low-light photos), the U-Net,

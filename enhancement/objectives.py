@@ -113,7 +113,7 @@ def resolve_lpips(net: str, *, weight: float, allow_missing: bool, for_metrics: 
 
 
 class EnhancementObjective(nn.Module):
-    """Weighted sum of enhancement loss terms (METHOD.md section 9).
+    """Weighted sum of enhancement loss terms (docs/method.md, section 9).
 
     Terms (weight 0 switches one off):
 

@@ -1,4 +1,4 @@
-"""TensorBoard output of an enhancement run (METHOD.md section 10).
+"""TensorBoard output of an enhancement run (docs/method.md, section 10).
 
 Tags:
 

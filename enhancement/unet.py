@@ -39,7 +39,7 @@ def _conv_block(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """U-Net enhancer with a bounded residual output (METHOD.md section 9).
+    """U-Net enhancer with a bounded residual output (docs/method.md, section 9).
 
     ``depth`` stride-2 downsamplings, channel width ``width * 2**level`` (capped at
     ``max_width``), bilinear upsampling with skip connections, and a ``tanh`` head whose

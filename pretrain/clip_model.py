@@ -1,6 +1,6 @@
 """The CLIP teacher: an open_clip model, its preprocessing, text features and pseudo-labels.
 
-METHOD.md section 4: for L2-normalised image features ``f`` and text features ``t+``,
+docs/method.md, section 4: for L2-normalised image features ``f`` and text features ``t+``,
 ``t-`` (each the L2-normalised mean of the L2-normalised features of its prompts)::
 
     p_a = softmax(tau * [cos(f, t+), cos(f, t-)])[0]      tau = logit_scale.exp()

@@ -1,4 +1,4 @@
-"""Rank and linear correlations used to judge quality predictions (METHOD.md sections 3 and 7).
+"""Rank and linear correlations used to judge quality predictions (docs/method.md, sections 3 and 7).
 
 - :func:`srcc` Spearman, :func:`krcc` Kendall tau-b, :func:`plcc` Pearson: numpy, ties
   get average ranks (tau-b corrects for them).

@@ -1,4 +1,4 @@
-"""Graded, single-attribute degradations (METHOD.md sections 3 and 6).
+"""Graded, single-attribute degradations (docs/method.md, sections 3 and 6).
 
 Each attribute has several *families* of degradation, each a function of a strength
 ``s`` in [0, 1]: ``s = 0`` leaves the image untouched, ``s = 1`` is the strongest level.

@@ -1,4 +1,4 @@
-"""Single-process and ``torchrun`` (DDP) execution with one code path (METHOD.md section 11).
+"""Single-process and ``torchrun`` (DDP) execution with one code path (docs/method.md, section 11).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised with NCCL on
 GPU and gloo on CPU; without a launcher everything runs in one process. Rank 0 alone

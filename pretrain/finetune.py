@@ -1,4 +1,4 @@
-"""``attiqa-pretrain finetune``: fit a MOS head on pretrained ATTIQA features (METHOD.md section 7).
+"""``attiqa-pretrain finetune``: fit a MOS head on pretrained ATTIQA features (docs/method.md, section 7).
 
 Protocol: ``eval.splits`` random 80/20 train/test splits of a ``path,mos`` CSV; on each,
 fit the head on the 80 % and measure SRCC, PLCC (4-parameter logistic fit, and plain)
@@ -37,7 +37,7 @@ from .state import step_generator
 
 __all__ = ["DESCRIPTION", "FinetuneConfig", "add_arguments", "run", "train_full"]
 
-DESCRIPTION = """Fit a MOS quality head on a pretrained ATTIQA network and measure it (METHOD.md section 7).
+DESCRIPTION = """Fit a MOS quality head on a pretrained ATTIQA network and measure it (docs/method.md, section 7).
 
 Input: --checkpoint (an attiqa safetensors checkpoint from `attiqa-pretrain train`) and
 --csv with columns path,mos (relative paths resolve against the CSV's folder, or

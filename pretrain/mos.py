@@ -1,4 +1,4 @@
-"""MOS datasets, the quality head and its file format (ATTIQA stage 4, METHOD.md section 7).
+"""MOS datasets, the quality head and its file format (ATTIQA stage 4, docs/method.md, section 7).
 
 - :func:`read_mos_csv`: a ``path,mos`` CSV (relative paths resolve against the CSV's
   folder, or a given root); :func:`random_splits`: the repeated 80/20 protocol.

@@ -1,4 +1,4 @@
-"""Pretraining objective (METHOD.md section 6): ranking + calibration, with masking,
+"""Pretraining objective (docs/method.md, section 6): ranking + calibration, with masking,
 plus the synthetic teacher's consistency and specificity terms.
 
 Project choices, written down:

@@ -3,7 +3,7 @@
 A *prompt* is one antonym pair in one template, e.g. ``("sharp", "blurry", "a {} photo.")``.
 A *prompt set* maps every attribute (in :data:`ATTRIBUTES` order) to one or more prompts;
 the text feature of a pole is the L2-normalised mean of the L2-normalised features of
-its prompts (METHOD.md section 4), so several prompts form an ensemble.
+its prompts (docs/method.md, section 4), so several prompts form an ensemble.
 
 The positive word is always the desirable pole, so pseudo-labels are quality-aligned:
 1 = sharp, high contrast, well lit, colourful, noise-free.

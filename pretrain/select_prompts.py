@@ -38,7 +38,7 @@ from .prompts import Prompt, default_prompt_set, list_candidates, load_candidate
 
 __all__ = ["DESCRIPTION", "SelectPromptsConfig", "add_arguments", "run", "pick_images", "score_prompts", "select_prompts"]
 
-DESCRIPTION = """Score candidate antonym prompts on a degradation proxy task and keep the best (METHOD.md section 3).
+DESCRIPTION = """Score candidate antonym prompts on a degradation proxy task and keep the best (docs/method.md, section 3).
 
 Each attribute's candidates (pairs x templates, pretrain/prompts.py or select.candidates)
 are scored by the mean per-image SRCC between the CLIP pseudo-label and the degradation
@@ -50,7 +50,7 @@ Random CLIP weights (--clip-pretrained none) give meaningless scores: use them o
 try the pipeline.
 
 Example:
-  attiqa-pretrain select-prompts --images ../shared/data/pristine --out runs/prompts \\
+  attiqa-pretrain select-prompts --images photos/ --out runs/prompts \\
       --clip-model RN50 --clip-pretrained openai"""
 
 

@@ -1,4 +1,4 @@
-"""The synthetic teacher (METHOD.md section 6): graded degradations of pristine photos.
+"""The synthetic teacher (docs/method.md, section 6): graded degradations of pristine photos.
 
 Every step draws ``sources`` crops. For each crop one attribute is degraded at
 ``levels`` distinct strengths (its ordinal label is ``1 - strength``; the other four

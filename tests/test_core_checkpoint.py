@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors + metadata, strict loading, atomic saving (METHOD.md section 5)."""
+"""Checkpoints: safetensors + metadata, strict loading, atomic saving (docs/method.md, section 5)."""
 
 from __future__ import annotations
 

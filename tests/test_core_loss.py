@@ -1,4 +1,4 @@
-"""AttiqaLoss / attiqa_loss / attribute_distance (METHOD.md section 8) on a tiny random network.
+"""AttiqaLoss / attiqa_loss / attribute_distance (docs/method.md, section 8) on a tiny random network.
 
 Direction checks (darker -> lower brightness) need a trained model and live with it; a
 random network can only show the wrapper's mechanics, which is what is tested here.

@@ -1,4 +1,4 @@
-"""AttiqaNet: the attribute-aware IQA network (METHOD.md section 5) on a tiny random backbone."""
+"""AttiqaNet: the attribute-aware IQA network (docs/method.md, section 5) on a tiny random backbone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Input contracts of the core package: image checks (METHOD.md 1) and attribute mappings (METHOD.md 2)."""
+"""Input contracts of the core package: image checks (docs/method.md, section 1) and attribute mappings (section 2)."""
 
 from __future__ import annotations
 
