@@ -233,10 +233,13 @@ class TrainConfig:
 class ValConfig:
     """Validation every ``every`` steps and at the end: PSNR/SSIM (LPIPS when it can be
     loaded and ``lpips`` is true) and attribute scores of input, output and target.
+    ``at_start``: also validate the untrained network at step 0 (a fresh run only), so
+    the TensorBoard lines start where training starts.
     Validation images are centre-cropped to ``crop_size`` (0 = whole image); ``grid_images``
     of them go into the TensorBoard image grid."""
 
     every: int = 500
+    at_start: bool = False
     crop_size: int = 256
     grid_images: int = 4
     lpips: bool = True

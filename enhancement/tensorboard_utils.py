@@ -1,133 +1,321 @@
 """TensorBoard output of an enhancement run (docs/method.md, section 10).
 
-Tags:
+A run writes one TensorBoard *run* per role under ``OUT/tb``, so TensorBoard draws input,
+output and target of one quantity as differently coloured lines in one chart, with the
+run names as the legend:
 
-- ``attributes/<name>/{input,output,target}``: mean validation attribute scores; a
-  custom-scalars layout draws the three of one attribute in ONE chart ("Multiline").
-- ``loss/<term>`` and ``loss/total`` (training), ``train/lr``.
-- ``val/psnr``, ``val/ssim``, ``val/lpips`` (output vs target) and ``val/*_input`` (input
-  vs target, the do-nothing baseline).
-- ``samples/<i>``: image strips input | output | target.
-- ``config``: the resolved YAML config as text; hparams with the final metrics.
+========================  ==================================================================
+run (folder)              tags
+========================  ==================================================================
+``tb`` (shown as ``.``)   ``loss/<term>``, ``loss/total``, ``train/lr`` (training);
+                          ``samples/<stem>``: image strips input | output | target with a
+                          labelled header band; ``config``: the resolved YAML as text
+``tb/input``              ``attributes/<name>``, ``val/psnr``, ``val/ssim``, ``val/lpips``
+                          of the unprocessed input (the do-nothing baseline)
+``tb/output``             the same tags for the enhanced output, and the HParams session
+                          (trimmed config, see :func:`hparams_of`; its metrics are the
+                          output's final ``val/*`` and ``attributes/*`` values)
+``tb/target``             ``attributes/<name>`` of the reference images
+``tb/yscale_0_worst``,    ``attributes/<name>`` = 0 and 1 at every validation step: two
+``tb/yscale_1_best``      reference lines that keep every attribute chart at [0, 1], also
+                          with "Ignore outliers in chart scaling" (TensorBoard has no
+                          per-chart axis setting)
+========================  ==================================================================
+
+Attribute scores are quality-aligned in [0, 1], 1 = desirable; the tag descriptions
+(tooltips) say so. ``metrics.json`` keeps flat keys (``attributes/<name>/<role>``,
+``val/psnr``, ``val/psnr_input``, ...).
+
+Everything is written on rank 0 only (``enabled=False`` elsewhere writes nothing). Every
+writer starts its event file with a session START at ``purge_step`` (0 in a fresh run, the
+checkpoint's step + 1 on resume); on a START, TensorBoard drops the events of that run
+logged from its step on, so a resumed run hides what the interrupted one logged after its
+last checkpoint, in every run folder. A fresh run writes its START too because
+TensorBoard's Python loader (``--load_fast=false``) ignores the first START of a run.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from attiqa_loss import ATTRIBUTES
 
-__all__ = ["ROLES", "attribute_tag", "attribute_layout", "RunLogger"]
+__all__ = [
+    "ROLES",
+    "SCALE_RUNS",
+    "VAL_METRICS",
+    "attribute_tag",
+    "labelled_strip",
+    "hparams_of",
+    "HPARAMS_SHOWN",
+    "RunLogger",
+]
 
+#: The sub-runs holding validation numbers, one per image role.
 ROLES = ("input", "output", "target")
+#: Reference runs: ``(run name, constant value)`` logged under every ``attributes/<name>``.
+SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
+#: Full-reference metrics of :func:`enhancement.validate.evaluate`: name -> description.
+VAL_METRICS = {
+    "psnr": "PSNR in dB against the target, higher is better",
+    "ssim": "SSIM against the target in [0, 1], higher is better",
+    "lpips": "LPIPS distance to the target, lower is better",
+}
+#: The hparams TensorBoard's HParams table shows as columns by default (it shows five,
+#: those marked ``differs`` first); the others are a tick away in its left pane.
+HPARAMS_SHOWN = ("data.mode", "loss.fidelity_weight", "loss.attiqa_weight", "train.lr", "train.steps")
+#: Discrete domains (a checkbox filter in the HParams pane instead of none for strings).
+HPARAM_DOMAINS = {"data.mode": ["paired", "synthetic", "unpaired"]}
+_CREATION_ORDER = (SCALE_RUNS[0][0], "output", "input", "target", "", SCALE_RUNS[1][0])
 _ATTRIBUTE_NOTE = "quality-aligned score in [0, 1], 1 = desirable"
+_HEADER_BG = (24, 24, 24)
+_HEADER_FG = (255, 255, 255)
 
 
-def attribute_tag(name: str, role: str) -> str:
-    """``attributes/<name>/<role>`` with role one of :data:`ROLES`."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
-    return f"attributes/{name}/{role}"
+def attribute_tag(name: str) -> str:
+    """``attributes/<name>``: the tag of one attribute in every role run."""
+    return f"attributes/{name}"
 
 
-def attribute_layout(
-    attributes: Sequence[str] = ATTRIBUTES, loss_terms: Iterable[str] = (), *, with_lpips: bool = False
-) -> Dict[str, Dict[str, list]]:
-    """The custom-scalars layout: one Multiline chart per attribute (input, output, target),
-    one for the loss terms and one per validation metric (output and input baseline)."""
-    layout: Dict[str, Dict[str, list]] = {
-        "attributes (quality-aligned, 1 = desirable)": {
-            f"{name} ({ATTRIBUTES.descriptions.get(name, '')})": [
-                "Multiline",
-                [attribute_tag(name, role) for role in ROLES],
-            ]
-            for name in attributes
-        },
-        "loss": {"terms": ["Multiline", [f"loss/{t}" for t in loss_terms] + ["loss/total"]]},
-    }
-    metrics = ["psnr", "ssim"] + (["lpips"] if with_lpips else [])
-    layout["validation"] = {m.upper(): ["Multiline", [f"val/{m}", f"val/{m}_input"]] for m in metrics}
-    return layout
+def _role_metric(key: str) -> Tuple[str, str]:
+    """``psnr`` -> (``output``, ``val/psnr``); ``psnr_input`` -> (``input``, ``val/psnr``)."""
+    for role in ROLES:
+        if key.endswith("_" + role):
+            return role, "val/" + key[: -len(role) - 1]
+    return "output", "val/" + key
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # FreeType build of Pillow: scalable
+    except TypeError:  # pragma: no cover - Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def labelled_strip(images: Sequence[torch.Tensor], labels: Sequence[str] = ROLES) -> torch.Tensor:
+    """Images ``(3, H, W)`` in [0, 1] of one size side by side, under a dark header band
+    that names each panel (Pillow's default font, white on dark grey).
+
+    Returns:
+        ``(3, H + band, len(images) * W)`` uint8, ``band = header_height(W)``.
+    """
+    from PIL import Image, ImageDraw
+
+    if not images:
+        raise ValueError("labelled_strip needs at least one image")
+    labels = list(labels)[: len(images)]
+    strip = torch.cat([im.detach().float().clamp(0, 1).cpu() for im in images], dim=-1)
+    pixels = (strip * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    height, panel = pixels.shape[0], images[0].shape[-1]
+    band = header_height(panel)
+    canvas = Image.new("RGB", (pixels.shape[1], height + band), _HEADER_BG)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(pixels)), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    size = band * 3 // 4
+    font = _font(size)
+    while size > 6 and max(draw.textlength(t, font=font) for t in labels) > panel - 4:
+        size -= 1
+        font = _font(size)
+    for i, text in enumerate(labels):
+        if i:
+            draw.line([(i * panel, 0), (i * panel, band - 1)], fill=(90, 90, 90))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = i * panel + (panel - (right - left)) / 2 - left
+        y = (band - (bottom - top)) / 2 - top
+        draw.text((x, y), text, fill=_HEADER_FG, font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
+
+
+def header_height(panel_width: int) -> int:
+    """Height of the header band above panels ``panel_width`` pixels wide: a seventh of
+    it, 16 to 96 pixels, so the labels stay legible when TensorBoard shrinks the strip
+    to its card width."""
+    return int(min(96, max(16, round(panel_width / 7))))
+
+
+def hparams_of(cfg, weights: Mapping[str, float], targets: Mapping[str, float]) -> Dict[str, Any]:
+    """The knobs shown in TensorBoard's HParams table (not the whole config).
+
+    Args:
+        cfg: an :class:`enhancement.config.EnhanceConfig`.
+        weights, targets: the ``AttiqaLoss`` per-attribute weights and targets in effect
+            (``loss.attiqa_weights`` / ``attiqa_targets`` with their defaults filled in).
+    """
+    loss, train = cfg.loss, cfg.train
+    hp: Dict[str, Any] = {"data.mode": cfg.data.mode}
+    for term in ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv"):
+        hp[f"loss.{term}_weight"] = float(getattr(loss, f"{term}_weight"))
+    for name, value in weights.items():
+        hp[f"loss.attiqa_weights.{name}"] = round(float(value), 6)
+    for name, value in targets.items():
+        hp[f"loss.attiqa_targets.{name}"] = round(float(value), 6)
+    hp.update({
+        "loss.attiqa_views": int(loss.attiqa_views),
+        "train.lr": float(train.lr),
+        "train.steps": int(train.steps),
+        "train.batch_size": int(train.batch_size),
+        "data.crop_size": int(cfg.data.crop_size),
+        "model.width": int(cfg.model.width),
+        "train.seed": int(train.seed),
+    })
+    return hp
 
 
 class RunLogger:
-    """A ``SummaryWriter`` wrapper that does nothing when ``enabled`` is false (ranks > 0).
+    """``SummaryWriter``s of one run folder: the main one and one per sub-run; does
+    nothing when ``enabled`` is false (ranks > 0).
+
+    The main run and the sub-runs of ``roles`` (with the :data:`SCALE_RUNS` when there are
+    roles) are created at once, in the order of :data:`_CREATION_ORDER`: TensorBoard's
+    Time Series tab colours runs in the order they started, which gives the 0 line the
+    palette's grey, output cyan, input pink, target yellow and the 1 line green. Other
+    sub-runs are created on first use.
 
     Args:
-        logdir: event file folder.
-        purge_step: on resume, the step to continue from; TensorBoard then hides events
-            of the interrupted run logged after it.
+        logdir: the run's TensorBoard folder (``OUT/tb``); sub-runs go in sub-folders.
+        purge_step: on resume, the first step to log again; every writer gets it, so
+            TensorBoard hides what the interrupted run logged from it on in every run.
+            None (a fresh run) writes a START at step 0, which later resumes need.
         enabled: write anything at all.
+        roles: the role sub-runs validation will write (``()`` without validation
+            images; no ``target`` without references).
     """
 
-    def __init__(self, logdir: os.PathLike, *, purge_step: Optional[int] = None, enabled: bool = True) -> None:
-        self.writer = None
+    def __init__(self, logdir: os.PathLike, *, purge_step: Optional[int] = None, enabled: bool = True,
+                 roles: Sequence[str] = ROLES) -> None:
+        self.logdir = Path(logdir)
+        self.purge_step = 0 if purge_step is None else int(purge_step)
+        self.enabled = enabled
+        self._writers: Dict[str, Any] = {}
         if enabled:
+            wanted = set(roles) | ({r for r, _ in SCALE_RUNS} if roles else set()) | {""}
+            for run in _CREATION_ORDER:
+                if run in wanted:
+                    self._writer(run)
+
+    def _writer(self, run: str):
+        if not self.enabled:
+            return None
+        if run not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
+            self._writers[run] = SummaryWriter(str(self.logdir / run) if run else str(self.logdir),
+                                               purge_step=self.purge_step)
+        return self._writers[run]
 
     @property
-    def enabled(self) -> bool:
-        return self.writer is not None
+    def writer(self):
+        """The main run's ``SummaryWriter`` (None when disabled)."""
+        return self._writers.get("")
 
-    def scalar(self, tag: str, value: float, step: int, description: Optional[str] = None) -> None:
-        """A scalar, with an optional description shown in TensorBoard's tooltip."""
-        if self.writer is None:
+    @property
+    def runs(self) -> List[str]:
+        """Runs with a writer, in creation order (``""`` is the main run)."""
+        return list(self._writers)
+
+    def scalar(self, tag: str, value: float, step: int, description: Optional[str] = None, *, run: str = "") -> None:
+        """A scalar in ``run`` (a sub-folder; ``""`` = the main run), with an optional
+        description shown in TensorBoard's tooltip."""
+        writer = self._writer(run)
+        if writer is None:
             return
         from torch.utils.tensorboard.summary import scalar
 
         summary = scalar(tag, float(value), new_style=True)
         if description:
             summary.value[0].metadata.summary_description = description
-        self.writer._get_file_writer().add_summary(summary, step)
-
-    def layout(self, layout: Mapping[str, Mapping[str, list]]) -> None:
-        if self.writer is not None:
-            self.writer.add_custom_scalars(dict(layout))
+        writer._get_file_writer().add_summary(summary, step)
 
     def attribute_scores(self, scores: Mapping[str, Mapping[str, float]], step: int) -> None:
-        """``scores[role][name]`` -> ``attributes/<name>/<role>`` with a descriptive tooltip."""
+        """``scores[role][name]`` -> ``attributes/<name>`` in run ``role``, plus the 0 and 1
+        reference lines of :data:`SCALE_RUNS` for every attribute logged."""
+        names: List[str] = []
         for role, per_name in scores.items():
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
             for name, value in per_name.items():
-                desc = (
-                    f"{name} of the {role} images ({ATTRIBUTES.descriptions.get(name, '')}): "
-                    f"{_ATTRIBUTE_NOTE}, higher is better"
-                )
-                self.scalar(attribute_tag(name, role), value, step, desc)
+                self.scalar(attribute_tag(name), value, step, _attribute_description(name), run=role)
+                if name not in names:
+                    names.append(name)
+        for run, value in SCALE_RUNS:
+            for name in names:
+                self.scalar(attribute_tag(name), value, step, _attribute_description(name), run=run)
 
-    def image_strip(self, tag: str, images: Sequence[torch.Tensor], step: int) -> None:
-        """Images ``(3, H, W)`` in [0, 1] of one size side by side (input | output | target)."""
+    def validation_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """:func:`~enhancement.validate.evaluate` metrics: ``psnr`` -> ``val/psnr`` in run
+        ``output``, ``psnr_input`` -> ``val/psnr`` in run ``input``, ..."""
+        for key, value in metrics.items():
+            run, tag = _role_metric(key)
+            base = tag.split("/", 1)[1]
+            desc = f"{VAL_METRICS.get(base, base)}; runs: output (enhanced), input (unprocessed baseline)"
+            self.scalar(tag, value, step, desc, run=run)
+
+    def image_strip(self, tag: str, images: Sequence[torch.Tensor], step: int,
+                    labels: Sequence[str] = ROLES) -> None:
+        """:func:`labelled_strip` of ``images`` (input | output | target) as image ``tag``."""
         if self.writer is None:
             return
-        strip = torch.cat([im.detach().float().clamp(0, 1).cpu() for im in images], dim=-1)
-        self.writer.add_image(tag, strip, step, dataformats="CHW")
+        self.writer.add_image(tag, labelled_strip(images, labels), step, dataformats="CHW")
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
-        """Record ``hparams`` (flat; lists/None become strings) with final ``metrics`` in this run."""
-        if self.writer is None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, str], step: int,
+                *, run: str = "output", shown: Sequence[str] = HPARAMS_SHOWN) -> None:
+        """An HParams session in sub-run ``run``: ``hparams`` (flat; lists/None become
+        strings) and, as its metrics, ``{display name: tag}`` of tags already logged in that
+        run (no extra ``hparams/*`` scalars). TensorBoard shows five hparams and five
+        metrics by default: the ``shown`` hparams (marked ``differs``, which it puts first)
+        and the first five metrics in ``metrics`` order.
+
+        The session lives in a sub-run, not the main run: the HParams plugin looks a
+        metric up in ``<session run>/<group>``, and the main run of
+        ``tensorboard --logdir OUT/tb`` is called ``.``, which that lookup misses.
+        """
+        writer = self._writer(run)
+        if writer is None:
             return
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
-        exp, ssi, sei = hparams_summary(flat, dict(metrics))
-        fw = self.writer._get_file_writer()
+        domains = {k: v for k, v in HPARAM_DOMAINS.items() if k in flat and flat[k] in v}
+        exp, ssi, sei = hparams_summary(flat, {}, hparam_domain_discrete=domains)
+        data = plugin_data_pb2.HParamsPluginData.FromString(exp.value[0].metadata.plugin_data.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in shown
+        for display, tag in metrics.items():
+            data.experiment.metric_infos.add(
+                name=api_pb2.MetricName(group="", tag=tag),
+                display_name=display,
+                dataset_type=api_pb2.DATASET_VALIDATION,
+            )
+        exp.value[0].metadata.plugin_data.content = data.SerializeToString()
+        fw = writer._get_file_writer()
         for summary in (exp, ssi, sei):
             fw.add_summary(summary, step)
-        for key, value in metrics.items():
-            self.scalar(key, value, step)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        for writer in self._writers.values():
+            writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for writer in self._writers.values():
+            writer.close()
+
+
+def _attribute_description(name: str) -> str:
+    return (
+        f"{name} ({ATTRIBUTES.descriptions.get(name, '')}): mean over the validation images; "
+        f"{_ATTRIBUTE_NOTE}, higher is better. Runs: input (degraded), output (enhanced), "
+        f"target (reference); {' and '.join(r for r, _ in SCALE_RUNS)} are reference lines "
+        "that keep the axis at [0, 1]"
+    )

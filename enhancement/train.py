@@ -39,7 +39,7 @@ from .data import EnhanceDataset, StepBatchSampler, check_items, list_items, loa
 from .ema import ModelEma
 from .objectives import EnhancementObjective, resolve_lpips
 from .synthesis import synthesize_low_light, synthesize_noise
-from .tensorboard_utils import RunLogger, attribute_layout
+from .tensorboard_utils import ROLES, RunLogger, attribute_tag, hparams_of
 from .unet import UNet, create_unet
 from .validate import evaluate
 from .weights import ENHANCER_FILENAME, save_enhancer
@@ -123,14 +123,10 @@ def _loss_weights(cfg: EnhanceConfig, lpips_available: bool) -> Dict[str, float]
     }
 
 
-def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and not k.startswith("attiqa_"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+def _sample_tags(val: List[Dict[str, Any]]) -> List[str]:
+    """``samples/<file stem>`` of each validation image (``_<i>`` added when stems repeat)."""
+    stems = [Path(str(item.get("name", i))).stem or str(i) for i, item in enumerate(val)]
+    return [f"samples/{s}" if stems.count(s) == 1 else f"samples/{s}_{i}" for i, s in enumerate(stems)]
 
 
 class _Trainer:
@@ -223,11 +219,10 @@ class _Trainer:
                 lpips_model=self.lpips if self.cfg.val.lpips else None,
                 keep=self.cfg.val.grid_images,
             )
-            for key, value in metrics.items():
-                log.scalar(f"val/{key}", value, self.step)
+            log.validation_metrics(metrics, self.step)
             log.attribute_scores(scores, self.step)
-            for i, images in enumerate(kept):
-                log.image_strip(f"samples/{i}", images, self.step)
+            for tag, images in zip(_sample_tags(self.val), kept):
+                log.image_strip(tag, images, self.step, labels=ROLES[: len(images)])
             log.flush()
             self.last_metrics = {
                 **{f"val/{k}": v for k, v in metrics.items()},
@@ -249,14 +244,22 @@ class _Trainer:
         save_enhancer(self.eval_model(), self.out_dir / ENHANCER_FILENAME, training=training)
         with atomic_write(self.out_dir / "metrics.json", "w") as f:
             json.dump({"step": self.step, **self.last_metrics}, f, indent=2)
-        hparams = _flat(config_to_dict(self.cfg))
-        # Output-side metrics only: the input/target values are constants of the data.
-        final = {
-            f"hparams/{k.replace('/', '_')}": v
-            for k, v in self.last_metrics.items()
-            if k in ("val/psnr", "val/ssim", "val/lpips") or k.endswith("/output")
-        }
-        log.hparams(hparams, final or {"hparams/steps": float(self.step)}, self.step)
+        q = self.quality
+        hparams = hparams_of(
+            self.cfg,
+            weights=dict(zip(q.attributes, q.weights.tolist())),
+            targets=dict(zip(q.attributes, q.targets.tolist())),
+        )
+        # Output-side metrics only (the input/target values are constants of the data),
+        # pointing at tags of the `output` run, where the session is written. TensorBoard
+        # shows the first five: PSNR, SSIM (LPIPS), then the attributes AttiqaLoss
+        # weighs most.
+        final = {label: f"val/{m}" for m, label in (("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips", "LPIPS"))
+                 if f"val/{m}" in self.last_metrics}
+        by_weight = sorted(zip(q.attributes, q.weights.tolist()), key=lambda item: -item[1])
+        final.update({name: attribute_tag(name) for name, _ in by_weight
+                      if f"attributes/{name}/output" in self.last_metrics})
+        log.hparams(hparams, final, self.step, run="output")
 
     def run(self) -> Dict[str, float]:
         cfg, t, info = self.cfg, self.cfg.train, self.info
@@ -270,8 +273,12 @@ class _Trainer:
             num_workers=cfg.data.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        log = RunLogger(self.out_dir / "tb", purge_step=self.step or None, enabled=info.is_main)
-        log.layout(attribute_layout(self.quality.attributes, self.objective.weights, with_lpips=self.lpips is not None))
+        # Role sub-runs: none without validation images, no target without references.
+        roles = ROLES[: 3 if "target" in self.val[0] else 2] if self.val else ()
+        # On resume, events at the checkpoint's own step were logged before it was saved:
+        # TensorBoard drops (in every run) only what came after it.
+        log = RunLogger(self.out_dir / "tb", purge_step=self.step + 1 if self.step else 0, enabled=info.is_main,
+                        roles=roles)
         from tqdm.auto import tqdm
 
         config_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
@@ -284,6 +291,8 @@ class _Trainer:
         )
         self.model.train()
         try:
+            if cfg.val.at_start and self.step == 0:
+                self.validate(log)
             for batch in loader:
                 x = batch["input"].to(self.device, non_blocking=True)
                 y = batch["target"].to(self.device, non_blocking=True) if "target" in batch else None

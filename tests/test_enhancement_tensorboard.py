@@ -1,17 +1,34 @@
-"""TensorBoard output: ``attiqa-score --logdir`` read back with TensorBoard's own reader, and the
-custom-scalars layout that puts input/output/target of one attribute in one chart."""
+"""TensorBoard output read back with TensorBoard's own reader: ``attiqa-score --logdir``, and
+the enhancement run layout (one sub-run per role, 0/1 reference lines, labelled image
+strips, the trimmed HParams session, rank > 0 silent, resume purging every sub-run)."""
 
 import csv
 import io
+import time
 from contextlib import redirect_stdout
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginEventAccumulator
+from tensorboard.plugins.hparams import metadata as hp_metadata
+from tensorboard.plugins.hparams import metrics as hp_metrics
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from attiqa_loss import ATTRIBUTES
 from attiqa_loss.cli import main as score_main
-from enhancement.tensorboard_utils import RunLogger, attribute_layout, attribute_tag
+from enhancement.config import EnhanceConfig
+from enhancement.tensorboard_utils import (
+    HPARAMS_SHOWN,
+    ROLES,
+    SCALE_RUNS,
+    RunLogger,
+    attribute_tag,
+    header_height,
+    hparams_of,
+    labelled_strip,
+)
 
 from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import write_images, write_quality_model
@@ -54,37 +71,180 @@ def test_attiqa_score_logdir_writes_per_folder_means(tmp_path):
         assert "mean/all" in acc.Tags()["scalars"] + acc.Tags()["tensors"]
 
 
-def test_run_logger_layout_and_descriptions_round_trip(tmp_path):
+def _plugin_reader(path):
+    """The reader behind ``tensorboard --load_fast=false``: unlike :func:`_reader`'s, it
+    purges new-style (tensor) scalars on a session restart."""
+    acc = PluginEventAccumulator(str(path), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _steps_values(acc, tag):
+    return [(e.step, _value(e)) for e in acc.Tensors(tag)]
+
+
+def _all_tags(acc):
+    tags = acc.Tags()
+    return set(tags["tensors"]) | set(tags["scalars"]) | set(tags["images"])
+
+
+SCORES = {
+    "input": {"brightness": 0.2, "noisiness": 0.6},
+    "output": {"brightness": 0.7, "noisiness": 0.8},
+    "target": {"brightness": 0.8, "noisiness": 0.9},
+}
+
+
+def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_runs(tmp_path):
     log = RunLogger(tmp_path)
-    log.layout(attribute_layout(ATTRIBUTES, ["fidelity"], with_lpips=True))
-    scores = {"input": {"brightness": 0.2}, "output": {"brightness": 0.7}, "target": {"brightness": 0.8}}
-    log.attribute_scores(scores, step=5)
+    assert log.runs == [SCALE_RUNS[0][0], "output", "input", "target", "", SCALE_RUNS[1][0]]
+    log.attribute_scores(SCORES, step=5)
+    log.attribute_scores(SCORES, step=10)
+    log.validation_metrics({"psnr": 20.0, "ssim": 0.7, "psnr_input": 9.0, "ssim_input": 0.3}, step=10)
     log.close()
-    acc = _reader(tmp_path)
-    for role, value in (("input", 0.2), ("output", 0.7), ("target", 0.8)):
-        tag = attribute_tag("brightness", role)
-        assert _value(acc.Tensors(tag)[0]) == pytest.approx(value)
-        desc = acc.SummaryMetadata(tag).summary_description
-        assert "quality-aligned" in desc and "1 = well lit, 0 = dark" in desc
-    assert list(acc.PluginTagToContent("custom_scalars")) == ["custom_scalars__config__"]
+    assert not _all_tags(_reader(tmp_path))  # the main run holds no validation numbers
+    for role in ROLES:
+        acc = _reader(tmp_path / role)
+        for name in ("brightness", "noisiness"):
+            tag = attribute_tag(name)
+            value = pytest.approx(SCORES[role][name])
+            assert _steps_values(acc, tag) == [(5, value), (10, value)]
+            desc = acc.SummaryMetadata(tag).summary_description
+            assert "quality-aligned" in desc and "1 = desirable" in desc
+        assert not any(t.endswith(("/input", "/output", "/target")) for t in _all_tags(acc))
+    assert "1 = well lit, 0 = dark" in _reader(tmp_path / "output").SummaryMetadata("attributes/brightness") \
+        .summary_description
+    for run, value in SCALE_RUNS:
+        acc = _reader(tmp_path / run)
+        assert set(acc.Tags()["tensors"]) == {"attributes/brightness", "attributes/noisiness"}
+        assert _steps_values(acc, "attributes/noisiness") == [(5, value), (10, value)]
+    # Fidelity metrics: the same tag in the output and input runs.
+    inp, out, target = (_reader(tmp_path / r) for r in ROLES)
+    assert _steps_values(out, "val/psnr") == [(10, 20.0)] and _steps_values(inp, "val/psnr") == [(10, 9.0)]
+    assert _steps_values(inp, "val/ssim") == [(10, pytest.approx(0.3))]
+    assert "val/psnr" not in _all_tags(target)
+    assert not any(t.endswith("_input") for t in _all_tags(inp) | _all_tags(out))
 
 
-def test_layout_groups_each_attribute_in_one_multiline_chart():
-    layout = attribute_layout(ATTRIBUTES, ["fidelity", "attiqa"])
-    (category,) = [v for k, v in layout.items() if k.startswith("attributes")]
-    assert len(category) == len(ATTRIBUTES)
-    for name in ATTRIBUTES:
-        ((kind, tags),) = [v for k, v in category.items() if k.startswith(name + " ")]
-        assert kind == "Multiline" and tags == [f"attributes/{name}/{r}" for r in ("input", "output", "target")]
-    assert layout["loss"]["terms"] == ["Multiline", ["loss/fidelity", "loss/attiqa", "loss/total"]]
-    assert "LPIPS" not in layout["validation"]
+def test_unknown_role_is_refused_and_roles_limit_the_sub_runs(tmp_path):
+    log = RunLogger(tmp_path / "unpaired", roles=("input", "output"))
+    assert "target" not in log.runs
     with pytest.raises(ValueError, match="role must be one of"):
-        attribute_tag("brightness", "reference")
+        log.attribute_scores({"reference": {"brightness": 0.5}}, 0)
+    log.close()
+    assert not (tmp_path / "unpaired" / "target").exists()
+    bare = RunLogger(tmp_path / "noval", roles=())
+    assert bare.runs == [""]
+    bare.close()
+
+
+def test_labelled_strip_has_a_header_band_naming_each_panel():
+    images = [torch.full((3, 40, 56), v) for v in (0.2, 0.5, 0.9)]
+    strip = labelled_strip(images)
+    band = header_height(56)
+    assert strip.dtype == torch.uint8 and tuple(strip.shape) == (3, 40 + band, 3 * 56)
+    assert band >= 16
+    for i, v in enumerate((0.2, 0.5, 0.9)):
+        panel = strip[:, band:, i * 56:(i + 1) * 56]
+        assert (panel == round(v * 255)).all()  # the photo itself is untouched
+        head = strip[:, :band, i * 56 + 2:(i + 1) * 56 - 2]
+        assert head.float().mean() < 100 and head.max() > 200  # light text on a dark band
+    # Two panels (unpaired: no target), tiny and large panels keep the text inside the band.
+    assert tuple(labelled_strip(images[:2], ROLES[:2]).shape) == (3, 40 + band, 2 * 56)
+    assert header_height(32) == 16 and header_height(2000) == 96
+    tiny = labelled_strip([torch.zeros(3, 32, 32)] * 3)
+    assert tuple(tiny.shape) == (3, 48, 96) and (tiny[:, 16:] == 0).all()
+
+
+def test_image_strip_is_logged_with_its_band(tmp_path):
+    log = RunLogger(tmp_path)
+    log.image_strip("samples/coffee", [torch.rand(3, 40, 48)] * 3, step=3)
+    log.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    (image,) = acc.Images("samples/coffee")
+    assert (image.width, image.height, image.step) == (3 * 48, 40 + header_height(48), 3)
+
+
+def test_hparams_session_is_trimmed_and_its_metrics_point_at_logged_tags(tmp_path):
+    cfg = EnhanceConfig()
+    weights = {a: 1.0 for a in ATTRIBUTES} | {"brightness": 2.0}
+    targets = {a: 1.0 for a in ATTRIBUTES} | {"brightness": 0.8}
+    hparams = hparams_of(cfg, weights, targets)
+    expected = {
+        "data.mode", "data.crop_size", "model.width", "train.lr", "train.steps", "train.batch_size", "train.seed",
+        "loss.attiqa_views",
+        *(f"loss.{t}_weight" for t in ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv")),
+        *(f"loss.attiqa_weights.{a}" for a in ATTRIBUTES), *(f"loss.attiqa_targets.{a}" for a in ATTRIBUTES),
+    }
+    assert set(hparams) == expected and len(expected) == 14 + 2 * len(ATTRIBUTES)
+    assert set(HPARAMS_SHOWN) <= expected
+
+    log = RunLogger(tmp_path)
+    log.validation_metrics({"psnr": 21.0, "ssim": 0.8}, step=7)
+    log.attribute_scores(SCORES, step=7)
+    log.hparams(hparams, {"PSNR": "val/psnr", "SSIM": "val/ssim", "brightness": "attributes/brightness"}, step=7)
+    log.close()
+    runs = {run: _reader(tmp_path / run) for run in ("", *ROLES)}
+    for acc in runs.values():
+        assert not any(t.startswith("hparams/") for t in _all_tags(acc))
+    with pytest.raises(KeyError):  # the session lives in the output run, not in the main one
+        runs[""].PluginTagToContent("hparams")
+    content = runs["output"].PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content[hp_metadata.EXPERIMENT_TAG]).experiment
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert set(infos) == expected
+    assert {n for n, h in infos.items() if h.differs} == set(HPARAMS_SHOWN)
+    assert [v.string_value for v in infos["data.mode"].domain_discrete.values] == ["paired", "synthetic", "unpaired"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content[hp_metadata.SESSION_START_INFO_TAG])
+    values = start.session_start_info.hparams
+    assert values["loss.attiqa_weights.brightness"].number_value == 2.0
+    assert values["loss.attiqa_targets.brightness"].number_value == pytest.approx(0.8)
+    assert values["data.mode"].string_value == "synthetic"
+    # The plugin reads a metric from run "<session run>/<group>": the session run is "output".
+    assert [m.display_name for m in experiment.metric_infos] == ["PSNR", "SSIM", "brightness"]
+    found = {}
+    for info in experiment.metric_infos:
+        run, tag = hp_metrics.run_tag_from_session_and_metric("output", info.name)
+        found[info.display_name] = _value(runs[run].Tensors(tag)[-1])
+    assert found == {"PSNR": 21.0, "SSIM": pytest.approx(0.8), "brightness": pytest.approx(0.7)}
 
 
 def test_disabled_logger_writes_nothing(tmp_path):
     log = RunLogger(tmp_path / "tb", enabled=False)
     log.scalar("loss/total", 1.0, 0)
-    log.attribute_scores({"input": {"brightness": 0.5}}, 0)
+    log.attribute_scores(SCORES, 0)
+    log.validation_metrics({"psnr": 20.0, "psnr_input": 9.0}, 0)
+    log.image_strip("samples/x", [torch.rand(3, 32, 32)] * 3, 0)
+    log.text("config", "a: 1")
+    log.hparams({"train.lr": 0.1}, {"PSNR": "val/psnr"}, 0)
+    log.flush()
     log.close()
+    assert not log.runs and log.writer is None
     assert not (tmp_path / "tb").exists()
+
+
+def test_resume_purges_what_came_after_the_purge_step_in_every_run(tmp_path):
+    first = RunLogger(tmp_path)
+    for step in (1, 2, 3, 4):
+        first.scalar("loss/total", 10.0 + step, step)
+        first.attribute_scores(SCORES, step)
+        first.validation_metrics({"psnr": 10.0 + step, "psnr_input": 5.0}, step)
+    first.close()
+    time.sleep(1.1)  # event files sort by their name, whose first field is the time in seconds
+    resumed = RunLogger(tmp_path, purge_step=3)
+    later = {role: {n: v / 2 for n, v in per.items()} for role, per in SCORES.items()}
+    resumed.scalar("loss/total", 99.0, 3)
+    resumed.attribute_scores(later, 3)
+    resumed.validation_metrics({"psnr": 99.0, "psnr_input": 5.0}, 3)
+    resumed.close()
+    assert _steps_values(_plugin_reader(tmp_path), "loss/total") == [(1, 11.0), (2, 12.0), (3, 99.0)]
+    for role in ROLES:
+        acc = _plugin_reader(tmp_path / role)
+        expected = [SCORES[role]["brightness"]] * 2 + [later[role]["brightness"]]
+        assert _steps_values(acc, "attributes/brightness") == [(s, pytest.approx(v)) for s, v in
+                                                                zip((1, 2, 3), expected)]
+    assert [s for s, _ in _steps_values(_plugin_reader(tmp_path / "output"), "val/psnr")] == [1, 2, 3]
+    for run, value in SCALE_RUNS:
+        acc = _plugin_reader(tmp_path / run)
+        assert _steps_values(acc, "attributes/brightness") == [(1, value), (2, value), (3, value)]

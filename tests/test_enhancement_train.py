@@ -2,6 +2,8 @@
 
 import csv
 import json
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,13 +11,16 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginEventAccumulator
+from tensorboard.plugins.hparams import metrics as hp_metrics
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from attiqa_loss import ATTRIBUTES
 from attiqa_loss.io import save_image
 from enhancement import cli
 from enhancement.objectives import EnhancementObjective
+from enhancement.tensorboard_utils import ROLES, SCALE_RUNS, header_height
 from enhancement.weights import load_enhancer
 
 from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
@@ -68,34 +73,65 @@ def test_run_writes_config_checkpoint_weights_and_metrics(run, assets):
     assert training["attiqa_checkpoint"] == str(assets["quality"])
 
 
-def test_event_file_holds_attribute_tags_layout_images_config_and_hparams(run):
-    acc = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0, "images": 0})
+def _events(path):
+    acc = EventAccumulator(str(path), size_guidance={"tensors": 0, "images": 0})
     acc.Reload()
-    tags = set(acc.Tags()["tensors"])
-    for name in ATTRIBUTES:
-        for role in ("input", "output", "target"):
-            tag = f"attributes/{name}/{role}"
-            assert tag in tags
-            assert [e.step for e in acc.Tensors(tag)] == [2, 4]
-            assert "quality-aligned" in acc.SummaryMetadata(tag).summary_description
-    assert {"loss/fidelity", "loss/ssim", "loss/attiqa", "loss/total", "val/psnr", "val/ssim_input"} <= tags
-    # The custom-scalars layout: one Multiline chart per attribute with its three lines.
-    assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
-    event = acc.Tensors("custom_scalars__config__")[0]
-    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
-    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    for name in ATTRIBUTES:
-        (lines,) = [tags_ for title, tags_ in charts.items() if title.startswith(name + " ")]
-        assert lines == [f"attributes/{name}/{r}" for r in ("input", "output", "target")]
-    assert "loss/total" in charts["terms"]
-    # Image strips input | output | target, the config as text, hparams with final metrics.
-    strip = acc.Images("samples/0")[-1]
-    assert strip.width == 3 * strip.height == 3 * 32
-    assert "config/text_summary" in tags
-    text = tensor_util.make_ndarray(acc.Tensors("config/text_summary")[0].tensor_proto).item().decode()
+    return acc
+
+
+def test_tensorboard_has_one_run_per_role_reference_lines_labelled_strips_and_trimmed_hparams(run):
+    tb = run / "tb"
+    assert sorted(p.name for p in tb.iterdir() if p.is_dir()) == sorted([*ROLES, *(r for r, _ in SCALE_RUNS)])
+    main = _events(tb)
+    tags = set(main.Tags()["tensors"])
+    assert {"loss/fidelity", "loss/ssim", "loss/attiqa", "loss/total", "train/lr", "config/text_summary"} <= tags
+    assert not any(t.startswith(("attributes/", "val/", "hparams/", "custom_scalars")) for t in tags)
+    text = tensor_util.make_ndarray(main.Tensors("config/text_summary")[0].tensor_proto).item().decode()
     assert "crop_size: 32" in text
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(acc.PluginTagToContent("hparams"))
-    assert "hparams/val_psnr" in tags and "hparams/attributes_brightness_output" in tags
+    # Image strips named after the validation file, with the labelled header band on top.
+    val_stems = {p.stem for p in (run.parent / "clean").iterdir()}
+    strips = main.Tags()["images"]
+    assert len(strips) == 2 and all(t.startswith("samples/") and t[len("samples/"):] in val_stems for t in strips)
+    strip = main.Images(strips[0])[-1]
+    assert (strip.width, strip.height) == (3 * 32, 32 + header_height(32))
+    # Attribute scores and fidelity metrics: one tag, one run per role, validated at steps 2 and 4.
+    runs = {role: _events(tb / role) for role in ROLES}
+    for role, acc in runs.items():
+        for name in ATTRIBUTES:
+            events = acc.Tensors(f"attributes/{name}")
+            assert [e.step for e in events] == [2, 4]
+            assert 0 <= tensor_util.make_ndarray(events[-1].tensor_proto) <= 1
+            assert "quality-aligned" in acc.SummaryMetadata(f"attributes/{name}").summary_description
+        assert ({"val/psnr", "val/ssim"} <= set(acc.Tags()["tensors"])) == (role != "target")
+    for scale_run, value in SCALE_RUNS:
+        acc = _events(tb / scale_run)
+        assert set(acc.Tags()["tensors"]) == {f"attributes/{n}" for n in ATTRIBUTES}
+        events = acc.Tensors("attributes/sharpness")
+        assert [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events] == [(2, value), (4, value)]
+    # metrics.json keeps its flat keys, equal to the last logged values.
+    metrics = json.loads((run / "metrics.json").read_text())
+    last = lambda role, tag: float(tensor_util.make_ndarray(runs[role].Tensors(tag)[-1].tensor_proto))  # noqa: E731
+    assert metrics["val/psnr_input"] == pytest.approx(last("input", "val/psnr"))
+    assert metrics["attributes/brightness/target"] == pytest.approx(last("target", "attributes/brightness"))
+    # HParams: the session in the output run, the knobs that matter, metrics = logged tags.
+    content = runs["output"].PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    names = {h.name for h in experiment.hparam_infos}
+    assert len(names) == 24 and {"loss.attiqa_weight", "loss.attiqa_weights.brightness", "train.lr"} <= names
+    assert not any(n.startswith(("data.lowlight", "train.betas", "val.")) for n in names)
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["loss.attiqa_weights.brightness"].number_value == 2.0  # from configs/enhance_lowlight.yaml
+    assert hp["loss.attiqa_targets.brightness"].number_value == pytest.approx(0.8)
+    assert hp["loss.attiqa_targets.sharpness"].number_value == 1.0 and hp["model.width"].number_value == 4
+    shown = [m.display_name for m in experiment.metric_infos]
+    assert shown[:3] == ["PSNR", "SSIM", "brightness"]  # brightness weighs most in AttiqaLoss
+    assert sorted(shown[2:]) == sorted(ATTRIBUTES)
+    for info in experiment.metric_infos:
+        metric_run, tag = hp_metrics.run_tag_from_session_and_metric("output", info.name)
+        assert metric_run == "output" and tag in runs["output"].Tags()["tensors"]
+    for acc in (main, *runs.values()):
+        assert not any(t.startswith("hparams/") for t in acc.Tags()["tensors"])
 
 
 def test_infer_keeps_sizes_and_names_and_writes_scores(run, tmp_path, assets):
@@ -132,7 +168,7 @@ def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
 
     def dying_forward(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # during step 5: the checkpoint of step 4 exists, step 5 is lost
+        if calls["n"] == 4:  # during step 4: the checkpoint of step 2 exists, validation of step 3 is stale
             raise Killed()
         return forward(self, *args, **kwargs)
 
@@ -141,8 +177,9 @@ def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
     with pytest.raises(Killed):
         _train(assets, killed, **settings)
     monkeypatch.setattr(EnhancementObjective, "forward", forward)
-    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (killed / "enhancer.safetensors").exists()
+    time.sleep(1.1)  # event files are read in name order, which starts with the time in seconds
     assert cli.main(["train", "--out", str(killed), "--resume"]) == 0  # reuses killed/config.yaml
 
     a, b = load_file(str(straight / "enhancer.safetensors")), load_file(str(killed / "enhancer.safetensors"))
@@ -153,6 +190,28 @@ def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
     for key in sa["model"]:
         torch.testing.assert_close(sa["model"][key], sb["model"][key], rtol=0, atol=1e-6)
     assert sa["step"] == sb["step"] == 6
+    # TensorBoard (with purging, as `tensorboard` reads) shows the same history in every run:
+    # the interrupted run's step-3 validation is replaced by the resumed run's, not doubled.
+    runs = sorted(p.relative_to(straight / "tb") for p in (straight / "tb").rglob("*") if p.is_dir())
+    assert len(runs) == 5 and runs == sorted(p.relative_to(killed / "tb") for p in (killed / "tb").rglob("*")
+                                             if p.is_dir())
+    for sub in [Path("."), *runs]:
+        want, got = (PluginEventAccumulator(str(p / "tb" / sub), size_guidance={"tensors": 0})
+                     for p in (straight, killed))
+        want.Reload()
+        got.Reload()
+        assert sorted(want.Tags()["tensors"]) == sorted(got.Tags()["tensors"])
+        for tag in want.Tags()["tensors"]:
+            if tag == "config/text_summary":  # logged again by the resumed run, at its start step
+                assert [e.step for e in got.Tensors(tag)] == [0, 2]
+                continue
+            steps = [e.step for e in want.Tensors(tag)]
+            assert [e.step for e in got.Tensors(tag)] == steps, (sub, tag)
+            if tag.startswith(("attributes/", "val/")):
+                assert steps == [3, 6]
+                values = [[float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+                          for acc in (got, want)]
+                assert values[0] == pytest.approx(values[1], abs=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["paired", "unpaired", "denoise"])
@@ -167,6 +226,7 @@ def test_other_data_modes_train(assets, mode):
         code = _train(assets, out, config=str(REPO / "configs" / "enhance_denoise.yaml"), **{"train.steps": 2})
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "tb" / "target").is_dir() == (mode != "unpaired")
     if mode == "unpaired":
         assert "val/psnr" not in metrics and "attributes/brightness/target" not in metrics
         assert "attributes/brightness/output" in metrics
