@@ -177,3 +177,28 @@ def test_robustness_benchmark_quick(bench, tmp_path, capsys, tiny_checkpoint_pat
     assert columns[0] == "model" and {r["section"] for r in rows} == {"anchor", "attack", "generator"}
     assert "4/255 attacks, views 0" in capsys.readouterr().out
     assert (tmp_path / "strips" / tiny_checkpoint_path.parent.name / "anchors.png").is_file()
+
+
+def test_score_levels_edits_move_their_own_attribute(bench, tmp_path, capsys):
+    """The embedded model on two bundled photos: the script's exposure edit lowers brightness
+    and its saturation edit lowers colourfulness for every photo (the edits are what they say)."""
+    skimage = pytest.importorskip("skimage")
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, dest in (("astronaut.png", "a.png"), ("coffee.png", "sub/c.png")):
+        Image.open(Path(skimage.__file__).parent / "data" / name).convert("RGB").resize((128, 96)).save(folder / dest)
+    out = tmp_path / "levels.csv"
+    assert bench("score_levels").main(["--images", str(folder), "--max-side", "128", "--threads", "1",
+                                       "--out", str(out)]) == 0
+    columns, rows = _read_csv(out)
+    assert columns == ["path", "edit", "sharpness", "contrast", "brightness", "colorfulness", "noisiness"]
+    assert len(rows) == 2 * 6 and {r["path"] for r in rows} == {"a.png", "sub/c.png"}  # relative to --images
+    by = {(r["path"], r["edit"]): r for r in rows}
+    for path in ("a.png", "sub/c.png"):
+        assert float(by[path, "exposure x0.7"]["brightness"]) < 0
+        assert float(by[path, "saturation x0.6"]["colorfulness"]) < 0
+    assert "crop_sd" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench("score_levels").main(["--images", str(folder), "--max-side", "40", "--out", str(out)])
