@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	$(PY) -m pip install --quiet -e '.[all,dev,demo]'
 	$(PY) -c "import torch, torchvision, timm, open_clip, kornia, lpips; print('attiqa env: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

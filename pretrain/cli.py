@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
 #: The width the stored help texts are rendered at (argparse wraps at width - 2).
@@ -104,6 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if text is not None:  # no torch import for --help
             sys.stdout.write(text)
             raise SystemExit(0)
+    require_extra("attiqa-pretrain", "pretrain")
     module = importlib.import_module(known._module)
     args = subcommand_parser(name, module).parse_args(argv[1:])
     out = getattr(args, "out", None)

@@ -1,0 +1,128 @@
+"""The slim install: ``import attiqa_loss`` needs none of the training packages, every
+third-party import is declared in setup.cfg, and a tool whose extra is missing says what
+to install in one line."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attiqa_loss import extras
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: import name -> pip distribution, for the third-party packages the code imports.
+DISTRIBUTIONS = {
+    "torch": "torch", "timm": "timm", "safetensors": "safetensors", "numpy": "numpy", "PIL": "pillow",
+    "tqdm": "tqdm", "open_clip": "open_clip_torch", "kornia": "kornia", "yaml": "pyyaml",
+    "tensorboard": "tensorboard", "scipy": "scipy", "lpips": "lpips",
+}
+#: imported only inside ``try``/``except ImportError`` with a fallback (documented optional).
+OPTIONAL = {"torchvision", "torchmetrics", "tifffile", "skimage"}
+TRAINING_MODULES = ("kornia", "open_clip", "lpips", "tensorboard", "scipy", "pretrain", "enhancement", "skimage")
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return cfg
+
+
+def _requirement_names(text: str) -> set:
+    names = set()
+    for line in text.strip().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(line.split(">")[0].split("=")[0].split("<")[0].strip().lower())
+    return names
+
+
+def _third_party_imports(package: str) -> set:
+    """Top-level names of every absolute import in ``package`` that is not stdlib or ours."""
+    ours = {"attiqa_loss", "pretrain", "enhancement", "benchmarks"}
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ours and top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(top)
+    return found
+
+
+def test_import_attiqa_loss_loads_no_training_package():
+    code = (
+        "import sys, torch\n"
+        "import attiqa_loss\n"
+        "from attiqa_loss import AttiqaLoss, AttiqaMetric, load_attiqa, score_folder, compare_folders\n"
+        "loss = AttiqaLoss()\n"
+        "x = torch.rand(1, 3, 64, 64, requires_grad=True)\n"
+        "loss(x).backward()\n"
+        "assert x.grad is not None\n"
+        f"print(sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_install_requires_is_what_the_loss_needs():
+    cfg = _setup_cfg()
+    assert _requirement_names(cfg["options"]["install_requires"]) == {
+        "torch", "timm", "safetensors", "numpy", "pillow", "tqdm"}
+    core = {DISTRIBUTIONS[m] for m in _third_party_imports("attiqa_loss") - OPTIONAL}
+    assert core <= _requirement_names(cfg["options"]["install_requires"])
+
+
+@pytest.mark.parametrize("package, extra", [("pretrain", "pretrain"), ("enhancement", "enhance")])
+def test_every_import_of_a_tool_is_declared_in_its_extra(package, extra):
+    cfg = _setup_cfg()
+    declared = _requirement_names(cfg["options"]["install_requires"]) | _requirement_names(
+        cfg["options.extras_require"][extra])
+    imported = _third_party_imports(package) - OPTIONAL
+    unknown = imported - set(DISTRIBUTIONS)
+    assert not unknown, f"{package} imports {sorted(unknown)}: add them to DISTRIBUTIONS and setup.cfg"
+    assert {DISTRIBUTIONS[m] for m in imported} <= declared
+    # The runtime check names the same packages as the extra.
+    assert {dist for _, dist in extras.EXTRAS[extra]} <= declared
+    all_extra = _requirement_names(cfg["options.extras_require"]["all"])
+    assert _requirement_names(cfg["options.extras_require"][extra]) <= all_extra
+
+
+def test_missing_modules_names_the_distribution():
+    assert extras.missing_modules([("attiqa_no_such_module_xyz", "no-such-dist"), ("json", "json")]) == ["no-such-dist"]
+    assert extras.missing_modules([("attiqa_no_such_parent.child", "x")]) == ["x"]
+
+
+def test_require_extra_message(monkeypatch):
+    monkeypatch.setitem(extras.EXTRAS, "pretrain", (("attiqa_no_such_module_xyz", "kornia"), ("json", "json")))
+    with pytest.raises(SystemExit) as info:
+        extras.require_extra("attiqa-pretrain", "pretrain")
+    assert str(info.value) == ("attiqa-pretrain needs the optional dependencies of attiqa[pretrain] "
+                               "(missing: kornia); install them with: pip install 'attiqa[pretrain]'")
+    monkeypatch.setitem(extras.EXTRAS, "pretrain", (("json", "json"),))
+    extras.require_extra("attiqa-pretrain", "pretrain")  # nothing missing: returns
+
+
+def test_pretrain_cli_without_its_extra_is_one_line(monkeypatch, tmp_path):
+    from pretrain import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--out", str(tmp_path / "run")])
+    assert str(info.value).startswith("attiqa-pretrain needs the optional dependencies of attiqa[pretrain] "
+                                      "(missing: open_clip_torch)")
+    assert not (tmp_path / "run").exists()
