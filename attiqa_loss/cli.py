@@ -189,20 +189,71 @@ def folder_summary(comparison: "FolderComparison", labels: Sequence[str]) -> str
     return "\n".join(lines)
 
 
+#: Constant runs written next to the folders' runs: ``(run name, value)`` of every
+#: ``mean/*`` tag, so each of those charts spans [0, 1] (the names of the enhancement runs'
+#: ``enhancement.tensorboard_utils.SCALE_RUNS``).
+TB_SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
+#: Steps each folder mean is logged at: two points draw a short flat line, not a dot.
+TB_MEAN_STEPS = (0, 1)
+
+
+def _mean_description(name: str, scale_runs: Sequence[str]) -> str:
+    what = (f"{name} ({ATTRIBUTES.descriptions[name]})" if name in ATTRIBUTES
+            else "all: the mean of the five attribute scores")
+    return (
+        f"{what}: mean over the folder's images; quality-aligned score in [0, 1], 1 = desirable, higher is "
+        f"better. One run (line) per folder; the step axis (0 to 1) carries no meaning, the line is one value. "
+        f"{' and '.join(scale_runs)} are reference lines that keep the axis at [0, 1]. "
+        "The spread of the scores is in the histograms scores/<name>."
+    )
+
+
 def _write_tensorboard(logdir: Path, folder_scores: Dict[str, List[List[float]]]) -> None:
-    """One run per folder under ``logdir``: histograms and means of each attribute."""
+    """One run per folder under ``logdir`` (named by :func:`run_names`), plus two
+    constant runs:
+
+    - folder runs: the histograms ``scores/<name>`` of its images' scores (step 0), and
+      ``mean/<name>``, ``mean/all`` (the mean of all five) at steps 0 and 1, so each mean
+      draws as a short horizontal line;
+    - :data:`TB_SCALE_RUNS` (``yscale_0_worst``, ``yscale_1_best``): ``mean/*`` = 0 and 1
+      at the same steps, which keeps every mean chart at [0, 1] (TensorBoard scales an
+      axis to the data; with them 0.92 and 0.95 look close, as they are).
+
+    The ``mean/*`` tags carry a description (the tooltip): quality-aligned, 1 = desirable.
+    Runs are created in the order 0 line, folders, 1 line: TensorBoard colours runs in
+    the order they started.
+    """
     import torch
     from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import scalar
 
-    for label, rows in folder_scores.items():
+    scale_runs: List[Tuple[str, float]] = []
+    for name, value in TB_SCALE_RUNS:
+        while name in folder_scores:  # a folder with that very name keeps it
+            name += "_"
+        scale_runs.append((name, value))
+    descriptions = {name: _mean_description(name, [r for r, _ in scale_runs]) for name in [*ATTRIBUTES, "all"]}
+
+    def write_means(writer, means: Dict[str, float]) -> None:
+        file_writer = writer._get_file_writer()
+        for step in TB_MEAN_STEPS:
+            for name, value in means.items():
+                summary = scalar(f"mean/{name}", float(value), new_style=True)
+                summary.value[0].metadata.summary_description = descriptions[name]
+                file_writer.add_summary(summary, step)
+
+    runs: List[Tuple[str, Optional[List[List[float]]]]] = [
+        (scale_runs[0][0], None), *folder_scores.items(), (scale_runs[1][0], None)]
+    constant = dict(scale_runs)
+    for label, rows in runs:
         writer = SummaryWriter(str(logdir / label))
-        scores = torch.tensor(rows)
-        for i, name in enumerate(ATTRIBUTES):
-            desc = f"{name}: {ATTRIBUTES.descriptions[name]} (quality-aligned, higher is better)"
-            writer.add_histogram(f"scores/{name}", scores[:, i], 0)
-            writer.add_scalar(f"mean/{name}", scores[:, i].mean().item(), 0, new_style=True)
-            writer.add_text(f"about/{name}", desc, 0)
-        writer.add_scalar("mean/all", scores.mean().item(), 0)
+        if rows is None:
+            write_means(writer, {name: constant[label] for name in descriptions})
+        else:
+            scores = torch.tensor(rows)
+            for i, name in enumerate(ATTRIBUTES):
+                writer.add_histogram(f"scores/{name}", scores[:, i], 0)
+            write_means(writer, {**dict(zip(ATTRIBUTES, scores.mean(dim=0).tolist())), "all": scores.mean().item()})
         writer.close()
 
 
@@ -231,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="also write each PATH's score distributions and means to TensorBoard (one run per PATH, named "
-        "after its folder, with parent folders added where two names would clash)",
+        "after its folder, with parent folders added where two names would clash; the runs yscale_0_worst and "
+        "yscale_1_best hold the mean charts at 0 to 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

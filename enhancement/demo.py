@@ -73,9 +73,22 @@ def sample_photos(dest: Path) -> Path:
     return dest
 
 
+#: Metric keys of runs written before the clean image's role was called ``reference``.
+_OLD_ROLE_NAMES = {"reference": "target"}
+
+
 def format_table(metrics: Dict[str, float]) -> str:
-    """Before/after table: one row per attribute, columns input | output | target."""
-    roles = [r for r in ("input", "output", "target") if any(f"attributes/{a}/{r}" in metrics for a in ATTRIBUTES)]
+    """Before/after table: one row per attribute, columns input | output | reference.
+
+    ``metrics`` as in ``metrics.json``; the older ``attributes/<name>/target`` keys are
+    read as ``reference``.
+    """
+    metrics = dict(metrics)
+    for new, old in _OLD_ROLE_NAMES.items():
+        for a in ATTRIBUTES:
+            if f"attributes/{a}/{old}" in metrics:
+                metrics.setdefault(f"attributes/{a}/{new}", metrics[f"attributes/{a}/{old}"])
+    roles = [r for r in ("input", "output", "reference") if any(f"attributes/{a}/{r}" in metrics for a in ATTRIBUTES)]
     header = f"{'attribute':<13}" + "".join(f"{r:>10}" for r in roles)
     lines = [header, "-" * len(header)]
     for a in ATTRIBUTES:
@@ -85,13 +98,13 @@ def format_table(metrics: Dict[str, float]) -> str:
         lines.append(
             f"PSNR {metrics.get('val/psnr_input', float('nan')):.2f} -> {metrics['val/psnr']:.2f} dB, "
             f"SSIM {metrics.get('val/ssim_input', float('nan')):.3f} -> {metrics.get('val/ssim', float('nan')):.3f} "
-            "(input -> output, against the clean target)"
+            "(input -> output, against the clean reference)"
         )
     return "\n".join(lines)
 
 
 def save_samples(cfg, out: Path) -> Path:
-    """Write the held-out photos as ``<name>_input|output|target.png`` under ``out/samples``."""
+    """Write the held-out photos as ``<name>_input|output|reference.png`` under ``out/samples``."""
     import torch
 
     from attiqa_loss.io import save_image
@@ -106,9 +119,11 @@ def save_samples(cfg, out: Path) -> Path:
         for sample in val:
             stem = Path(str(sample["name"])).stem
             output = model(sample["input"][None]).clamp(0, 1)[0]
-            for role, image in (("input", sample["input"]), ("output", output), ("target", sample.get("target"))):
+            for role, image in (("input", sample["input"]), ("output", output), ("reference", sample.get("target"))):
                 if image is not None:
                     save_image(image, folder / f"{stem}_{role}.png")
+            for old in _OLD_ROLE_NAMES.values():  # an earlier demo's name for the same image
+                (folder / f"{stem}_{old}.png").unlink(missing_ok=True)
     return folder
 
 
@@ -168,14 +183,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     samples = save_samples(cfg, args.out)
     print()
     print(f"Attribute scores on {cfg.data.val_images} held-out photos, darkened (input), enhanced (output), "
-          "clean (target);")
+          "clean (reference);")
     print("quality-aligned: 1 = sharp, high contrast, well lit, colourful, noise-free.")
     print()
     print(format_table(metrics))
     print()
     print(f"trained in {minutes:.1f} min")
     print(f"TensorBoard: tensorboard --logdir {args.out / 'tb'}")
-    print(f"images (input | output | target): {samples}")
+    print(f"images (input | output | reference): {samples}")
     print(f"enhancer weights: {args.out / 'enhancer.safetensors'}")
     print(f"enhance a folder: attiqa-enhance infer --checkpoint {args.out / 'enhancer.safetensors'} "
           f"--data PHOTOS --out {args.out / 'enhanced'}")

@@ -1,21 +1,21 @@
 """TensorBoard output of an enhancement run (docs/method.md, section 10).
 
 A run writes one TensorBoard *run* per role under ``OUT/tb``, so TensorBoard draws input,
-output and target of one quantity as differently coloured lines in one chart, with the
+output and reference of one quantity as differently coloured lines in one chart, with the
 run names as the legend:
 
 ========================  ==================================================================
 run (folder)              tags
 ========================  ==================================================================
 ``tb`` (shown as ``.``)   ``loss/<term>``, ``loss/total``, ``train/lr`` (training);
-                          ``samples/<stem>``: image strips input | output | target with a
+                          ``samples/<stem>``: image strips input | output | reference with a
                           labelled header band; ``config``: the resolved YAML as text
 ``tb/input``              ``attributes/<name>``, ``val/psnr``, ``val/ssim``, ``val/lpips``
                           of the unprocessed input (the do-nothing baseline)
 ``tb/output``             the same tags for the enhanced output, and the HParams session
                           (trimmed config, see :func:`hparams_of`; its metrics are the
                           output's final ``val/*`` and ``attributes/*`` values)
-``tb/target``             ``attributes/<name>`` of the reference images
+``tb/reference``          ``attributes/<name>`` of the clean reference images
 ``tb/yscale_0_worst``,    ``attributes/<name>`` = 0 and 1 at every validation step: two
 ``tb/yscale_1_best``      reference lines that keep every attribute chart at [0, 1], also
                           with "Ignore outliers in chart scaling" (TensorBoard has no
@@ -57,21 +57,21 @@ __all__ = [
 ]
 
 #: The sub-runs holding validation numbers, one per image role.
-ROLES = ("input", "output", "target")
+ROLES = ("input", "output", "reference")
 #: Reference runs: ``(run name, constant value)`` logged under every ``attributes/<name>``.
 SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
 #: Full-reference metrics of :func:`enhancement.validate.evaluate`: name -> description.
 VAL_METRICS = {
-    "psnr": "PSNR in dB against the target, higher is better",
-    "ssim": "SSIM against the target in [0, 1], higher is better",
-    "lpips": "LPIPS distance to the target, lower is better",
+    "psnr": "PSNR in dB against the reference, higher is better",
+    "ssim": "SSIM against the reference in [0, 1], higher is better",
+    "lpips": "LPIPS distance to the reference, lower is better",
 }
 #: The hparams TensorBoard's HParams table shows as columns by default (it shows five,
 #: those marked ``differs`` first); the others are a tick away in its left pane.
 HPARAMS_SHOWN = ("data.mode", "loss.fidelity_weight", "loss.attiqa_weight", "train.lr", "train.steps")
 #: Discrete domains (a checkbox filter in the HParams pane instead of none for strings).
 HPARAM_DOMAINS = {"data.mode": ["paired", "synthetic", "unpaired"]}
-_CREATION_ORDER = (SCALE_RUNS[0][0], "output", "input", "target", "", SCALE_RUNS[1][0])
+_CREATION_ORDER = (SCALE_RUNS[0][0], "output", "input", "reference", "", SCALE_RUNS[1][0])
 _ATTRIBUTE_NOTE = "quality-aligned score in [0, 1], 1 = desirable"
 _HEADER_BG = (24, 24, 24)
 _HEADER_FG = (255, 255, 255)
@@ -175,7 +175,7 @@ class RunLogger:
     The main run and the sub-runs of ``roles`` (with the :data:`SCALE_RUNS` when there are
     roles) are created at once, in the order of :data:`_CREATION_ORDER`: TensorBoard's
     Time Series tab colours runs in the order they started, which gives the 0 line the
-    palette's grey, output cyan, input pink, target yellow and the 1 line green. Other
+    palette's grey, output cyan, input pink, reference yellow and the 1 line green. Other
     sub-runs are created on first use.
 
     Args:
@@ -185,7 +185,7 @@ class RunLogger:
             None (a fresh run) writes a START at step 0, which later resumes need.
         enabled: write anything at all.
         roles: the role sub-runs validation will write (``()`` without validation
-            images; no ``target`` without references).
+            images; no ``reference`` without reference images).
     """
 
     def __init__(self, logdir: os.PathLike, *, purge_step: Optional[int] = None, enabled: bool = True,
@@ -259,7 +259,7 @@ class RunLogger:
 
     def image_strip(self, tag: str, images: Sequence[torch.Tensor], step: int,
                     labels: Sequence[str] = ROLES) -> None:
-        """:func:`labelled_strip` of ``images`` (input | output | target) as image ``tag``."""
+        """:func:`labelled_strip` of ``images`` (input | output | reference) as image ``tag``."""
         if self.writer is None:
             return
         self.writer.add_image(tag, labelled_strip(images, labels), step, dataformats="CHW")
@@ -316,6 +316,6 @@ def _attribute_description(name: str) -> str:
     return (
         f"{name} ({ATTRIBUTES.descriptions.get(name, '')}): mean over the validation images; "
         f"{_ATTRIBUTE_NOTE}, higher is better. Runs: input (degraded), output (enhanced), "
-        f"target (reference); {' and '.join(r for r, _ in SCALE_RUNS)} are reference lines "
+        f"reference (clean image); {' and '.join(r for r, _ in SCALE_RUNS)} are reference lines "
         "that keep the axis at [0, 1]"
     )

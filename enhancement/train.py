@@ -250,7 +250,7 @@ class _Trainer:
             weights=dict(zip(q.attributes, q.weights.tolist())),
             targets=dict(zip(q.attributes, q.targets.tolist())),
         )
-        # Output-side metrics only (the input/target values are constants of the data),
+        # Output-side metrics only (the input/reference values are constants of the data),
         # pointing at tags of the `output` run, where the session is written. TensorBoard
         # shows the first five: PSNR, SSIM (LPIPS), then the attributes AttiqaLoss
         # weighs most.
@@ -273,7 +273,7 @@ class _Trainer:
             num_workers=cfg.data.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        # Role sub-runs: none without validation images, no target without references.
+        # Role sub-runs: none without validation images, no reference without targets.
         roles = ROLES[: 3 if "target" in self.val[0] else 2] if self.val else ()
         # On resume, events at the checkpoint's own step were logged before it was saved:
         # TensorBoard drops (in every run) only what came after it.

@@ -1,4 +1,4 @@
-"""Validation: PSNR/SSIM (LPIPS when available) and attribute scores of input, output, target."""
+"""Validation: PSNR/SSIM (LPIPS when available) and attribute scores of input, output, reference."""
 
 from __future__ import annotations
 
@@ -43,13 +43,14 @@ def evaluate(
         quality: scores attributes (quality-aligned, 1 = desirable).
         device: where to run.
         lpips_model: frozen LPIPS for the ``lpips`` metric, or None.
-        keep: return the first ``keep`` (input, output[, target]) triples for image logs.
+        keep: return the first ``keep`` (input, output[, reference]) triples for image logs.
 
     Returns:
         ``(metrics, scores, kept)``: ``metrics`` has ``psnr``, ``ssim`` (``lpips``) of the
         output and ``psnr_input``, ... of the unprocessed input, each averaged over images
-        with a target (empty without targets); ``scores[role][attribute]`` the mean
-        attribute score of ``input``/``output``/``target`` over images of at least 32x32.
+        with a ``target`` (empty without); ``scores[role][attribute]`` the mean attribute
+        score of ``input``/``output``/``reference`` (the sample's clean ``target``) over
+        images of at least 32x32.
     """
     model.eval()
     sums: Dict[str, float] = defaultdict(float)
@@ -63,7 +64,7 @@ def evaluate(
         images = {"input": x, "output": out}
         if "target" in sample:
             y = sample["target"][None].to(device)
-            images["target"] = y
+            images["reference"] = y
             for suffix, pred in (("", out), ("_input", x)):
                 sums["psnr" + suffix] += float(psnr(pred, y)[0])
                 sums["ssim" + suffix] += float(ssim(pred, y)[0])

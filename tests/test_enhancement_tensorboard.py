@@ -17,6 +17,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from attiqa_loss import ATTRIBUTES
+from attiqa_loss.cli import TB_SCALE_RUNS
 from attiqa_loss.cli import main as score_main
 from enhancement.config import EnhanceConfig
 from enhancement.tensorboard_utils import (
@@ -63,12 +64,38 @@ def test_attiqa_score_logdir_writes_per_folder_means(tmp_path):
         mine = [r for r in rows if f"/{folder}/" in r["path"]]
         assert len(mine) == count
         for name in ATTRIBUTES:
-            (event,) = acc.Tensors(f"mean/{name}")
-            expected = sum(float(r[name]) for r in mine) / count
-            assert _value(event) == pytest.approx(expected, abs=1e-5)
+            # The mean at steps 0 and 1: a short flat line, not a dot.
+            expected = pytest.approx(sum(float(r[name]) for r in mine) / count, abs=1e-5)
+            assert _steps_values(acc, f"mean/{name}") == [(0, expected), (1, expected)]
+            desc = acc.SummaryMetadata(f"mean/{name}").summary_description
+            assert desc.startswith(f"{name} (") and "quality-aligned" in desc and "1 = desirable" in desc
             assert f"scores/{name}" in acc.Tags()["histograms"]
             assert acc.Histograms(f"scores/{name}")[0].histogram_value.num == count
-        assert "mean/all" in acc.Tags()["scalars"] + acc.Tags()["tensors"]
+        overall = pytest.approx(sum(float(r[n]) for r in mine for n in ATTRIBUTES) / (count * len(ATTRIBUTES)),
+                                abs=1e-5)
+        assert _steps_values(acc, "mean/all") == [(0, overall), (1, overall)]
+        assert "1 = desirable" in acc.SummaryMetadata("mean/all").summary_description
+    # Constant 0 and 1 runs (the enhancement runs' names) hold every mean chart at [0, 1].
+    assert TB_SCALE_RUNS == SCALE_RUNS
+    assert sorted(p.name for p in logdir.iterdir()) == sorted(["sunny", "dark", *(r for r, _ in SCALE_RUNS)])
+    for run, value in SCALE_RUNS:
+        acc = _reader(logdir / run)
+        assert set(acc.Tags()["tensors"]) == {f"mean/{n}" for n in [*ATTRIBUTES, "all"]}
+        assert not acc.Tags()["histograms"]
+        for name in [*ATTRIBUTES, "all"]:
+            assert _steps_values(acc, f"mean/{name}") == [(0, value), (1, value)]
+
+
+def test_attiqa_score_logdir_reference_runs_step_aside_for_a_folder_of_their_name(tmp_path):
+    write_images(tmp_path / "yscale_0_worst", 1, size=(40, 48), seed=0)
+    quality = write_quality_model(tmp_path / "q.safetensors")
+    logdir = tmp_path / "tb"
+    with redirect_stdout(io.StringIO()):
+        assert score_main([str(tmp_path / "yscale_0_worst"), "--checkpoint", str(quality), "--logdir", str(logdir),
+                           "--no-progress"]) == 0
+    assert "scores/sharpness" in _reader(logdir / "yscale_0_worst").Tags()["histograms"]
+    assert _steps_values(_reader(logdir / "yscale_0_worst_"), "mean/all") == [(0, 0.0), (1, 0.0)]
+    assert _steps_values(_reader(logdir / "yscale_1_best"), "mean/all") == [(0, 1.0), (1, 1.0)]
 
 
 def _plugin_reader(path):
@@ -91,13 +118,15 @@ def _all_tags(acc):
 SCORES = {
     "input": {"brightness": 0.2, "noisiness": 0.6},
     "output": {"brightness": 0.7, "noisiness": 0.8},
-    "target": {"brightness": 0.8, "noisiness": 0.9},
+    "reference": {"brightness": 0.8, "noisiness": 0.9},
 }
 
 
 def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_runs(tmp_path):
+    # The clean image is the "reference" (AttiqaLoss's "targets" are score levels).
+    assert ROLES == ("input", "output", "reference")
     log = RunLogger(tmp_path)
-    assert log.runs == [SCALE_RUNS[0][0], "output", "input", "target", "", SCALE_RUNS[1][0]]
+    assert log.runs == [SCALE_RUNS[0][0], "output", "input", "reference", "", SCALE_RUNS[1][0]]
     log.attribute_scores(SCORES, step=5)
     log.attribute_scores(SCORES, step=10)
     log.validation_metrics({"psnr": 20.0, "ssim": 0.7, "psnr_input": 9.0, "ssim_input": 0.3}, step=10)
@@ -111,7 +140,7 @@ def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_run
             assert _steps_values(acc, tag) == [(5, value), (10, value)]
             desc = acc.SummaryMetadata(tag).summary_description
             assert "quality-aligned" in desc and "1 = desirable" in desc
-        assert not any(t.endswith(("/input", "/output", "/target")) for t in _all_tags(acc))
+        assert not any(t.endswith(("/input", "/output", "/reference")) for t in _all_tags(acc))
     assert "1 = well lit, 0 = dark" in _reader(tmp_path / "output").SummaryMetadata("attributes/brightness") \
         .summary_description
     for run, value in SCALE_RUNS:
@@ -119,20 +148,20 @@ def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_run
         assert set(acc.Tags()["tensors"]) == {"attributes/brightness", "attributes/noisiness"}
         assert _steps_values(acc, "attributes/noisiness") == [(5, value), (10, value)]
     # Fidelity metrics: the same tag in the output and input runs.
-    inp, out, target = (_reader(tmp_path / r) for r in ROLES)
+    inp, out, reference = (_reader(tmp_path / r) for r in ROLES)
     assert _steps_values(out, "val/psnr") == [(10, 20.0)] and _steps_values(inp, "val/psnr") == [(10, 9.0)]
     assert _steps_values(inp, "val/ssim") == [(10, pytest.approx(0.3))]
-    assert "val/psnr" not in _all_tags(target)
+    assert "val/psnr" not in _all_tags(reference)
     assert not any(t.endswith("_input") for t in _all_tags(inp) | _all_tags(out))
 
 
 def test_unknown_role_is_refused_and_roles_limit_the_sub_runs(tmp_path):
     log = RunLogger(tmp_path / "unpaired", roles=("input", "output"))
-    assert "target" not in log.runs
+    assert "reference" not in log.runs
     with pytest.raises(ValueError, match="role must be one of"):
-        log.attribute_scores({"reference": {"brightness": 0.5}}, 0)
+        log.attribute_scores({"target": {"brightness": 0.5}}, 0)
     log.close()
-    assert not (tmp_path / "unpaired" / "target").exists()
+    assert not (tmp_path / "unpaired" / "reference").exists()
     bare = RunLogger(tmp_path / "noval", roles=())
     assert bare.runs == [""]
     bare.close()
@@ -149,7 +178,7 @@ def test_labelled_strip_has_a_header_band_naming_each_panel():
         assert (panel == round(v * 255)).all()  # the photo itself is untouched
         head = strip[:, :band, i * 56 + 2:(i + 1) * 56 - 2]
         assert head.float().mean() < 100 and head.max() > 200  # light text on a dark band
-    # Two panels (unpaired: no target), tiny and large panels keep the text inside the band.
+    # Two panels (unpaired: no reference), tiny and large panels keep the text inside the band.
     assert tuple(labelled_strip(images[:2], ROLES[:2]).shape) == (3, 40 + band, 2 * 56)
     assert header_height(32) == 16 and header_height(2000) == 96
     tiny = labelled_strip([torch.zeros(3, 32, 32)] * 3)

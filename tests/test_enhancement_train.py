@@ -64,7 +64,7 @@ def test_run_writes_config_checkpoint_weights_and_metrics(run, assets):
     assert saved["data"]["train_dir"] == str(assets["clean"]) and saved["train"]["steps"] == 4
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["val/psnr"] > 0 and 0 <= metrics["val/ssim"] <= 1
-    for role in ("input", "output", "target"):
+    for role in ("input", "output", "reference"):
         assert 0 <= metrics[f"attributes/brightness/{role}"] <= 1
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4 and {"model", "optimizer", "scheduler", "ema"} <= set(state)
@@ -102,7 +102,7 @@ def test_tensorboard_has_one_run_per_role_reference_lines_labelled_strips_and_tr
             assert [e.step for e in events] == [2, 4]
             assert 0 <= tensor_util.make_ndarray(events[-1].tensor_proto) <= 1
             assert "quality-aligned" in acc.SummaryMetadata(f"attributes/{name}").summary_description
-        assert ({"val/psnr", "val/ssim"} <= set(acc.Tags()["tensors"])) == (role != "target")
+        assert ({"val/psnr", "val/ssim"} <= set(acc.Tags()["tensors"])) == (role != "reference")
     for scale_run, value in SCALE_RUNS:
         acc = _events(tb / scale_run)
         assert set(acc.Tags()["tensors"]) == {f"attributes/{n}" for n in ATTRIBUTES}
@@ -112,7 +112,8 @@ def test_tensorboard_has_one_run_per_role_reference_lines_labelled_strips_and_tr
     metrics = json.loads((run / "metrics.json").read_text())
     last = lambda role, tag: float(tensor_util.make_ndarray(runs[role].Tensors(tag)[-1].tensor_proto))  # noqa: E731
     assert metrics["val/psnr_input"] == pytest.approx(last("input", "val/psnr"))
-    assert metrics["attributes/brightness/target"] == pytest.approx(last("target", "attributes/brightness"))
+    assert metrics["attributes/brightness/reference"] == pytest.approx(last("reference", "attributes/brightness"))
+    assert not any(k.endswith("/target") for k in metrics)
     # HParams: the session in the output run, the knobs that matter, metrics = logged tags.
     content = runs["output"].PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
@@ -226,12 +227,13 @@ def test_other_data_modes_train(assets, mode):
         code = _train(assets, out, config=str(REPO / "configs" / "enhance_denoise.yaml"), **{"train.steps": 2})
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (out / "tb" / "target").is_dir() == (mode != "unpaired")
+    assert (out / "tb" / "reference").is_dir() == (mode != "unpaired")
+    assert not (out / "tb" / "target").exists()
     if mode == "unpaired":
-        assert "val/psnr" not in metrics and "attributes/brightness/target" not in metrics
+        assert "val/psnr" not in metrics and "attributes/brightness/reference" not in metrics
         assert "attributes/brightness/output" in metrics
     else:
-        assert metrics["val/psnr"] > 0 and "attributes/noisiness/target" in metrics
+        assert metrics["val/psnr"] > 0 and "attributes/noisiness/reference" in metrics
 
 
 def test_attiqa_views_reach_the_loss(assets, monkeypatch):
