@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .attributes import ATTRIBUTES
+from .extras import require_extra
 from .helptext import PlainHelpFormatter
 
 if TYPE_CHECKING:
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.logdir is not None:
+        require_extra("attiqa-score --logdir", "tensorboard")
     from .validation import MIN_SIZE  # torch from here on: after --help and argument errors
 
     if args.batch_size < 1:

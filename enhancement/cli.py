@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from attiqa_loss.attributes import ATTRIBUTES
 from attiqa_loss.cli import DEFAULT_MAX_SIDE as _DEFAULT_MAX_SIDE
 from attiqa_loss.cli import max_side_arg as _max_side_arg
+from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
 __all__ = ["main", "build_parser"]
@@ -279,6 +280,8 @@ def run_infer(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "infer", "demo") and not {"-h", "--help"} & set(argv[1:]):
+        require_extra("attiqa-enhance", "enhance")
     if argv and argv[0] == "demo":
         # The demo owns its arguments (including --help); imported only when asked for.
         try:

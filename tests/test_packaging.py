@@ -126,3 +126,31 @@ def test_pretrain_cli_without_its_extra_is_one_line(monkeypatch, tmp_path):
     assert str(info.value).startswith("attiqa-pretrain needs the optional dependencies of attiqa[pretrain] "
                                       "(missing: open_clip_torch)")
     assert not (tmp_path / "run").exists()
+
+
+def test_enhance_cli_without_its_extra_is_one_line(monkeypatch, tmp_path, capsys):
+    from enhancement import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lpips" else real(name, *a))
+    for command in (["train", "--out", str(tmp_path / "run")], ["demo", "--out", str(tmp_path / "demo")]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(command)
+        assert str(info.value) == ("attiqa-enhance needs the optional dependencies of attiqa[enhance] "
+                                   "(missing: lpips); install them with: pip install 'attiqa[enhance]'")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
+    with pytest.raises(SystemExit) as info:  # --help needs no extra
+        cli.main(["train", "--help"])
+    assert info.value.code == 0 and "usage: attiqa-enhance train" in capsys.readouterr().out
+
+
+def test_score_logdir_without_tensorboard_is_one_line(monkeypatch, tmp_path):
+    from attiqa_loss import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--logdir", str(tmp_path / "tb"), str(tmp_path)])
+    assert str(info.value) == ("attiqa-score --logdir needs the optional dependencies of attiqa[tensorboard] "
+                               "(missing: tensorboard); install them with: pip install 'attiqa[tensorboard]'")
