@@ -9,7 +9,13 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   facts, in every batch with their labels (binary cross-entropy on the logits): a flat
   field has no detail and no contrast and is noise-free; a dark flat field is dark; a
   grey one is colourless; a smooth ramp has no detail; a field of per-pixel noise is
-  noisy. Attributes with no physical value stay unlabelled (NaN).
+  noisy. Attributes with no physical value stay unlabelled (NaN). With ``full_labels`` a
+  bright flat field is also well lit and a saturated one colourful, so "low-energy image"
+  cannot stand for "every score low".
+- **Large anchors** (``large_anchors``, ``large_anchor_size``): more anchors at a larger
+  size, scored in a forward pass of their own with BatchNorm in eval mode
+  (:func:`frozen_batchnorm`, as users' inference sees an image): a large flat field has
+  border-free deep cells, which crop-size anchors never show the network.
 - **Edge pairs** (:func:`sample_edge_pairs`): two-tone step edges that must outscore
   their blurred copies on sharpness (:func:`edge_ranking_loss`) while keeping the other
   four scores (:func:`edge_invariance_loss`).
@@ -23,9 +29,10 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 import math
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +41,8 @@ from torch import nn
 from attiqa_loss.attributes import ATTRIBUTES
 
 __all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
-           "edge_invariance_loss", "edge_ranking_loss", "no_gain_loss", "sample_anchors", "sample_edge_pairs"]
+           "edge_invariance_loss", "edge_ranking_loss", "frozen_batchnorm", "no_gain_loss", "sample_anchors",
+           "sample_edge_pairs"]
 
 _A = {a: i for i, a in enumerate(ATTRIBUTES)}
 #: Anchor kinds drawn by :func:`sample_anchors`, with equal odds.
@@ -45,6 +53,14 @@ DARK = 0.06
 GREY = 0.02
 #: A ramp whose luminance spans this much is labelled contrast 1 (``ramp_contrast``).
 RAMP_CONTRAST = 0.5
+#: A flat field at least this luminous (0.299 R + 0.587 G + 0.114 B) is labelled
+#: brightness 1 (``full_labels``): a mid-grey field or brighter is well lit, the
+#: brightness attribute's "1 = well lit". About half the non-dark flat fields.
+BRIGHT = 0.5
+#: A flat field whose channels span at least this much (max - min, the saturation of
+#: HSV times its value) is labelled colourfulness 1 (``full_labels``): about half the
+#: non-grey, non-dark flat fields.
+SATURATED = 0.5
 
 
 def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -52,7 +68,7 @@ def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
 
 
 def sample_anchors(n: int, size: int, g: torch.Generator, *, smooth_noise_free: bool = True,
-                   ramp_contrast: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                   ramp_contrast: bool = False, full_labels: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` anchor images ``(n, 3, size, size)`` in [0, 1] and labels ``(n, 5)`` (NaN = none).
 
     Kinds (see the module docstring): ``flat``: a uniform field (a quarter of them grey,
@@ -64,8 +80,11 @@ def sample_anchors(n: int, size: int, g: torch.Generator, *, smooth_noise_free: 
     noisiness label (only noise fields teach noisiness). With ``ramp_contrast`` half the
     ramps run from a dark to a bright colour, and a ramp whose luminance spans at least
     :data:`RAMP_CONTRAST` is labelled contrast 1: global contrast without any detail, so
-    contrast cannot be learnt as "local detail" from the flat fields alone. Every draw
-    comes from ``g``.
+    contrast cannot be learnt as "local detail" from the flat fields alone. With
+    ``full_labels`` a flat field whose luminance is at least :data:`BRIGHT` is also
+    labelled brightness 1 and one whose channels span at least :data:`SATURATED`
+    colourfulness 1 (the images and every draw are the same with or without it: only
+    labels are added). Every draw comes from ``g``.
     """
     images = torch.empty(n, 3, size, size)
     labels = torch.full((n, len(ATTRIBUTES)), float("nan"))
@@ -87,6 +106,11 @@ def sample_anchors(n: int, size: int, g: torch.Generator, *, smooth_noise_free: 
                 labels[i, _A["brightness"]] = 0.0
             if float(colour.max() - colour.min()) < GREY:
                 labels[i, _A["colorfulness"]] = 0.0
+            if full_labels:
+                if float(0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) >= BRIGHT:
+                    labels[i, _A["brightness"]] = 1.0
+                if float(colour.max() - colour.min()) >= SATURATED:
+                    labels[i, _A["colorfulness"]] = 1.0
         elif kind == "ramp":
             other = _u(g, 3)
             if ramp_contrast and float(_u(g)) < 0.5:  # dark to bright
@@ -198,6 +222,22 @@ def craft_adversarial(
     return (images + delta).detach()
 
 
+@contextmanager
+def frozen_batchnorm(net: nn.Module) -> Iterator[None]:
+    """Within the block, ``net``'s BatchNorm layers that are training run in eval mode:
+    they normalise with their running statistics and do not update them (as inference
+    sees an image). Their training mode is restored on exit, also on an exception.
+    Other layers keep their mode."""
+    switched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    try:
+        for m in switched:
+            m.eval()
+        yield
+    finally:
+        for m in switched:
+            m.train()
+
+
 def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.Tensor:
     """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
 
@@ -236,17 +276,28 @@ class HardeningConfig:
     adv_target_prob: float = 0.5
     #: weight of the term that forbids a twin's scores to rise above its start's
     no_gain: float = 1.0
+    #: extra anchors per step at ``large_anchor_size``, scored in a forward pass of their
+    #: own with BatchNorm in eval mode (weight: ``anchor_weight``; logged as anchor_large)
+    large_anchors: int = 0
+    #: side of the large anchors in pixels (>= 32); a flat field this large has deep
+    #: cells that never see the border, unlike one at the crop size
+    large_anchor_size: int = 256
+    #: flat-field anchors also get the positive labels: bright ones brightness 1,
+    #: saturated ones colourfulness 1 (thresholds ``BRIGHT``, ``SATURATED``)
+    full_labels: bool = False
 
 
 def check_hardening(h: HardeningConfig, batch: int) -> None:
     """Raise ``ValueError`` naming the key and value of an invalid setting (``batch``: the batch size)."""
-    for key in ("anchors", "adversarial", "edge_pairs"):
+    for key in ("anchors", "adversarial", "edge_pairs", "large_anchors"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
     if h.adversarial > batch:
         raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
     if not 0 < h.adv_eps <= 255:
         raise ValueError(f"hardening.adv_eps must be in (0, 255] (1/255 units), got {h.adv_eps}")
+    if h.large_anchor_size < 32:
+        raise ValueError(f"hardening.large_anchor_size must be >= 32 (pixels), got {h.large_anchor_size}")
     if h.adv_steps < 1:
         raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
     if not 0 <= h.adv_target_prob <= 1:

@@ -202,13 +202,18 @@ def acquire_lock(folder: PathLike, command: str) -> RunLock:
     raise RunLockError(f"could not take the lock {path} (it changed hands repeatedly); try again")
 
 
-def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "",
+                 defaults: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """Dotted keys whose values differ between two nested config dicts.
+
+    ``defaults`` (nested like them): a key missing from ``before`` counts as its default
+    there, so a config saved before a key existed equals one that leaves it at its default."""
     keys = []
+    defaults = defaults if isinstance(defaults, Mapping) else {}
     for k in sorted(set(before) | set(after)):
-        a, b = before.get(k), after.get(k)
+        a, b = before.get(k, defaults.get(k)), after.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys += changed_keys(a, b, f"{prefix}{k}.")
+            keys += changed_keys(a, b, f"{prefix}{k}.", defaults.get(k))
         elif a != b:
             keys.append(prefix + k)
     return keys
@@ -273,6 +278,7 @@ def prepare_run_dir(
     free_keys: Sequence[str] = (),
     is_main: bool = True,
     device: Any = "cpu",
+    defaults: Optional[Mapping[str, Any]] = None,
 ) -> Optional[RunLock]:
     """Lock ``out`` for a training run and check that it may be used as asked.
 
@@ -288,6 +294,8 @@ def prepare_run_dir(
         config: the new run's config as a nested dict; on ``resume`` it is compared with
             ``out/config.yaml`` and any changed key outside ``free_keys`` is refused.
         free_keys: keys that do not change the result (``"val."`` = the whole section).
+        defaults: the config's default values (nested like ``config``): a key missing
+            from ``out/config.yaml`` (saved before the key existed) counts as its default.
         is_main: rank 0 (the others only learn the verdict).
         device: where the verdict is exchanged under torchrun (the process group's device).
 
@@ -302,14 +310,16 @@ def prepare_run_dir(
     error: Optional[BaseException] = None
     if is_main:
         try:
-            lock = _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys)
+            lock = _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
+                          defaults)
         except RunFolderError as exc:
             error = exc
     _share_verdict(error, lock, out, device)
     return lock
 
 
-def _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys) -> RunLock:
+def _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
+           defaults=None) -> RunLock:
     if resume and overwrite:
         raise RunFolderError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     state = out / state_name
@@ -331,7 +341,7 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
                     before = yaml.safe_load(saved.read_text()) or {}
                 except (OSError, yaml.YAMLError) as exc:
                     raise RunFolderError(f"--resume: cannot read {saved}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-                changed = [k for k in changed_keys(before, dict(config)) if not _free(k, free_keys)]
+                changed = [k for k in changed_keys(before, dict(config), defaults=defaults) if not _free(k, free_keys)]
                 if changed:
                     raise RunFolderError(
                         f"--resume: the config differs from the run's {saved} in {changed}, which change the result; "

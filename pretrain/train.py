@@ -28,7 +28,7 @@ from attiqa_loss.validation import MIN_SIZE
 from .config import add_config_arguments, check_minimums, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .hardening import (HardeningConfig, adversarial_twins, check_hardening, edge_invariance_loss, edge_ranking_loss,
-                        no_gain_loss, sample_anchors, sample_edge_pairs)
+                        frozen_batchnorm, no_gain_loss, sample_anchors, sample_edge_pairs)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .rundir import prepare_run_dir
 from .state import load_state, save_state, step_generator
@@ -286,7 +286,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
     out = Path(out)
     lock = prepare_run_dir(out, command="attiqa-pretrain train", run_files=RUN_FILES, state_name="state.pt",
                            resume=resume, overwrite=overwrite, config=config_to_dict(cfg),
-                           free_keys=RESUME_FREE_KEYS, is_main=dist.is_main, device=dist.device)
+                           free_keys=RESUME_FREE_KEYS, is_main=dist.is_main, device=dist.device,
+                           defaults=config_to_dict(PretrainConfig()))  # keys added since count as defaults
     try:
         return _train(cfg, out, dist, resume=resume, progress=progress)
     finally:
@@ -367,7 +368,7 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,
                "consistency": cfg.loss.consistency, "specificity": cfg.loss.specificity,
-               "anchor": hard.anchor_weight, "edge": hard.anchor_weight,
+               "anchor": hard.anchor_weight, "anchor_large": hard.anchor_weight, "edge": hard.anchor_weight,
                "edge_invariance": hard.edge_invariance, "no_gain": hard.no_gain}
     model.train()
     t0, seen = time.perf_counter(), 0
@@ -403,10 +404,14 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
         if hard.anchors > 0:
             anchor_x, anchor_y = sample_anchors(hard.anchors, images[0].shape[-1], g,
                                                 smooth_noise_free=hard.smooth_noise_free,
-                                                ramp_contrast=hard.ramp_contrast)
+                                                ramp_contrast=hard.ramp_contrast, full_labels=hard.full_labels)
             images.append(anchor_x)
         if hard.edge_pairs > 0:
             images.append(sample_edge_pairs(hard.edge_pairs, images[0].shape[-1], g))
+        if hard.large_anchors > 0:  # drawn last: the draws above are the same with or without them
+            large_x, large_y = sample_anchors(hard.large_anchors, hard.large_anchor_size, g,
+                                              smooth_noise_free=hard.smooth_noise_free,
+                                              ramp_contrast=hard.ramp_contrast, full_labels=hard.full_labels)
         x = torch.cat([t.to(device, non_blocking=True) for t in images])
         y = torch.cat(labels).to(device)
         grp = torch.cat(groups).to(device)
@@ -433,6 +438,15 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
             terms["edge"] = edge_ranking_loss(edge_logits[:, ATTRIBUTES.index("sharpness")], hard.edge_margin)
             if hard.edge_invariance > 0:
                 terms["edge_invariance"] = edge_invariance_loss(torch.sigmoid(edge_logits))
+        if hard.large_anchors > 0:
+            # Their size differs from the batch's, so a second forward pass, with BatchNorm
+            # on its running statistics (not updated), as inference sees an image. Through
+            # ``plain``, not the DDP wrapper (as the adversarial twins): DDP's hooks sit on
+            # the parameters, so this pass's gradient joins the one all-reduce of the
+            # backward below, and DDP's forward bookkeeping runs once per step.
+            with frozen_batchnorm(plain), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                large_logits = plain(large_x.to(device, non_blocking=True))
+            terms["anchor_large"] = calibration_loss(large_logits.float(), large_y.to(device))
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

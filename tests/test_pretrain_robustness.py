@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from pretrain.hardening import (craft_adversarial, edge_invariance_loss, edge_ranking_loss, no_gain_loss, sample_anchors,
-                                sample_edge_pairs)
+from pretrain.hardening import (BRIGHT, SATURATED, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
+                                frozen_batchnorm, no_gain_loss, sample_anchors, sample_edge_pairs)
 from pretrain.robustness import (
     ANCHOR_RULES,
     TinyGenerator,
@@ -188,6 +188,61 @@ def test_anchors_without_smooth_noise_free_leave_noisiness_to_the_noise_fields()
     assert torch.equal(y2[:, A["noisiness"]] == 0, y[:, A["noisiness"]] == 0)
     others = [i for i in range(5) if i != A["noisiness"]]
     assert torch.equal(torch.nan_to_num(y[:, others], 7), torch.nan_to_num(y2[:, others], 7))
+
+
+def test_full_labels_add_bright_and_saturated_flat_fields_and_change_nothing_else():
+    def draw(**kw):
+        g = torch.Generator().manual_seed(5)
+        x, y = sample_anchors(300, 16, g, smooth_noise_free=False, ramp_contrast=True, **kw)
+        return x, y, torch.rand(4, generator=g)  # what the caller draws next
+
+    x0, y0, next0 = draw()  # the flag absent: the anchors as they always were
+    xf, yf, nextf = draw(full_labels=False)
+    x1, y1, next1 = draw(full_labels=True)
+    same = lambda a, b: torch.equal(torch.nan_to_num(a, 7), torch.nan_to_num(b, 7))
+    assert torch.equal(x0, xf) and same(y0, yf) and torch.equal(next0, nextf)
+    assert torch.equal(x0, x1) and torch.equal(next0, next1)  # no extra draws, the same images
+    assert not (y0[:, [A["brightness"], A["colorfulness"]]] == 1).any()  # never without the flag
+    # With it, only flat fields gain labels: brightness 1 from BRIGHT, colourfulness 1 from SATURATED.
+    changed = ~((y0 == y1) | (torch.isnan(y0) & torch.isnan(y1)))
+    assert changed[:, [A["sharpness"], A["contrast"], A["noisiness"]]].sum() == 0
+    flat = (x1 - x1[..., :1, :1]).flatten(1).abs().amax(1) == 0
+    colour = x1[:, :, 0, 0]
+    lum = 0.299 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]
+    bright, saturated = flat & (lum >= BRIGHT), flat & (colour.amax(1) - colour.amin(1) >= SATURATED)
+    assert bright.sum() > 10 and saturated.sum() > 10 and (flat & ~bright).sum() > 10
+    assert torch.equal(y1[:, A["brightness"]] == 1, bright)
+    assert torch.equal(y1[:, A["colorfulness"]] == 1, saturated)
+    assert torch.equal(changed.any(1), bright | saturated)
+    # Dark (brightness 0) and grey (colourfulness 0) fields keep their labels.
+    assert torch.equal(y1[:, A["brightness"]] == 0, y0[:, A["brightness"]] == 0)
+    assert torch.equal(y1[:, A["colorfulness"]] == 0, y0[:, A["colorfulness"]] == 0)
+
+
+def test_frozen_batchnorm_uses_running_statistics_and_restores_the_modes():
+    net = build_tiny_net(0).train()
+    net.heads.eval()  # a layer already in eval mode stays so
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns
+    modes = {name: m.training for name, m in net.named_modules()}
+    buffers = [b.clone() for b in net.buffers()]
+    x = torch.rand(2, 3, 64, 64)
+    with frozen_batchnorm(net):
+        assert not any(m.training for m in bns)
+        assert all(m.training == modes[n] for n, m in net.named_modules()
+                   if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+        inside = net.forward_head(net.forward_features(x))
+    assert all(torch.equal(a, b) for a, b in zip(buffers, net.buffers()))  # nothing updated
+    assert {name: m.training for name, m in net.named_modules()} == modes
+    with torch.no_grad():  # the running statistics, as in eval mode
+        net.eval()
+        assert torch.allclose(inside, net.forward_head(net.forward_features(x)), atol=1e-6)
+    net.train()
+    net.heads.eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen_batchnorm(net):
+            raise RuntimeError("boom")
+    assert {name: m.training for name, m in net.named_modules()} == modes
 
 
 def test_edge_pairs_are_two_tone_edges_and_their_blurred_copies():

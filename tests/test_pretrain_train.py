@@ -127,7 +127,9 @@ def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp
 
 
 @pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2, "hardening.edge_pairs": 1,
-                                      "hardening.edge_invariance": 1.0, "hardening.ramp_contrast": True}],
+                                      "hardening.edge_invariance": 1.0, "hardening.ramp_contrast": True,
+                                      "hardening.full_labels": True, "hardening.large_anchors": 1,
+                                      "hardening.large_anchor_size": 64}],
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
     import pretrain.train as train_module
@@ -302,6 +304,67 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     assert recorded["anchors"] == 3 and recorded["adversarial"] == 3
 
 
+def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_alone(photo_dir, tmp_path,
+                                                                                     monkeypatch):
+    """Large anchors are drawn after everything else (the batch is unchanged), scored with
+    BatchNorm on its running statistics (not updated, its training mode back right after),
+    learnt (the weights move) and logged as loss/anchor_large."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import pretrain.train as train_module
+
+    states = {}
+    real_save, real_sample = train_module.save_state, train_module.sample_anchors
+
+    def keep(path, *, step, **objects):
+        real_save(path, step=step, **objects)
+        states[(path.parent.name, step)] = {k: v.clone() for k, v in objects["model"].state_dict().items()}
+
+    sizes = []
+    monkeypatch.setattr(train_module, "save_state", keep)
+    monkeypatch.setattr(train_module, "sample_anchors",
+                        lambda n, size, g, **kw: sizes.append((n, size, kw["full_labels"])) or real_sample(n, size, g, **kw))
+    every = {"train.checkpoint_every": 1, "hardening.anchors": 2}
+    train(_cfg(photo_dir, 1, **every), tmp_path / "plain", progress=False)
+    train(_cfg(photo_dir, 2, **every, **{"hardening.large_anchors": 2, "hardening.large_anchor_size": 64,
+                                         "hardening.full_labels": True}), tmp_path / "large", progress=False)
+    assert sizes == [(2, 48, False)] + [(2, 48, True), (2, 64, True)] * 2
+    plain, large, large2 = states[("plain", 1)], states[("large", 1)], states[("large", 2)]
+    stats = [k for k in plain if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and all(torch.equal(plain[k], large[k]) for k in stats)  # the same batch, nothing else counted
+    assert all(int(large2[k]) == 2 for k in stats if k.endswith("num_batches_tracked"))  # train mode came back
+    assert any(not torch.equal(plain[k], large[k]) for k in plain if k not in stats)  # the pass was learnt
+    acc = EventAccumulator(str(tmp_path / "large" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/anchor_large")] == [2]
+    assert "loss/anchor_large" not in EventAccumulator(str(tmp_path / "plain" / "tb")).Reload().Tags()["scalars"]
+    recorded = read_checkpoint_metadata(tmp_path / "large" / "checkpoint.safetensors")["training"]["config"]["hardening"]
+    assert (recorded["large_anchors"], recorded["large_anchor_size"], recorded["full_labels"]) == (2, 64, True)
+
+
+def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, tmp_path):
+    """A run folder whose config.yaml predates ``large_anchors``, ``large_anchor_size`` and
+    ``full_labels`` resumes (missing keys are their defaults, which train as before); a
+    non-default value for one of them is still refused, by name."""
+    import yaml
+
+    from pretrain.rundir import RunFolderError, changed_keys
+
+    run = tmp_path / "run"
+    train(_cfg(photo_dir, 2), run, progress=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("large_anchors", "large_anchor_size", "full_labels"):
+        del saved["hardening"][key]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(RunFolderError, match=r"hardening.large_anchors'\]"):
+        train(_cfg(photo_dir, 2, **{"hardening.large_anchors": 1}), run, resume=True, progress=False)
+    train(_cfg(photo_dir, 2), run, resume=True, progress=False)
+    # Without defaults a missing key differs; a whole missing section counts as its defaults.
+    assert changed_keys({"a": {}}, {"a": {"k": 0}}) == ["a.k"]
+    assert changed_keys({}, {"a": {"k": 0}}, defaults={"a": {"k": 0}}) == []
+    assert changed_keys({}, {"a": {"k": 1}}, defaults={"a": {"k": 0}}) == ["a.k"]
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("hardening.anchors", -1, "hardening.anchors must be >= 0, got -1"),
     ("hardening.adversarial", 9, r"hardening.adversarial must be <= train.batch_size \(8\), got 9"),
@@ -311,6 +374,8 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     ("hardening.edge_pairs", -2, "hardening.edge_pairs must be >= 0, got -2"),
     ("hardening.edge_invariance", -1, "hardening.edge_invariance must be >= 0, got -1"),
     ("hardening.edge_margin", -0.5, "hardening.edge_margin must be >= 0, got -0.5"),
+    ("hardening.large_anchors", -1, "hardening.large_anchors must be >= 0, got -1"),
+    ("hardening.large_anchor_size", 16, r"hardening.large_anchor_size must be >= 32 \(pixels\), got 16"),
     ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
