@@ -31,6 +31,9 @@ _EXPORTS = {
     "default_checkpoint_path": "loss",
     "load_attiqa": "loss",
     "random_view": "loss",
+    "NiqeModel": "measures",
+    "fit_niqe": "measures",
+    "niqe": "measures",
     "AttiqaMetric": "metric",
     "DEFAULT_BACKBONE": "network",
     "AttiqaNet": "network",
@@ -45,7 +48,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS, key=str.lower)
 
 
-_SUBMODULES = ("attributes", "checkpoint", "cli", "helptext", "io", "loss", "metric", "network", "scoring", "validation")
+_SUBMODULES = ("attributes", "checkpoint", "cli", "helptext", "io", "loss", "measures", "metric", "network", "scoring",
+               "validation")
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +71,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .attributes import ATTRIBUTES, DEFAULT_TEMPLATES, AttributeSet
     from .checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint
     from .loss import AttiqaLoss, attiqa_loss, attribute_distance, default_checkpoint_path, load_attiqa, random_view
+    from .measures import NiqeModel, fit_niqe, niqe
     from .metric import AttiqaMetric
     from .network import DEFAULT_BACKBONE, AttiqaNet, create_attiqa_net
     from .scoring import FolderScores, compare_folders, score_folder
