@@ -363,7 +363,8 @@ def _train(cfg: PretrainConfig, out: Path, dist, *, resume: bool, progress: bool
     if dist.is_main and held:
         from attiqa_loss.io import read_image
 
-        held_images = [read_image(f, max_side=cfg.val.max_side) for f in held[: cfg.val.max_images]]
+        # val.max_images=0 turns validation off (no held-out images read, no val/srcc logged).
+        held_images = [read_image(f, max_side=cfg.val.max_side) for f in held[: cfg.val.max_images]] or None
 
     use_amp = cfg.train.amp and device.type == "cuda"
     weights = {"ranking": cfg.loss.ranking, "calibration": cfg.loss.calibration,

@@ -113,6 +113,11 @@ def test_train_exports_a_checkpoint_that_attiqaloss_loads(photo_dir, tmp_path):
     assert any((tmp_path / "run" / "tb").iterdir())
 
 
+def test_val_max_images_zero_trains_without_validation(photo_dir, tmp_path):
+    out = train(_cfg(photo_dir, 2, **{"val.max_images": 0}), tmp_path / "run", progress=False)
+    assert read_checkpoint_metadata(out)["training"]["val_srcc"] in (None, {})
+
+
 def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp_path):
     from attiqa_loss import load_attiqa
     from attiqa_loss.network import CeilAvgPool2d
