@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.attiqa-installed
 
-.PHONY: setup test demo clean help-texts
+.PHONY: setup test test-fast demo clean help-texts
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The suite without the multi-process (torchrun) runs, for quick local iterations; CI runs `make test`.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(VENV)/bin/attiqa-enhance demo --out runs/demo --overwrite

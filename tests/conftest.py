@@ -7,6 +7,7 @@ weights, and images are smooth random textures generated on the fly.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -160,3 +161,11 @@ def photo_dir(write_png, tmp_path):
     for i in range(3):
         write_png(folder / f"p{i}.png", 64, 72, seed=i)
     return folder
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for torchrun / process-group rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import socket
 import sys
 import types
 
@@ -85,12 +84,6 @@ def test_loads_a_checkpoint(tiny_checkpoint_path):
         _expected_means(build_tiny_net(0), [_batch(1, 0)]), abs=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank: int, world: int, port: int, result_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -107,11 +100,12 @@ def _rank_worker(rank: int, world: int, port: int, result_file: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
-def test_two_processes_reduce_to_the_global_mean(tmp_path):
+@pytest.mark.slow
+def test_two_processes_reduce_to_the_global_mean(tmp_path, free_port):
     if attiqa_loss.metric.TORCHMETRICS_AVAILABLE:
         pytest.skip("torchmetrics synchronises its own states; this checks the fallback's all_reduce")
     result = tmp_path / "rank0.pt"
-    torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(result)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank_worker, args=(2, free_port, str(result)), nprocs=2, join=True)
     got = torch.load(result, weights_only=True)
     net = build_tiny_net(0)
     assert got["means"] == pytest.approx(_expected_means(net, [_batch(3, 0), _batch(1, 100)]), abs=1e-6)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,22 +12,17 @@ from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, tiny_overrides, write_images, write_quality_model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="this torch build has no gloo backend"
 )
-def test_two_process_cpu_training(tmp_path):
+@pytest.mark.slow
+def test_two_process_cpu_training(tmp_path, free_port):
     write_images(tmp_path / "clean", 6, size=(48, 56))
     quality = write_quality_model(tmp_path / "q.safetensors")
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "enhancement.cli", "train",
+        "--master_port", str(free_port), "-m", "enhancement.cli", "train",
         "--config", str(REPO / "configs" / "enhance_lowlight.yaml"),
         "--data", str(tmp_path / "clean"), "--out", str(out),
         *tiny_overrides(quality, **{"train.steps": 3, "train.device": "cpu"}),

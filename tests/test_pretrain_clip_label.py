@@ -224,18 +224,13 @@ def test_rescore_equals_a_fresh_label_run(teacher, photos, tmp_path):
         rescore(tmp_path / "run", yaml_path, TINY_CLIP, "none", init_seed=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_match_one(teacher, photos, tmp_path):
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(teacher, photos, tmp_path, free_port):
     args = ["label", "--images", str(photos), "--clip-model", TINY_CLIP, "--clip-pretrained", "none",
             "--workers", "0", "--set", "label.shard_size=2", "--set", "label.batch_size=2", "--set", "label.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "pretrain.cli", *args, "--out", str(tmp_path / "two")]
+           "--master_port", str(free_port), "-m", "pretrain.cli", *args, "--out", str(tmp_path / "two")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from pretrain.cli import main

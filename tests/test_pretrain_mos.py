@@ -239,18 +239,15 @@ def test_evaluate_argument_errors(brightness_csv, tiny_checkpoint, tmp_path):
                        "--out", str(tmp_path / "f"), "--set", "finetune.modee=full"])
 
 
-def test_finetune_full_mode_under_torchrun(brightness_csv, tiny_checkpoint, tmp_path):
+@pytest.mark.slow
+def test_finetune_full_mode_under_torchrun(brightness_csv, tiny_checkpoint, tmp_path, free_port):
     import os
-    import socket
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "pretrain.cli", "finetune", "--checkpoint", str(tiny_checkpoint),
+           "--master_port", str(free_port), "-m", "pretrain.cli", "finetune", "--checkpoint", str(tiny_checkpoint),
            "--csv", str(brightness_csv), "--out", str(tmp_path / "ddp"), "--set", "finetune.mode=full",
            "--set", "eval.splits=1", "--set", "finetune.steps=3", "--set", "finetune.batch_size=2",
            "--set", "finetune.crop=32", "--set", "finetune.workers=0", "--set", "finetune.save_model=false",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -220,17 +219,12 @@ def test_cli_help_and_shipped_configs_load():
     assert cfg.model.backbone == "resnet10t" and cfg.synthetic.enabled and not cfg.clip.enabled
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_torchrun_trains_on_cpu(photo_dir, tmp_path):
+@pytest.mark.slow
+def test_two_process_torchrun_trains_on_cpu(photo_dir, tmp_path, free_port):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "pretrain.cli", "train", "--out", str(out),
+        "--master_port", str(free_port), "-m", "pretrain.cli", "train", "--out", str(out),
         "--images", str(photo_dir), "--no-progress",
         "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "model.backbone=test_resnet",
         "--set", "synthetic.crop=48", "--set", "train.threads=1", "--set", "train.val_every=1000",
