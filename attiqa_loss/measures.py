@@ -77,8 +77,8 @@ def _check_rgb(x: torch.Tensor) -> torch.Tensor:
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """Rec. 601 luma of gamma-encoded RGB: ``Y = 0.299 R + 0.587 G + 0.114 B``.
 
-    ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` in [0, 1] (the same formula as
-    ``pretrain.degradations.luminance`` and MATLAB's ``rgb2gray``)."""
+    ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` in [0, 1] (MATLAB's ``rgb2gray``
+    formula; the degradations of ``pretrain`` use this function too)."""
     w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 

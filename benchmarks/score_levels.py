@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from attiqa_loss import ATTRIBUTES, load_attiqa
 from attiqa_loss.io import list_images, read_image
+from attiqa_loss.scoring import _relative_name
 from benchmarks import _common as common
 
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722]).view(1, 3, 1, 1)
@@ -77,14 +78,6 @@ def corner_crops(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[..., :h, :w], x[..., :h, -w:], x[..., -h:, :w], x[..., -h:, -w:]])
 
 
-def _relative(path: Path, root: str) -> str:
-    """``path`` relative to the folder given (the CSV names photos the same on any machine)."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _quantile(v: torch.Tensor, q: float) -> float:
     return float(torch.quantile(v, q))
 
@@ -116,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             s = net(x)[0]
             plain.append(s)
             crop_sd.append(net(corner_crops(x)).std(0))
-            name_ = _relative(path, args.images)
+            name_ = _relative_name(Path(path), Path(args.images))
             rows.append({"path": name_, "edit": "none", **{a: round(float(v), 4) for a, v in zip(ATTRIBUTES, s)}})
             for name, edit in edits.items():
                 d = net(edit(x))[0] - s

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from attiqa_loss.attributes import ATTRIBUTES
+from attiqa_loss.measures import luminance
 
 __all__ = [
     "Family",
@@ -50,12 +51,6 @@ class Family:
     fn: Degrader
     trained: bool
     description: str
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """Rec. 601 luma of ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
-    w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:

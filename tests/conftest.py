@@ -155,12 +155,23 @@ def rewrite_checkpoint(path: Path, *, metadata=None, tensors=None) -> Path:
 
 
 @pytest.fixture
-def photo_dir(write_png, tmp_path):
+def make_photo_dir(write_png, tmp_path) -> Callable[..., Path]:
+    """``make_photo_dir(count, height, width)``: that many textured PNGs ``p<i>.png``
+    (seed ``i``) in ``tmp_path/photos``; returns the folder."""
+
+    def make(count: int = 3, height: int = 64, width: int = 72) -> Path:
+        folder = tmp_path / "photos"
+        for i in range(count):
+            write_png(folder / f"p{i}.png", height, width, seed=i)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def photo_dir(make_photo_dir) -> Path:
     """Three small photos (64x72) in ``tmp_path/photos``."""
-    folder = tmp_path / "photos"
-    for i in range(3):
-        write_png(folder / f"p{i}.png", 64, 72, seed=i)
-    return folder
+    return make_photo_dir()
 
 
 @pytest.fixture

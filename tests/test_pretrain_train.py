@@ -79,11 +79,8 @@ def test_every_head_parameter_gets_a_gradient_from_each_term():
 
 
 @pytest.fixture
-def photo_dir(write_png, tmp_path):
-    folder = tmp_path / "photos"
-    for i in range(6):
-        write_png(folder / f"p{i}.png", 96, 112, seed=i)
-    return folder
+def photo_dir(make_photo_dir):
+    return make_photo_dir(6, 96, 112)
 
 
 def _cfg(photo_dir, steps, **extra):

@@ -38,24 +38,16 @@ def a_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def photos(write_png, tmp_path):
-    folder = tmp_path / "photos"
-    for i in range(3):
-        write_png(folder / f"p{i}.png", 64, 64, seed=i)
-    return folder
-
-
 @pytest.mark.parametrize("command, extra", [
     ("select-prompts", ["--clip-model", TINY_CLIP, "--clip-pretrained", "none", "--set", "device=cpu"]),
     ("label", ["--clip-model", TINY_CLIP, "--clip-pretrained", "none", "--set", "label.device=cpu", "--workers", "0"]),
     ("validity", []),
     ("robustness", []),
 ])
-def test_pretrain_out_that_is_a_file_is_one_line(command, extra, a_file, photos):
+def test_pretrain_out_that_is_a_file_is_one_line(command, extra, a_file, photo_dir):
     from pretrain.cli import main
 
-    message = _exit_message(main, [command, "--images", str(photos), "--out", str(a_file), *extra])
+    message = _exit_message(main, [command, "--images", str(photo_dir), "--out", str(a_file), *extra])
     assert message == f"attiqa-pretrain {command}: --out {a_file} is a file, not a folder"
     assert a_file.read_text() == "x"
 
