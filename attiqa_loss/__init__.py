@@ -41,15 +41,15 @@ _EXPORTS = {
     "FolderScores": "scoring",
     "compare_folders": "scoring",
     "score_folder": "scoring",
-    "MIN_SIZE": "validation",
-    "check_images": "validation",
+    "MIN_SIZE": "checks",
+    "check_images": "checks",
 }
 
 __all__ = sorted(_EXPORTS, key=str.lower)
 
 
 _SUBMODULES = ("attributes", "checkpoint", "cli", "helptext", "io", "loss", "measures", "metric", "network", "scoring",
-               "validation")
+               "checks")
 
 
 def __getattr__(name: str) -> Any:
@@ -75,4 +75,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .metric import AttiqaMetric
     from .network import DEFAULT_BACKBONE, AttiqaNet, create_attiqa_net
     from .scoring import FolderScores, compare_folders, score_folder
-    from .validation import MIN_SIZE, check_images
+    from .checks import MIN_SIZE, check_images

@@ -294,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.logdir is not None:
         require_extra("attiqa-score --logdir", "tensorboard")
-    from .validation import MIN_SIZE  # torch from here on: after --help and argument errors
+    from .checks import MIN_SIZE  # torch from here on: after --help and argument errors
 
     if args.batch_size < 1:
         raise SystemExit(f"attiqa-score: --batch-size must be >= 1, got {args.batch_size}")
@@ -310,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .io import ImageListing, scan_images
     from .loss import load_attiqa
     from .scoring import compare_folders, folder_scores_from_rows, score_files
-    from .validation import check_device
+    from .checks import check_device
 
     device = args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -13,7 +13,7 @@ from torch import nn
 from .attributes import ATTRIBUTES, validate_attribute_mapping
 from .checkpoint import load_checkpoint
 from .network import AttiqaNet
-from .validation import MIN_SIZE, check_images
+from .checks import MIN_SIZE, check_images
 
 __all__ = [
     "AttiqaLoss",

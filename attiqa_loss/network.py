@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .attributes import ATTRIBUTES
-from .validation import check_images
+from .checks import check_images
 
 __all__ = ["AttiqaNet", "create_attiqa_net", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE"]
 

@@ -24,7 +24,7 @@ import torch
 from .attributes import ATTRIBUTES
 from .io import ImageFiles, list_images
 from .network import AttiqaNet
-from .validation import MIN_SIZE
+from .checks import MIN_SIZE
 
 __all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders", "MAX_BATCH_PIXELS",
            "failure_reason"]
@@ -235,7 +235,7 @@ def score_folder(
         ValueError: a bad ``device``, ``batch_size``, ``max_side`` or ``num_workers``.
     """
     from .loss import load_attiqa
-    from .validation import check_device
+    from .checks import check_device
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

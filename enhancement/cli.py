@@ -184,7 +184,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     from attiqa_loss import load_attiqa
     from attiqa_loss.cli import resized_note
-    from attiqa_loss.validation import check_device
+    from attiqa_loss.checks import check_device
 
     from .infer import (
         DEFAULT_JPEG_QUALITY,

@@ -12,7 +12,7 @@ from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_loss.io import ImageListing, atomic_write, read_image, read_image_with_size, save_image, scan_images
-from attiqa_loss.validation import MIN_SIZE
+from attiqa_loss.checks import MIN_SIZE
 
 __all__ = [
     "SCORES_FILENAME",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attiqa_loss.validation import check_images
+from attiqa_loss.checks import check_images
 
 __all__ = ["UNet", "create_unet", "bounded_residual"]
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import AttiqaLoss
-from attiqa_loss.validation import MIN_SIZE
+from attiqa_loss.checks import MIN_SIZE
 
 __all__ = ["psnr", "ssim", "evaluate"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from attiqa_loss.validation import check_device
+from attiqa_loss.checks import check_device
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "resolve_device"]
 
@@ -39,7 +39,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
     Any other name must be a device this machine has: an unknown name, ``cuda``
     without CUDA or a GPU index beyond those present raises a one-line ``ValueError``
-    (:func:`attiqa_loss.validation.check_device`)."""
+    (:func:`attiqa_loss.checks.check_device`)."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = check_device(name)

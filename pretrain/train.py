@@ -23,7 +23,7 @@ from torch import nn
 from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
 from attiqa_loss.network import AA_LAYERS
 from attiqa_loss.io import ImageListing, scan_images
-from attiqa_loss.validation import MIN_SIZE
+from attiqa_loss.checks import MIN_SIZE
 
 from .config import add_config_arguments, check_minimums, config_from_args, config_to_dict, save_config
 from .distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed

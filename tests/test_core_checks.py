@@ -11,7 +11,7 @@ import torch
 
 from attiqa_loss import ATTRIBUTES, MIN_SIZE, check_images
 from attiqa_loss.attributes import validate_attribute_mapping
-from attiqa_loss.validation import RANGE_TOLERANCE
+from attiqa_loss.checks import RANGE_TOLERANCE
 
 
 class TestAttributes:
