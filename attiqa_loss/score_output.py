@@ -1,0 +1,207 @@
+"""What ``attiqa-score`` prints and logs: the per-image table, csv and json (:func:`_format`),
+the folder comparison's records (:func:`comparison_records`, :func:`_format_comparison`)
+and per-folder summary (:func:`folder_summary`), and the TensorBoard runs of ``--logdir``
+(:func:`run_names`, :func:`_write_tensorboard`). No torch import until TensorBoard is
+written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from .attributes import ATTRIBUTES
+
+if TYPE_CHECKING:
+    from .folder_scores import FolderComparison
+
+Row = Tuple[str, List[float]]
+
+
+def run_names(paths: Sequence[Path]) -> List[str]:
+    """One distinct TensorBoard run name per path: its last component, or as many trailing
+    components as needed to tell it from the others (``a/out`` and ``b/out``)."""
+    parts = []
+    for p in paths:
+        q = Path(os.path.abspath(p))
+        parts.append((q.parts[1:] if q.anchor else q.parts) or ("root",))
+    names: List[str] = []
+    for i, own in enumerate(parts):
+        others = [o for j, o in enumerate(parts) if j != i]
+        k = 1
+        while k < len(own) and any(o[-k:] == own[-k:] for o in others):
+            k += 1
+        name = "/".join(own[-k:])
+        while name in names:  # the same folder named twice
+            name += "_"
+        names.append(name)
+    return names
+
+
+def _fmt_row(label: str, width: int, values: Sequence[float], *, count: Optional[str] = None, signed: bool = False) -> str:
+    spec = "+12.3f" if signed else "12.3f"
+    head = f"{label:<{width}}" + (f"  {count:>6}" if count is not None else "")
+    return head + "  " + "  ".join(f"{v:>{spec}}" for v in values)
+
+
+def _image_table(rows: List[Row], *, mean_row: bool) -> str:
+    names = list(ATTRIBUTES)
+    width = max([len("path")] + [len(p) for p, _ in rows])
+    lines = [f"{'path':<{width}}  " + "  ".join(f"{n:>12}" for n in names)]
+    lines += [_fmt_row(p, width, s) for p, s in rows]
+    if mean_row and len(rows) > 1:
+        means = [sum(s[i] for _, s in rows) / len(rows) for i in range(len(names))]
+        lines.append(_fmt_row("mean", width, means))
+    return "\n".join(lines)
+
+
+def _format(rows: List[Row], fmt: str) -> str:
+    """One folder (or files): one record per image, plus a mean row in the table."""
+    names = list(ATTRIBUTES)
+    if fmt == "json":
+        return json.dumps([{"path": p, **{n: round(v, 6) for n, v in zip(names, s)}} for p, s in rows], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", *names])
+        writer.writerows([[p, *(f"{v:.6f}" for v in s)] for p, s in rows])
+        return buf.getvalue().rstrip("\n")
+    return _image_table(rows, mean_row=True)
+
+
+def comparison_records(rows: List[Row], per_path: Dict[Path, List[Path]], comparison: "FolderComparison"
+                       ) -> List[Dict[str, Any]]:
+    """One record per scored image: ``folder`` (the PATH it was found under, the first one
+    if several), ``path``, ``name`` (relative to that folder), the five scores and
+    ``<attribute>_diff`` (its score minus that of the same name in the first folder;
+    None for the first folder's images and for names not present in every folder)."""
+    owner: Dict[str, int] = {}
+    for index, files in enumerate(per_path.values()):
+        for f in files:
+            owner.setdefault(str(f), index)
+    roots = list(per_path)
+    diffs = [comparison.differences(i) if i else {} for i in range(len(roots))]
+    names = [dict(zip(map(str, f.paths), f.names)) for f in comparison.folders]
+    records = []
+    for path, scores in rows:
+        index = owner[path]
+        name = names[index][path]
+        diff = diffs[index].get(name)
+        record: Dict[str, Any] = {"folder": str(roots[index]), "path": path, "name": name}
+        record.update({n: v for n, v in zip(ATTRIBUTES, scores)})
+        record.update({f"{n}_diff": (diff[n] if diff else None) for n in ATTRIBUTES})
+        records.append(record)
+    return records
+
+
+def _format_comparison(records: List[Dict[str, Any]], rows: List[Row], fmt: str) -> str:
+    names = list(ATTRIBUTES)
+    columns = ["folder", "path", "name", *names, *(f"{n}_diff" for n in names)]
+    if fmt == "json":
+        return json.dumps([{k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in columns}
+                           for r in records], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        for r in records:
+            writer.writerow([f"{r[k]:.6f}" if isinstance(r[k], float) else ("" if r[k] is None else r[k])
+                             for k in columns])
+        return buf.getvalue().rstrip("\n")
+    return _image_table(rows, mean_row=False)
+
+
+def folder_summary(comparison: "FolderComparison", labels: Sequence[str]) -> str:
+    """The per-folder table: each folder's image count and mean per attribute, then each
+    later folder's difference to the first (paired when the folders share names)."""
+    names = list(ATTRIBUTES)
+    width = max([len("folder")] + [len(s) for s in labels])
+    lines = [f"{'folder':<{width}}  {'images':>6}  " + "  ".join(f"{n:>12}" for n in names)]
+    for label, folder in zip(labels, comparison.folders):
+        lines.append(_fmt_row(label, width, list(folder.means().values()), count=str(len(folder))))
+    ref = labels[0]
+    n = len(comparison.paired_names)
+    lines.append("")
+    if comparison.paired:
+        lines.append(f"difference to {ref}: mean of the per-image differences over the {n} image(s) "
+                     "paired by relative path")
+        unmatched = sum(len(comparison.unmatched(i)) for i in range(len(labels)))
+        if unmatched:
+            lines.append(f"({unmatched} image(s) without a counterpart in every folder are left out)")
+    else:
+        lines.append(f"difference to {ref}: difference of the folder means (the folders share no file names)")
+    for i, label in enumerate(labels[1:], start=1):
+        count = str(n) if comparison.paired else "-"
+        lines.append(_fmt_row(label, width, list(comparison.mean_difference(i).values()), count=count, signed=True))
+    return "\n".join(lines)
+
+
+#: Constant runs written next to the folders' runs: ``(run name, value)`` of every
+#: ``mean/*`` tag, so each of those charts spans [0, 1] (the names of the enhancement runs'
+#: ``enhancement.tensorboard_utils.SCALE_RUNS``).
+TB_SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
+#: Steps each folder mean is logged at: two points draw a short flat line, not a dot.
+TB_MEAN_STEPS = (0, 1)
+
+
+def _mean_description(name: str, scale_runs: Sequence[str]) -> str:
+    what = (f"{name} ({ATTRIBUTES.descriptions[name]})" if name in ATTRIBUTES
+            else "all: the mean of the five attribute scores")
+    return (
+        f"{what}: mean over the folder's images; quality-aligned score in [0, 1], 1 = desirable, higher is "
+        f"better. One run (line) per folder; the step axis (0 to 1) carries no meaning, the line is one value. "
+        f"{' and '.join(scale_runs)} are reference lines that keep the axis at [0, 1]. "
+        "The spread of the scores is in the histograms scores/<name>."
+    )
+
+
+def _write_tensorboard(logdir: Path, folder_scores: Dict[str, List[List[float]]]) -> None:
+    """One run per folder under ``logdir`` (named by :func:`run_names`), plus two
+    constant runs:
+
+    - folder runs: the histograms ``scores/<name>`` of its images' scores (step 0), and
+      ``mean/<name>``, ``mean/all`` (the mean of all five) at steps 0 and 1, so each mean
+      draws as a short horizontal line;
+    - :data:`TB_SCALE_RUNS` (``yscale_0_worst``, ``yscale_1_best``): ``mean/*`` = 0 and 1
+      at the same steps, which keeps every mean chart at [0, 1] (TensorBoard scales an
+      axis to the data; with them 0.92 and 0.95 look close, as they are).
+
+    The ``mean/*`` tags carry a description (the tooltip): quality-aligned, 1 = desirable.
+    Runs are created in the order 0 line, folders, 1 line: TensorBoard colours runs in
+    the order they started.
+    """
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import scalar
+
+    scale_runs: List[Tuple[str, float]] = []
+    for name, value in TB_SCALE_RUNS:
+        while name in folder_scores:  # a folder with that very name keeps it
+            name += "_"
+        scale_runs.append((name, value))
+    descriptions = {name: _mean_description(name, [r for r, _ in scale_runs]) for name in [*ATTRIBUTES, "all"]}
+
+    def write_means(writer, means: Dict[str, float]) -> None:
+        file_writer = writer._get_file_writer()
+        for step in TB_MEAN_STEPS:
+            for name, value in means.items():
+                summary = scalar(f"mean/{name}", float(value), new_style=True)
+                summary.value[0].metadata.summary_description = descriptions[name]
+                file_writer.add_summary(summary, step)
+
+    runs: List[Tuple[str, Optional[List[List[float]]]]] = [
+        (scale_runs[0][0], None), *folder_scores.items(), (scale_runs[1][0], None)]
+    constant = dict(scale_runs)
+    for label, rows in runs:
+        writer = SummaryWriter(str(logdir / label))
+        if rows is None:
+            write_means(writer, {name: constant[label] for name in descriptions})
+        else:
+            scores = torch.tensor(rows)
+            for i, name in enumerate(ATTRIBUTES):
+                writer.add_histogram(f"scores/{name}", scores[:, i], 0)
+            write_means(writer, {**dict(zip(ATTRIBUTES, scores.mean(dim=0).tolist())), "all": scores.mean().item()})
+        writer.close()
