@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import platform
 import statistics
@@ -13,7 +11,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 import torch
 
-from attiqa_loss.io import atomic_write
+from attiqa_train import files
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -81,13 +79,7 @@ def default_output(name: str, device: torch.device) -> Path:
 
 def write_csv(path: Path, rows: List[Mapping[str, object]], columns: Sequence[str]) -> None:
     """Write ``rows`` (only ``columns``, in that order) atomically: readers never see half a file."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
+    files.write_csv(path, rows, columns, fmt=_fmt)
 
 
 def _fmt(value: object) -> object:

@@ -10,7 +10,6 @@ Arguments are parsed before torch is imported: ``--help`` and argument errors co
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ folders, synthetic pairs from clean photos, or unpaired low-light photos), the U
 each loss term's weight and the optimisation. --set overrides single values; unknown
 keys are an error. Runs under torchrun for DDP (gloo on CPU, NCCL on GPU).
 
-Writes to --out: config.yaml, checkpoint.pt (resume with --resume), enhancer.safetensors
+Writes to --out: config.yaml, state.pt (resume with --resume), enhancer.safetensors
 (the final weights, read by `infer`), metrics.json and TensorBoard logs in tb/.
 
 {_SCORES}"""
@@ -63,7 +62,7 @@ scored, so attiqa-score on --out gives the same numbers.
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from pretrain.config import add_config_arguments
+    from attiqa_train.config import add_config_arguments
 
     add_config_arguments(p)
     p.add_argument(
@@ -76,13 +75,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/checkpoint.pt exactly where it stopped "
+        help="continue from OUT/state.pt exactly where it stopped "
         "(reuses OUT/config.yaml when --config is not given; a config that changes the result is refused)",
     )
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in OUT (its config, checkpoint, weights, metrics and tb/ are deleted); without "
+        help="replace the run in OUT (its config, state, weights, metrics and tb/ are deleted); without "
         "--resume or --overwrite an OUT holding a run is refused",
     )
 
@@ -151,7 +150,7 @@ def _say(message: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pretrain.config import config_from_args
+    from attiqa_train.config import config_from_args
 
     from .config import EnhanceConfig
     from .objectives import LpipsUnavailable
@@ -160,9 +159,13 @@ def run_train(args: argparse.Namespace) -> int:
     saved = args.out / "config.yaml"
     if args.resume and args.config is None and saved.is_file():
         args.config = saved
-    cfg = config_from_args(EnhanceConfig, args)
-    if args.data is not None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_dir=str(args.data)))
+    cfg = config_from_args(EnhanceConfig, args,
+                           values={"data.train_dir": str(args.data)} if args.data is not None else None)
+    import torch
+
+    # Process-wide state is the command's business: AttiqaLoss(views > 0) draws its views
+    # from the global generator (the trainer seeds only its own initial weights).
+    torch.manual_seed(cfg.train.seed)
     try:
         metrics = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, LpipsUnavailable) as exc:

@@ -1,6 +1,6 @@
-"""Typed configuration of ``attiqa-enhance train`` (YAML -> dataclasses, see :mod:`pretrain.config`).
+"""Typed configuration of ``attiqa-enhance train`` (YAML -> dataclasses, see :mod:`attiqa_train.config`).
 
-Every section rejects unknown keys (``pretrain.config`` does that) and checks its values
+Every section rejects unknown keys (``attiqa_train.config`` does that) and checks its values
 in ``__post_init__``, so a bad value fails at start-up with a message naming the key,
 not an hour into training.
 """
@@ -8,7 +8,7 @@ not an hour into training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple
+from typing import ClassVar, Dict, Literal, Optional, Tuple
 
 from attiqa_loss.attributes import validate_attribute_mapping
 
@@ -17,9 +17,9 @@ __all__ = [
     "LowLightSynthesisConfig",
     "NoiseSynthesisConfig",
     "DataConfig",
-    "LossConfig",
-    "TrainConfig",
-    "ValConfig",
+    "EnhanceLossConfig",
+    "EnhanceTrainConfig",
+    "EnhanceValConfig",
     "EnhanceConfig",
 ]
 
@@ -133,7 +133,7 @@ class DataConfig:
 
 
 @dataclass
-class LossConfig:
+class EnhanceLossConfig:
     """Objective terms, each with its own weight (0 switches a term off).
 
     Reference terms (need a target; ``paired``/``synthetic`` only): ``fidelity`` (L1 or
@@ -183,12 +183,16 @@ class LossConfig:
 
 
 @dataclass
-class TrainConfig:
+class EnhanceTrainConfig:
     """Optimisation: AdamW, linear warmup then cosine decay to ``min_lr``, gradient
     clipping (``grad_clip`` = 0 disables it), optional EMA of the weights (``ema_decay`` =
     0 disables it). ``batch_size`` is per process: under torchrun the global batch is
     ``batch_size * world_size``. ``amp``: ``auto`` = bfloat16 autocast on CUDA, off on CPU.
-    ``steps`` counts optimiser steps; checkpoints every ``ckpt_every`` steps."""
+    ``steps`` counts optimiser steps; the resumable state is saved every ``state_every``
+    steps (``ckpt_every``, its earlier name, is still read)."""
+
+    #: earlier spellings of renamed keys (still read from config files and --set)
+    KEY_ALIASES: ClassVar[Dict[str, str]] = {"ckpt_every": "state_every"}
 
     steps: int = 20000
     batch_size: int = 8
@@ -203,11 +207,11 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
-    ckpt_every: int = 500
+    state_every: int = 500
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+        for name in ("steps", "batch_size", "log_every", "state_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         _check_positive("train.lr", self.lr)
@@ -230,7 +234,7 @@ class TrainConfig:
 
 
 @dataclass
-class ValConfig:
+class EnhanceValConfig:
     """Validation every ``every`` steps and at the end: PSNR/SSIM (LPIPS when it can be
     loaded and ``lpips`` is true) and attribute scores of input, output and target.
     ``at_start``: also validate the untrained network at step 0 (a fresh run only), so
@@ -259,9 +263,9 @@ class EnhanceConfig:
 
     model: UNetConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    val: ValConfig = field(default_factory=ValConfig)
+    loss: EnhanceLossConfig = field(default_factory=EnhanceLossConfig)
+    train: EnhanceTrainConfig = field(default_factory=EnhanceTrainConfig)
+    val: EnhanceValConfig = field(default_factory=EnhanceValConfig)
 
     def __post_init__(self) -> None:
         if self.data.mode == "unpaired":

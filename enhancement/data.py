@@ -2,8 +2,8 @@
 
 Items are addressed by ``(index, seed)`` and every random choice of an item (crop,
 flips, rotation, degradation) comes from ``torch.Generator().manual_seed(seed)``; the
-batch sampler draws indices and seeds from :func:`pretrain.state.step_generator`. So a
-batch depends only on ``(seed, step, rank)``, worker processes or not, and a resumed run
+batch sampler (:class:`attiqa_train.sampling.StepBatchSampler`) draws indices and seeds
+from ``(seed, step, rank)``. So a batch depends only on ``(seed, step, rank)``, worker processes or not, and a resumed run
 sees exactly the batches an uninterrupted one would.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from attiqa_loss.io import read_image, scan_images
-from pretrain.state import step_generator
 
 from .synthesis import augment_together
 
@@ -26,9 +25,8 @@ __all__ = [
     "list_pairs",
     "list_items",
     "check_items",
-    "split_holdout",
+    "split_random_holdout",
     "EnhanceDataset",
-    "StepBatchSampler",
     "load_validation",
 ]
 
@@ -136,7 +134,7 @@ def check_items(
     return good, bad
 
 
-def split_holdout(items: Sequence[Item], count: int, seed: int) -> Tuple[List[Item], List[Item]]:
+def split_random_holdout(items: Sequence[Item], count: int, seed: int) -> Tuple[List[Item], List[Item]]:
     """Hold ``count`` items out for validation, chosen by ``seed``; returns ``(train, val)``."""
     if count == 0:
         return list(items), []
@@ -215,29 +213,6 @@ class EnhanceDataset(Dataset):
         if self.mode == "unpaired":
             return {"input": crops[0]}
         return {"input": self.degrade(crops[0][None], g)[0].contiguous(), "target": crops[0]}
-
-
-class StepBatchSampler(Sampler):
-    """Yields, for each step in ``[start_step, steps)``, a batch of ``(index, seed)`` keys
-    drawn (with replacement) from ``step_generator(seed, step, rank)``.
-
-    Sampling with replacement per step needs no epoch bookkeeping, and ranks draw
-    independent batches because the rank is part of the generator's seed.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, *, seed: int, rank: int, start_step: int, steps: int) -> None:
-        self.num_items, self.batch_size = num_items, batch_size
-        self.seed, self.rank, self.start_step, self.steps = seed, rank, start_step, steps
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start_step)
-
-    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
-        for step in range(self.start_step, self.steps):
-            g = step_generator(self.seed, step, self.rank)
-            indices = torch.randint(self.num_items, (self.batch_size,), generator=g).tolist()
-            seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
-            yield list(zip(indices, seeds))
 
 
 def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -109,10 +109,10 @@ def save_samples(cfg, out: Path) -> Path:
 
     from attiqa_loss.io import save_image
 
-    from .train import _build_data
+    from .run_data import build_data
     from .weights import load_enhancer
 
-    _, val, _ = _build_data(cfg)
+    _, val, _ = build_data(cfg)
     model, _ = load_enhancer(out)
     folder = out / "samples"
     with torch.no_grad():
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)  # before torch: --help answers at once
 
-    from pretrain.config import ConfigError, load_config
+    from attiqa_train.config import ConfigError, load_config
 
     from .config import EnhanceConfig
     from .train import RUN_FILES, train
@@ -162,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides: List[str] = [
         *DEMO_OVERRIDES,
         f"train.steps={args.steps}",
-        f"train.ckpt_every={max(1, args.steps // 3)}",
+        f"train.state_every={max(1, args.steps // 3)}",
         f"val.every={max(1, args.steps // 6)}",  # six points per TensorBoard line (50 of 300 steps)
         "val.at_start=true",  # and the untrained starting point
         f"data.train_dir={data}",

@@ -1,7 +1,7 @@
 """Synthetic training pairs: kornia-based degradations and paired geometric augmentation.
 
 Every random draw takes an explicit ``torch.Generator`` (CPU), so a training step's
-pairs are a pure function of ``(seed, step, rank)`` (:func:`pretrain.state.step_generator`)
+pairs are a pure function of ``(seed, step, rank)`` (:func:`attiqa_train.sampling.step_generator`)
 and a resumed run replays them exactly. All images are float RGB in [0, 1].
 """
 

@@ -26,24 +26,20 @@ Attribute scores are quality-aligned in [0, 1], 1 = desirable; the tag descripti
 (tooltips) say so. ``metrics.json`` keeps flat keys (``attributes/<name>/<role>``,
 ``val/psnr``, ``val/psnr_input``, ...).
 
-Everything is written on rank 0 only (``enabled=False`` elsewhere writes nothing). Every
-writer starts its event file with a session START at ``purge_step`` (0 in a fresh run, the
-checkpoint's step + 1 on resume); on a START, TensorBoard drops the events of that run
-logged from its step on, so a resumed run hides what the interrupted one logged after its
-last checkpoint, in every run folder. A fresh run writes its START too because
-TensorBoard's Python loader (``--load_fast=false``) ignores the first START of a run.
+Everything is written on rank 0 only; resume and purge rules are those of
+:class:`attiqa_train.logger.RunLogger`, which :class:`EnhanceLogger` extends.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from attiqa_loss import ATTRIBUTES
+from attiqa_train.logger import RunLogger
 
 __all__ = [
     "ROLES",
@@ -53,14 +49,14 @@ __all__ = [
     "labelled_strip",
     "hparams_of",
     "HPARAMS_SHOWN",
-    "RunLogger",
+    "EnhanceLogger",
 ]
 
 #: The sub-runs holding validation numbers, one per image role.
 ROLES = ("input", "output", "reference")
 #: Reference runs: ``(run name, constant value)`` logged under every ``attributes/<name>``.
 SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
-#: Full-reference metrics of :func:`enhancement.validate.evaluate`: name -> description.
+#: Full-reference metrics of :func:`enhancement.heldout.evaluate`: name -> description.
 VAL_METRICS = {
     "psnr": "PSNR in dB against the reference, higher is better",
     "ssim": "SSIM against the reference in [0, 1], higher is better",
@@ -168,70 +164,25 @@ def hparams_of(cfg, weights: Mapping[str, float], targets: Mapping[str, float]) 
     return hp
 
 
-class RunLogger:
-    """``SummaryWriter``s of one run folder: the main one and one per sub-run; does
-    nothing when ``enabled`` is false (ranks > 0).
+class EnhanceLogger(RunLogger):
+    """:class:`~attiqa_train.logger.RunLogger` of an enhancement run, with the role sub-runs.
 
     The main run and the sub-runs of ``roles`` (with the :data:`SCALE_RUNS` when there are
     roles) are created at once, in the order of :data:`_CREATION_ORDER`: TensorBoard's
     Time Series tab colours runs in the order they started, which gives the 0 line the
-    palette's grey, output cyan, input pink, reference yellow and the 1 line green. Other
-    sub-runs are created on first use.
+    palette's grey, output cyan, input pink, reference yellow and the 1 line green.
 
     Args:
-        logdir: the run's TensorBoard folder (``OUT/tb``); sub-runs go in sub-folders.
-        purge_step: on resume, the first step to log again; every writer gets it, so
-            TensorBoard hides what the interrupted run logged from it on in every run.
-            None (a fresh run) writes a START at step 0, which later resumes need.
-        enabled: write anything at all.
+        logdir, purge_step, enabled: as :class:`~attiqa_train.logger.RunLogger`.
         roles: the role sub-runs validation will write (``()`` without validation
             images; no ``reference`` without reference images).
     """
 
     def __init__(self, logdir: os.PathLike, *, purge_step: Optional[int] = None, enabled: bool = True,
                  roles: Sequence[str] = ROLES) -> None:
-        self.logdir = Path(logdir)
-        self.purge_step = 0 if purge_step is None else int(purge_step)
-        self.enabled = enabled
-        self._writers: Dict[str, Any] = {}
-        if enabled:
-            wanted = set(roles) | ({r for r, _ in SCALE_RUNS} if roles else set()) | {""}
-            for run in _CREATION_ORDER:
-                if run in wanted:
-                    self._writer(run)
-
-    def _writer(self, run: str):
-        if not self.enabled:
-            return None
-        if run not in self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers[run] = SummaryWriter(str(self.logdir / run) if run else str(self.logdir),
-                                               purge_step=self.purge_step)
-        return self._writers[run]
-
-    @property
-    def writer(self):
-        """The main run's ``SummaryWriter`` (None when disabled)."""
-        return self._writers.get("")
-
-    @property
-    def runs(self) -> List[str]:
-        """Runs with a writer, in creation order (``""`` is the main run)."""
-        return list(self._writers)
-
-    def scalar(self, tag: str, value: float, step: int, description: Optional[str] = None, *, run: str = "") -> None:
-        """A scalar in ``run`` (a sub-folder; ``""`` = the main run), with an optional
-        description shown in TensorBoard's tooltip."""
-        writer = self._writer(run)
-        if writer is None:
-            return
-        from torch.utils.tensorboard.summary import scalar
-
-        summary = scalar(tag, float(value), new_style=True)
-        if description:
-            summary.value[0].metadata.summary_description = description
-        writer._get_file_writer().add_summary(summary, step)
+        wanted = set(roles) | ({r for r, _ in SCALE_RUNS} if roles else set()) | {""}
+        super().__init__(logdir, purge_step=purge_step, enabled=enabled,
+                         runs=[run for run in _CREATION_ORDER if run in wanted])
 
     def attribute_scores(self, scores: Mapping[str, Mapping[str, float]], step: int) -> None:
         """``scores[role][name]`` -> ``attributes/<name>`` in run ``role``, plus the 0 and 1
@@ -249,7 +200,7 @@ class RunLogger:
                 self.scalar(attribute_tag(name), value, step, _attribute_description(name), run=run)
 
     def validation_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """:func:`~enhancement.validate.evaluate` metrics: ``psnr`` -> ``val/psnr`` in run
+        """:func:`~enhancement.heldout.evaluate` metrics: ``psnr`` -> ``val/psnr`` in run
         ``output``, ``psnr_input`` -> ``val/psnr`` in run ``input``, ..."""
         for key, value in metrics.items():
             run, tag = _role_metric(key)
@@ -260,13 +211,8 @@ class RunLogger:
     def image_strip(self, tag: str, images: Sequence[torch.Tensor], step: int,
                     labels: Sequence[str] = ROLES) -> None:
         """:func:`labelled_strip` of ``images`` (input | output | reference) as image ``tag``."""
-        if self.writer is None:
-            return
-        self.writer.add_image(tag, labelled_strip(images, labels), step, dataformats="CHW")
-
-    def text(self, tag: str, text: str, step: int = 0) -> None:
         if self.writer is not None:
-            self.writer.add_text(tag, text, step)
+            self.image(tag, labelled_strip(images, labels), step)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, str], step: int,
                 *, run: str = "output", shown: Sequence[str] = HPARAMS_SHOWN) -> None:
@@ -302,14 +248,6 @@ class RunLogger:
         fw = writer._get_file_writer()
         for summary in (exp, ssi, sei):
             fw.add_summary(summary, step)
-
-    def flush(self) -> None:
-        for writer in self._writers.values():
-            writer.flush()
-
-    def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
 
 
 def _attribute_description(name: str) -> str:

@@ -1,10 +1,13 @@
 """The training loop of ``attiqa-enhance train`` (single process or DDP under torchrun).
 
-Files written to the output folder (rank 0 only):
+Runs on the shared training skeleton (:mod:`attiqa_train.loop`). Files written to the
+output folder (rank 0 only):
 
 - ``config.yaml``: the resolved config.
-- ``checkpoint.pt``: model, optimiser, scheduler, EMA and step, every ``train.ckpt_every``
-  steps and at the end (atomic); ``--resume`` continues from it exactly.
+- ``state.pt``: the resumable state (model, optimiser, scheduler, EMA and step), every
+  ``train.state_every`` steps and at the end (atomic); ``--resume`` continues from it
+  exactly. (A run folder of an earlier version holds ``checkpoint.pt``: ``--resume``
+  renames it.)
 - ``enhancer.safetensors``: the final (EMA) generator weights with the U-Net config in
   the metadata; what ``attiqa-enhance infer`` reads.
 - ``metrics.json``: the final validation metrics and attribute scores.
@@ -13,102 +16,46 @@ Files written to the output folder (rank 0 only):
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import functools
-import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from attiqa_loss import AttiqaLoss
-from attiqa_loss.io import ImageListing, atomic_write
-from pretrain.config import config_to_dict, save_config
-from pretrain.distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from pretrain.rundir import prepare_run_dir
-from pretrain.state import load_state, save_state
+from attiqa_loss.io import ImageListing
+from attiqa_train.config import config_to_dict
+from attiqa_train.distributed import DistInfo, barrier
+from attiqa_train.ema import ModelEma
+from attiqa_train.files import write_json
+from attiqa_train.loop import TrainingRun, run_steps
+from attiqa_train.optim import adamw, autocast, use_bf16, warmup_cosine_scheduler
+from attiqa_train.sampling import StepBatchSampler
+from attiqa_train.state import STATE_NAME
 
-from .config import MIN_CROP, EnhanceConfig
-from .data import EnhanceDataset, StepBatchSampler, check_items, list_items, load_validation, split_holdout
-from .ema import ModelEma
+from .config import EnhanceConfig
 from .objectives import EnhancementObjective, resolve_lpips
-from .synthesis import synthesize_low_light, synthesize_noise
-from .tensorboard_utils import ROLES, RunLogger, attribute_tag, hparams_of
+from .run_data import build_data
+from .tensorboard_utils import ROLES, EnhanceLogger, attribute_tag, hparams_of
 from .unet import UNet, create_unet
-from .validate import evaluate
+from .heldout import evaluate
 from .weights import ENHANCER_FILENAME, save_enhancer
 
-__all__ = ["train", "warmup_cosine", "CHECKPOINT_NAME", "RUN_FILES", "RESUME_FREE_KEYS"]
+__all__ = ["train", "RUN_FILES", "RESUME_FREE_KEYS", "LEGACY_STATE_NAME"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+#: The resumable state's name before attiqa 0.2 (``--resume`` renames it to ``state.pt``).
+LEGACY_STATE_NAME = "checkpoint.pt"
 #: What a run writes into its folder: any of them present means the folder holds a run.
-RUN_FILES = ("config.yaml", CHECKPOINT_NAME, ENHANCER_FILENAME, "metrics.json", "tb")
+RUN_FILES = ("config.yaml", STATE_NAME, LEGACY_STATE_NAME, ENHANCER_FILENAME, "metrics.json", "tb")
 #: Config keys that may change on ``--resume``: they do not change the trained weights
-#: (logging and checkpoint intervals, the progress bar, DataLoader workers - batches do
+#: (logging and state intervals, the progress bar, DataLoader workers - batches do
 #: not depend on them - and the validation section).
-RESUME_FREE_KEYS = ("train.log_every", "train.ckpt_every", "train.progress", "data.num_workers", "val.")
-
-
-def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup over ``warmup`` steps, then cosine decay to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _degrade_fn(cfg: EnhanceConfig):
-    if cfg.data.mode != "synthetic":
-        return None
-    if cfg.data.task == "lowlight":
-        return functools.partial(synthesize_low_light, **dataclasses.asdict(cfg.data.lowlight))
-    return functools.partial(synthesize_noise, **dataclasses.asdict(cfg.data.noise))
-
-
-def _build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]], List[Tuple[Path, str]]]:
-    """The training set, the decoded validation set, and ``(path, reason)`` of every file
-    left out: by the listing (not an image, dangling symlink, ...) or by the check of
-    every item up front (does not decode, pair sizes differ, smaller than the crop).
-
-    The check comes before the hold-out split, so a bad file is left out of both sides;
-    when all are good the split is what it always was."""
-    d = cfg.data
-    if not d.train_dir:
-        raise ValueError("no training images: pass --data DIR or set data.train_dir")
-    skipped: List[Tuple[Path, str]] = []
-    listed = list_items(d.train_dir, d.mode, skipped)
-    items, bad = check_items(listed, d.mode, min_side=d.crop_size, max_side=d.max_side)
-    skipped += bad
-    if not items:
-        raise ValueError(f"no usable training images in {d.train_dir}: all {len(listed)} were left out: "
-                         + ImageListing(skipped=bad).summary())
-    if d.val_dir:
-        val_items, bad = check_items(list_items(d.val_dir, d.mode, skipped), d.mode, min_side=MIN_CROP,
-                                     max_side=d.max_side, what="the quality model's minimum")
-        skipped += bad
-    else:
-        items, val_items = split_holdout(items, d.val_images, cfg.train.seed)
-    degrade = _degrade_fn(cfg)
-    dataset = EnhanceDataset(
-        items, d.mode, d.crop_size, degrade=degrade, max_side=d.max_side, flips=d.flips, rot90=d.rot90
-    )
-    val = load_validation(
-        val_items, d.mode, crop_size=cfg.val.crop_size, degrade=degrade, max_side=d.max_side, seed=cfg.train.seed
-    )
-    return dataset, val, skipped
-
-
-def _amp_context(amp: str, device: torch.device):
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if not use:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+RESUME_FREE_KEYS = ("train.log_every", "train.state_every", "train.ckpt_every", "train.progress",
+                    "data.num_workers", "val.")
 
 
 def _loss_weights(cfg: EnhanceConfig, lpips_available: bool) -> Dict[str, float]:
@@ -136,8 +83,9 @@ class _Trainer:
         self.cfg, self.out_dir, self.info = cfg, out_dir, info
         self.device = info.device
         t = cfg.train
-        torch.manual_seed(t.seed)  # same initial weights on every rank (DDP broadcasts them too)
-        self.model: UNet = create_unet(**dataclasses.asdict(cfg.model)).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, from train.seed
+            torch.manual_seed(t.seed)
+            self.model: UNet = create_unet(**dataclasses.asdict(cfg.model)).to(self.device)
         self.quality = AttiqaLoss(
             weights=cfg.loss.attiqa_weights,
             targets=cfg.loss.attiqa_targets,
@@ -162,42 +110,18 @@ class _Trainer:
             lpips_model=self.lpips if weights["lpips"] > 0 else None,
             attiqa=self.quality if weights["attiqa"] > 0 else None,
         )
-        self.dataset, self.val, self.skipped = _build_data(cfg)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        schedule = functools.partial(warmup_cosine, warmup=t.warmup_steps, total=t.steps, min_ratio=t.min_lr / t.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.dataset, self.val, self.skipped = build_data(cfg)
+        self.optimizer = adamw(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.scheduler = warmup_cosine_scheduler(self.optimizer, warmup=t.warmup_steps, total=t.steps,
+                                                 min_ratio=t.min_lr / t.lr)
         self.ema = ModelEma(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
         self.last_metrics: Dict[str, float] = {}
         self.validated_at = -1  # on every rank, so all ranks agree on the barriers to enter
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_NAME
-
-    def resume(self) -> None:
-        if not self.checkpoint_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        self.step = load_state(
-            self.checkpoint_path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema
-        )
-        if self.step > self.cfg.train.steps:
-            raise ValueError(
-                f"--resume: the checkpoint is at step {self.step}, beyond train.steps={self.cfg.train.steps}"
-            )
-
-    def save_checkpoint(self) -> None:
-        if self.info.is_main:
-            save_state(
-                self.checkpoint_path,
-                step=self.step,
-                model=self.model,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                ema=self.ema,
-                config=config_to_dict(self.cfg),
-            )
-        barrier()
+    def state_objects(self) -> Dict[str, object]:
+        """What ``state.pt`` holds (besides the step)."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "ema": self.ema}
 
     def eval_model(self) -> UNet:
         """The weights to validate and export: the EMA average when enabled."""
@@ -207,7 +131,7 @@ class _Trainer:
         self.ema.copy_to(model)
         return model
 
-    def validate(self, log: RunLogger) -> None:
+    def validate(self, log: EnhanceLogger) -> None:
         self.validated_at = self.step
         if self.info.is_main and self.val:
             model = self.eval_model()
@@ -231,7 +155,7 @@ class _Trainer:
             self.model.train()
         barrier()
 
-    def export(self, log: RunLogger) -> None:
+    def export(self, log: EnhanceLogger) -> None:
         if not self.info.is_main:
             return
         training = {
@@ -242,8 +166,7 @@ class _Trainer:
             "skipped_files": [{"path": str(p), "reason": r} for p, r in self.skipped],
         }
         save_enhancer(self.eval_model(), self.out_dir / ENHANCER_FILENAME, training=training)
-        with atomic_write(self.out_dir / "metrics.json", "w") as f:
-            json.dump({"step": self.step, **self.last_metrics}, f, indent=2)
+        write_json(self.out_dir / "metrics.json", {"step": self.step, **self.last_metrics})
         q = self.quality
         hparams = hparams_of(
             self.cfg,
@@ -261,7 +184,7 @@ class _Trainer:
                       if f"attributes/{name}/output" in self.last_metrics})
         log.hparams(hparams, final, self.step, run="output")
 
-    def run(self) -> Dict[str, float]:
+    def run(self, run: TrainingRun) -> Dict[str, float]:
         cfg, t, info = self.cfg, self.cfg.train, self.info
         ddp = DistributedDataParallel(self.model) if info.distributed else self.model
         sampler = StepBatchSampler(
@@ -275,60 +198,47 @@ class _Trainer:
         )
         # Role sub-runs: none without validation images, no reference without targets.
         roles = ROLES[: 3 if "target" in self.val[0] else 2] if self.val else ()
-        # On resume, events at the checkpoint's own step were logged before it was saved:
+        # On resume, events at the saved state's own step were logged before it was saved:
         # TensorBoard drops (in every run) only what came after it.
-        log = RunLogger(self.out_dir / "tb", purge_step=self.step + 1 if self.step else 0, enabled=info.is_main,
-                        roles=roles)
-        from tqdm.auto import tqdm
-
+        log = EnhanceLogger(self.out_dir / "tb", purge_step=self.step + 1 if self.step else 0, enabled=info.is_main,
+                            roles=roles)
         config_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
         log.text("config", "\n".join("    " + line for line in config_yaml.splitlines()), self.step)
-        running: Dict[str, float] = {}
-        window: Dict[str, torch.Tensor] = {}
-        window_steps = 0
-        bar = tqdm(
-            total=t.steps, initial=self.step, disable=not (info.is_main and t.progress), file=sys.stderr, unit="step"
-        )
+        bf16 = use_bf16(t.amp, self.device)
+        batches = iter(loader)
+
+        def step_fn(step: int):
+            batch = next(batches)
+            x = batch["input"].to(self.device, non_blocking=True)
+            y = batch["target"].to(self.device, non_blocking=True) if "target" in batch else None
+            with autocast(bf16, self.device):
+                out = ddp(x, check=False)
+                return self.objective(out, y)
+
+        def after_step(done: int) -> None:
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.step = done
+
+        def on_log(done: int, means: Dict[str, float]) -> None:
+            for k, v in means.items():
+                log.scalar(f"loss/{k}", v, done)
+            log.scalar("train/lr", self.scheduler.get_last_lr()[0], done)
+
         self.model.train()
         try:
             if cfg.val.at_start and self.step == 0:
                 self.validate(log)
-            for batch in loader:
-                x = batch["input"].to(self.device, non_blocking=True)
-                y = batch["target"].to(self.device, non_blocking=True) if "target" in batch else None
-                with _amp_context(t.amp, self.device):
-                    out = ddp(x, check=False)
-                    total, terms = self.objective(out, y)
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.step += 1
-                for k, v in {**terms, "total": total}.items():
-                    v = v.detach()
-                    window[k] = window.get(k, 0) + v
-                    running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
-                window_steps += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
-                if self.step % t.log_every == 0 or self.step == t.steps:
-                    for k, v in window.items():
-                        log.scalar(f"loss/{k}", float(all_reduce_mean(v / window_steps)), self.step)
-                    log.scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                    window, window_steps = {}, 0
-                if self.step % cfg.val.every == 0 or self.step == t.steps:
-                    self.validate(log)
-                if self.step % t.ckpt_every == 0 or self.step == t.steps:
-                    self.save_checkpoint()
+            run_steps(step_fn, start=self.step, steps=t.steps, optimizer=self.optimizer, scheduler=self.scheduler,
+                      clip_params=self.model.parameters(), grad_clip=t.grad_clip, after_step=after_step,
+                      log_every=t.log_every, on_log=on_log, val_every=cfg.val.every,
+                      on_validate=lambda done: self.validate(log), save_every=t.state_every,
+                      on_save=lambda done: run.save(done, **self.state_objects()),
+                      progress=info.is_main and t.progress)
             if self.validated_at != self.step:  # resumed at the end: still report the final weights
                 self.validate(log)
             self.export(log)
         finally:
-            bar.close()
             log.close()
         return self.last_metrics
 
@@ -337,29 +247,24 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
     """Train an enhancer as ``cfg`` says; write results to ``out_dir`` (see the module docstring).
 
     Works in one process or under ``torchrun`` (one process per device; gloo on CPU).
-    ``out_dir`` is locked for the run (:mod:`pretrain.rundir`). A folder that already
-    holds a run is refused unless ``resume`` (continue from ``checkpoint.pt``, which must
+    ``out_dir`` is locked for the run (:mod:`attiqa_train.rundir`). A folder that already
+    holds a run is refused unless ``resume`` (continue from ``state.pt``, which must
     exist, with a config that differs from the run's ``config.yaml`` at most in
     :data:`RESUME_FREE_KEYS`) or ``overwrite`` (the previous run's files are removed).
 
     Returns:
         The final validation metrics and mean attribute scores (rank 0; empty elsewhere).
     """
-    out_dir = Path(out_dir)
-    info = init_distributed(cfg.train.device)
-    lock = None
-    try:
-        lock = prepare_run_dir(out_dir, command="attiqa-enhance train", run_files=RUN_FILES,
-                               state_name=CHECKPOINT_NAME, state_what="checkpoint", resume=resume,
-                               overwrite=overwrite, config=config_to_dict(cfg), free_keys=RESUME_FREE_KEYS,
-                               is_main=info.is_main, device=info.device)
+    with TrainingRun(out_dir, command="attiqa-enhance train", config=config_to_dict(cfg), run_files=RUN_FILES,
+                     free_keys=RESUME_FREE_KEYS, defaults=config_to_dict(EnhanceConfig()), device=cfg.train.device,
+                     resume=resume, overwrite=overwrite, legacy_state_names=(LEGACY_STATE_NAME,)) as run:
+        info = run.dist
+        trainer = _Trainer(cfg, run.out, info)
+        trainer.step = run.begin(**trainer.state_objects())
+        if trainer.step > cfg.train.steps:
+            raise ValueError(f"--resume: the saved state is at step {trainer.step}, beyond "
+                             f"train.steps={cfg.train.steps}")
         if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        trainer = _Trainer(cfg, out_dir, info)
-        if resume:
-            trainer.resume()
-        if info.is_main:
-            save_config(cfg, out_dir / "config.yaml")
             where = f"{info.world_size} processes" if info.distributed else "1 process"
             print(
                 f"attiqa-enhance: training {cfg.data.mode}/{cfg.data.task} on {trainer.device} ({where}), "
@@ -373,8 +278,4 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
                       "enhancer.safetensors, training.skipped_files)", file=sys.stderr)
                 if listing.lines():
                     print("\n".join(listing.lines()), file=sys.stderr)
-        return trainer.run()
-    finally:
-        if lock is not None:
-            lock.release()
-        cleanup_distributed()
+        return trainer.run(run)

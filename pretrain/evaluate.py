@@ -10,8 +10,6 @@ parts of the same random splits ``finetune`` uses (median), so both tables compa
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +17,10 @@ from typing import Any, Dict, Optional
 
 from attiqa_loss import load_checkpoint
 
-from .config import add_config_arguments, config_from_args, config_to_dict, save_config
+from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .correlation import correlations
-from .distributed import resolve_device
+from attiqa_train.distributed import env_rank, resolve_device
+from attiqa_train.files import sha256_file
 from .finetune import EvalSection, MosDataSection
 from .mos import load_mos_model, predict_images, random_splits, read_mos_csv
 from .mos_report import METRICS, format_table, summarize, write_csv, write_summary
@@ -63,10 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, help="folder the CSV's relative paths resolve against (default: the CSV's folder)")
 
 
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(EvaluateConfig, args)
     if args.model is not None:
@@ -79,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.data.csv = str(args.csv)
     if args.images is not None:
         cfg.data.images = str(args.images)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if env_rank() != 0:
         return 0  # inference on one CSV: rank 0 does it alone
     if not cfg.data.csv:
         raise SystemExit("error: give --csv FILE (or data.csv): the path,mos dataset")
@@ -96,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     info: Dict[str, Any] = getattr(model, "training_info", {}) or {}
-    if not cfg.zero_shot and info.get("csv_sha256") == _sha256(cfg.data.csv):
+    if not cfg.zero_shot and info.get("csv_sha256") == sha256_file(cfg.data.csv):
         print(f"warning: {weights} was fitted on this very CSV; these figures measure memorisation", file=sys.stderr)
 
     pred = predict_images(model, data.paths, max_side=cfg.data.max_side, device=device).numpy()

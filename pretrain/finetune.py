@@ -14,7 +14,6 @@ crops; runs under torchrun with DDP).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,12 +27,16 @@ import torch.nn.functional as F
 from attiqa_loss import load_checkpoint
 from attiqa_loss.io import read_image
 
-from .config import add_config_arguments, config_from_args, config_to_dict, save_config
+from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict, save_config
+from attiqa_train.distributed import DistInfo, barrier, cleanup_distributed, env_rank, init_distributed, single_process
+from attiqa_train.files import sha256_file
+from attiqa_train.loop import run_steps
+from attiqa_train.optim import adamw, warmup_cosine_scheduler
+from attiqa_train.sampling import StepBatchSampler, random_crop_box
+
 from .correlation import correlations
-from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from .mos import MosData, MosModel, extract_features, fit_ridge, predict_images, probe_model, random_splits, read_mos_csv, save_mos_model
 from .mos_report import METRICS, format_table, summarize, write_csv, write_summary
-from .state import step_generator
 
 __all__ = ["DESCRIPTION", "FinetuneConfig", "add_arguments", "run", "train_full"]
 
@@ -141,29 +144,11 @@ class _RandomCrops(torch.utils.data.Dataset):
                                   mode="bilinear", align_corners=False)[0].clamp(0, 1)
             h, w = image.shape[-2:]
         g = torch.Generator().manual_seed(int(seed))
-        top = int(torch.randint(0, h - self.crop + 1, (1,), generator=g))
-        left = int(torch.randint(0, w - self.crop + 1, (1,), generator=g))
+        top, left = random_crop_box(h, w, self.crop, g)
         patch = image[:, top : top + self.crop, left : left + self.crop]
         if bool(torch.rand((), generator=g) < 0.5):
             patch = patch.flip(-1)
         return patch, index
-
-
-class _StepBatches:
-    """Batch ``step`` of rank ``rank``: indices and crop seeds drawn from ``step_generator(seed, step, rank)``."""
-
-    def __init__(self, n: int, steps: int, batch_size: int, seed: int, rank: int) -> None:
-        self.n, self.steps, self.batch_size, self.seed, self.rank = n, steps, batch_size, seed, rank
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        for step in range(self.steps):
-            g = step_generator(self.seed, step, self.rank)
-            idx = torch.randint(0, self.n, (self.batch_size,), generator=g).tolist()
-            seeds = torch.randint(0, 2**62, (self.batch_size,), generator=g).tolist()
-            yield list(zip(idx, seeds))
 
 
 def train_full(
@@ -181,7 +166,6 @@ def train_full(
     Returns:
         ``(model in eval mode, mean L1 loss of the last 10 % of steps)``.
     """
-    from tqdm import tqdm
 
     net = load_checkpoint(checkpoint)
     mos = torch.from_numpy(data.mos).float()
@@ -194,37 +178,32 @@ def train_full(
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": model.net.backbone.parameters(), "lr": section.lr},
-            {"params": model.head.parameters(), "lr": section.head_lr},
-        ],
-        weight_decay=section.weight_decay,
-    )
+    # The backbone at its own (small) rate, the new head at a larger one; weight decay on
+    # weight tensors only (attiqa_train.optim.adamw).
+    optimizer = adamw([{"params": model.net.backbone.parameters(), "lr": section.lr},
+                       {"params": model.head.parameters(), "lr": section.head_lr}],
+                      lr=section.lr, weight_decay=section.weight_decay)
     total = section.steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    scheduler = warmup_cosine_scheduler(optimizer, warmup=0, total=total)
     workers = section.workers if section.workers is not None else min(4, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         _RandomCrops(data.paths, section.crop, max_side),
-        batch_sampler=_StepBatches(len(data), total, section.batch_size, seed, info.rank),
+        batch_sampler=StepBatchSampler(len(data), section.batch_size, seed=seed, rank=info.rank, steps=total),
         num_workers=workers,
         pin_memory=info.device.type == "cuda",
     )
+    batches = iter(loader)
     tail: List[float] = []
-    bar = tqdm(loader, total=total, desc="fine-tune", unit="step", disable=not (progress and info.is_main),
-               file=sys.stderr, dynamic_ncols=True)
-    for step, (images, index) in enumerate(bar):
-        images = images.to(info.device, non_blocking=True)
-        target = mos[index].to(info.device)
-        loss = F.l1_loss(wrapped(images), target) / mos_std
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        value = float(loss.detach())
+
+    def step_fn(step: int):
+        images, index = next(batches)
+        loss = F.l1_loss(wrapped(images.to(info.device, non_blocking=True)), mos[index].to(info.device)) / mos_std
         if step >= total - max(1, total // 10):
-            tail.append(value)
-        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            tail.append(float(loss.detach()))
+        return loss, {"l1": loss}
+
+    run_steps(step_fn, start=0, steps=total, optimizer=optimizer, scheduler=scheduler,
+              progress=progress and info.is_main, desc="fine-tune")
     return model.eval(), float(np.mean(tail)) if tail else float("nan")
 
 
@@ -308,10 +287,10 @@ def run(args: argparse.Namespace) -> int:
         random_splits(len(data), cfg.eval.splits, cfg.eval.test_fraction, cfg.eval.seed)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    if cfg.finetune.mode == "probe" and int(os.environ.get("RANK", "0")) != 0:
+    if cfg.finetune.mode == "probe" and env_rank() != 0:
         return 0  # the probe is one closed-form fit: rank 0 does it alone
     try:
-        info = init_distributed(cfg.device) if cfg.finetune.mode == "full" else init_distributed_single(cfg.device)
+        info = init_distributed(cfg.device) if cfg.finetune.mode == "full" else single_process(cfg.device)
     except ValueError as exc:  # a device this machine lacks
         raise SystemExit(f"error: {exc}") from None
     out = Path(args.out)
@@ -338,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         if final is not None:
             path = save_mos_model(final, out / "mos_model.safetensors", training={
                 "mode": cfg.finetune.mode, "checkpoint": str(cfg.checkpoint), "csv": str(Path(cfg.data.csv).resolve()),
-                "csv_sha256": _sha256(cfg.data.csv), "n": len(data), "config": config_to_dict(cfg),
+                "csv_sha256": sha256_file(cfg.data.csv), "n": len(data), "config": config_to_dict(cfg),
             })
             summary["model"] = str(path)
         write_summary(out / "summary.json", summary)
@@ -348,15 +327,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         cleanup_distributed()
-
-
-def init_distributed_single(device: str) -> DistInfo:
-    from .distributed import resolve_device
-
-    return DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(device))
-
-
-def _sha256(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -38,8 +38,9 @@ from .clip_model import (
     load_clip_image,
     pseudo_labels,
 )
-from .config import add_config_arguments, config_from_args, save_config
-from .distributed import DistInfo, barrier, cleanup_distributed, init_distributed, resolve_device
+from attiqa_train.config import add_config_arguments, config_from_args, save_config
+from attiqa_train.distributed import (DistInfo, barrier, cleanup_distributed, env_local_rank, env_rank, init_distributed,
+                                      resolve_device)
 from .label_store import (
     LABELS_FORMAT,
     MANIFEST_NAME,
@@ -52,11 +53,11 @@ from .label_store import (
     read_shard,
     read_shard_metadata,
     shard_path,
-    write_json,
     write_shard,
 )
 from .prompts import PromptSet, default_prompt_set, load_prompt_set, prompt_set_to_dict
-from .rundir import RunFolderError, acquire_lock, lock_folder
+from attiqa_train.files import write_json
+from attiqa_train.rundir import RunFolderError, acquire_lock, lock_folder
 
 __all__ = [
     "DESCRIPTION",
@@ -266,7 +267,7 @@ def label_files(
             use it to simulate a kill).
         progress: show a tqdm bar (rank 0 only).
         lock: hold ``out_dir``'s lock file while labelling (a second process is refused,
-            see :mod:`pretrain.rundir`); False when the caller holds it already.
+            see :mod:`attiqa_train.rundir`); False when the caller holds it already.
         listing_skipped: ``(path, reason)`` of folder entries the listing left out
             (:func:`scan_label_inputs`); recorded in the manifest (``listing_skipped``).
 
@@ -531,7 +532,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: --workers: {exc}") from None
 
     if args.rescore is not None:
-        if int(os.environ.get("RANK", "0")) != 0:
+        if env_rank() != 0:
             return 0
         try:
             with acquire_lock(args.out, "attiqa-pretrain label --rescore"):
@@ -550,14 +551,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     files = listing.files
-    if listing.skipped and int(os.environ.get("RANK", "0")) == 0:
+    if listing.skipped and env_rank() == 0:
         print(f"attiqa-pretrain label: {listing.summary()}", file=sys.stderr)
     if not files:
         raise SystemExit(f"error: no image files found in {cfg.data.images or cfg.data.file_list}")
     try:
         prompt_set = load_prompt_set(cfg.label.prompts) if cfg.label.prompts else default_prompt_set()
         teacher = create_clip_teacher(
-            cfg.clip.model, cfg.clip.pretrained, device=resolve_device(cfg.label.device, int(os.environ.get("LOCAL_RANK", "0"))),
+            cfg.clip.model, cfg.clip.pretrained, device=resolve_device(cfg.label.device, env_local_rank()),
             tau=cfg.clip.tau,
             init_seed=cfg.clip.init_seed,
         )

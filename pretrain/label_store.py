@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from attiqa_loss.attributes import ATTRIBUTES
-from attiqa_loss.io import atomic_path, atomic_write
+from attiqa_loss.io import atomic_path
 
 __all__ = [
     "LABELS_FORMAT",
@@ -39,7 +39,6 @@ __all__ = [
     "write_shard",
     "read_shard",
     "read_shard_metadata",
-    "write_json",
     "read_plan",
     "check_plan",
     "read_labels",
@@ -57,10 +56,6 @@ def shard_path(out_dir: PathLike, index: int) -> Path:
     return Path(out_dir) / f"shard-{index:05d}.safetensors"
 
 
-def write_json(path: PathLike, data: Mapping[str, Any]) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
 
 
 def write_shard(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence
 
-from attiqa_loss.io import atomic_write
+from attiqa_train import files
 
 __all__ = ["METRICS", "summarize", "write_csv", "write_summary", "format_table"]
 
@@ -28,19 +25,11 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Write ``rows`` (dicts) with ``columns`` atomically; floats get 6 decimals."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
+    files.write_csv(path, rows, columns, fmt=lambda v: f"{v:.6f}" if isinstance(v, float) else v)
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-        f.write("\n")
+    files.write_json(path, summary)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> str:

@@ -156,7 +156,7 @@ def _read_yaml(path: PathLike) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        from .config import yaml_error_line
+        from attiqa_train.config import yaml_error_line
 
         raise ValueError(yaml_error_line(path, exc)) from None
 

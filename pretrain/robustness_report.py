@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -41,6 +40,7 @@ import torch
 from attiqa_loss import ATTRIBUTES, load_attiqa, read_checkpoint_metadata
 from attiqa_loss.io import atomic_path, atomic_write, read_image
 from attiqa_loss.loss import default_checkpoint_path
+from attiqa_train.files import write_csv
 
 from .robustness import (ANCHOR_RULES, INDEPENDENT_MEASURES, anchor_images, attack_rows, check_anchors,
                          generator_probe)
@@ -228,10 +228,7 @@ def run(args: argparse.Namespace) -> int:
     rows, strips = build_rows(net, clean, args)
     args.out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_write(args.out / "robustness.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "robustness.csv", rows, keys)
     for name, (grid, cols, row_names) in strips.items():
         save_grid(args.out / name, grid, cols, row_names)
     md = markdown(rows)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,10 @@ from attiqa_loss.attributes import ATTRIBUTES
 from attiqa_loss.io import atomic_write, list_images
 
 from .clip_model import ClipSection, ClipTeacher, add_clip_arguments, apply_clip_arguments, create_clip_teacher, load_clip_image
-from .config import add_config_arguments, config_from_args, config_to_dict, save_config
+from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .correlation import batched_srcc
 from .degradations import degrade, graded_strengths, list_families
-from .distributed import resolve_device
+from attiqa_train.distributed import env_rank, resolve_device
 from .prompts import Prompt, default_prompt_set, list_candidates, load_candidates, save_prompt_set
 
 __all__ = ["DESCRIPTION", "SelectPromptsConfig", "add_arguments", "run", "pick_images", "score_prompts", "select_prompts"]
@@ -289,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     apply_clip_arguments(cfg.clip, args)
     if args.images is not None:
         cfg.data.images = str(args.images)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if env_rank() != 0:
         return 0  # a small job: under torchrun rank 0 does it alone
     if not cfg.data.images:
         raise SystemExit("error: give --images DIR (or data.images in the config): pristine photos to degrade")

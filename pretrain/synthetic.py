@@ -38,7 +38,7 @@ __all__ = [
     "SyntheticTeacher",
     "check_photos",
     "load_photos",
-    "split_holdout",
+    "split_every_nth",
 ]
 
 #: Largest pixel change (in [0, 1]) between the weakest and strongest level below which
@@ -100,7 +100,7 @@ def resolve_families(overrides: Optional[Mapping[str, Sequence[str]]] = None) ->
     return out
 
 
-def split_holdout(files: Sequence[Path], every: int) -> tuple:
+def split_every_nth(files: Sequence[Path], every: int) -> tuple:
     """Deterministic split of a sorted file list: every ``every``-th file is held out.
 
     Returns ``(train_files, heldout_files)``; ``every <= 0`` holds nothing out.

@@ -18,7 +18,6 @@ Writes ``OUT/validity.csv`` (every row) and ``OUT/validity.md`` (the README tabl
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -31,8 +30,9 @@ from attiqa_loss.loss import default_checkpoint_path
 
 from .handcrafted import handcrafted_scores
 from .degradations import list_families
-from .synthetic import resolve_families, split_holdout
+from .synthetic import resolve_families, split_every_nth
 from .validity import family_srcc
+from attiqa_train.files import write_csv
 
 DESCRIPTION = __doc__
 
@@ -144,7 +144,7 @@ def report_files(
 
     The split is the file names recorded in ``metadata`` (``training.holdout_files``)
     unless ``holdout_every`` is given (then every N-th photo by sorted path, as
-    :func:`pretrain.synthetic.split_holdout`; 5 when nothing is recorded);
+    :func:`pretrain.synthetic.split_every_nth`; 5 when nothing is recorded);
     ``all_images`` takes every photo. At most ``max_images``, evenly spaced so every
     source folder is represented. Raises ``ValueError`` when nothing is left.
     """
@@ -155,7 +155,7 @@ def report_files(
             names = {Path(p).name for p in recorded}
             files = [f for f in files if f.name in names]
         else:
-            files = split_holdout(files, holdout_every or 5)[1]
+            files = split_every_nth(files, holdout_every or 5)[1]
         if not files:
             raise ValueError(f"no held-out photos found among {list(folders)}")
     if max_images is not None and len(files) > max_images:
@@ -198,10 +198,7 @@ def run(args: argparse.Namespace) -> int:
     rows = build_report(scorers, images, args.levels, trained_families(metadata))
     args.out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    with atomic_write(args.out / "validity.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "validity.csv", rows, keys)
     md = _markdown(rows)
     with atomic_write(args.out / "validity.md", "w") as f:
         f.write(f"Model: `{ckpt}`; {len(images)} held-out photos, {args.levels} levels.\n\n" + md)

@@ -74,7 +74,7 @@ def tiny_overrides(quality: Path, **extra) -> List[str]:
         "train.batch_size": 2,
         "train.warmup_steps": 1,
         "train.log_every": 2,
-        "train.ckpt_every": 2,
+        "train.state_every": 2,
         "train.ema_decay": 0.9,
         "train.progress": False,
         "val.every": 2,

@@ -43,12 +43,13 @@ def test_default_model_metadata_describes_its_recipe():
 def test_default_model_was_trained_by_the_committed_recipe():
     """The shipped weights record the same recipe as ``configs/pretrain_synthetic.yaml``
     (the README's command), apart from the photo folder given with ``--images``."""
-    from pretrain.config import config_to_dict, load_config
+    from attiqa_train.config import config_to_dict, load_config, with_current_keys
     from pretrain.train import PretrainConfig
 
     recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
                                         / "configs" / "pretrain_synthetic.yaml"))
-    recorded = read_checkpoint_metadata(default_checkpoint_path())["training"]["config"]
+    # (keys renamed since the model was trained, such as train.checkpoint_every, under their new names)
+    recorded = with_current_keys(PretrainConfig, read_checkpoint_metadata(default_checkpoint_path())["training"]["config"])
     defaults = config_to_dict(PretrainConfig())  # keys added after the model was trained
     for section in ("model", "synthetic", "loss", "train", "hardening"):
         want = {k: v for k, v in recipe[section].items() if k != "images"}

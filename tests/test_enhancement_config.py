@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from enhancement.config import EnhanceConfig
-from pretrain.config import ConfigError, load_config
+from attiqa_train.config import ConfigError, load_config
 
 from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO

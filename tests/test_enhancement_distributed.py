@@ -31,7 +31,7 @@ def test_two_process_cpu_training(tmp_path, free_port):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "(2 processes)" in proc.stderr
-    assert (out / "enhancer.safetensors").is_file() and (out / "checkpoint.pt").is_file()
+    assert (out / "enhancer.safetensors").is_file() and (out / "state.pt").is_file()
     assert json.loads((out / "metrics.json").read_text())["step"] == 3
     # Rank 0 alone writes logs: a single event file in the main run and in each sub-run.
     runs = [out / "tb", *(p for p in (out / "tb").iterdir() if p.is_dir())]

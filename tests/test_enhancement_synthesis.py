@@ -4,7 +4,8 @@ per-step randomness is a pure function of (seed, step, rank)."""
 import pytest
 import torch
 
-from enhancement.data import EnhanceDataset, StepBatchSampler, list_items, list_pairs, load_validation, split_holdout
+from attiqa_train.sampling import StepBatchSampler
+from enhancement.data import EnhanceDataset, list_items, list_pairs, load_validation, split_random_holdout
 from enhancement.synthesis import (
     add_gaussian_noise,
     add_poisson_gaussian_noise,
@@ -154,11 +155,11 @@ def test_list_pairs_reports_unmatched_names(tmp_path):
 
 def test_holdout_split_is_disjoint_and_checked(tmp_path):
     items = write_images(tmp_path, 5, size=(36, 36))
-    train, val = split_holdout(items, 2, seed=0)
+    train, val = split_random_holdout(items, 2, seed=0)
     assert len(val) == 2 and not set(train) & set(val) and set(train) | set(val) == set(items)
-    assert split_holdout(items, 2, seed=0) == (train, val)
+    assert split_random_holdout(items, 2, seed=0) == (train, val)
     with pytest.raises(ValueError, match="needs at least 6 images, found 5"):
-        split_holdout(items, 5, seed=0)
+        split_random_holdout(items, 5, seed=0)
 
 
 def test_step_batches_depend_only_on_seed_step_rank():

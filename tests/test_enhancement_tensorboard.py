@@ -24,7 +24,7 @@ from enhancement.tensorboard_utils import (
     HPARAMS_SHOWN,
     ROLES,
     SCALE_RUNS,
-    RunLogger,
+    EnhanceLogger,
     attribute_tag,
     header_height,
     hparams_of,
@@ -125,7 +125,7 @@ SCORES = {
 def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_runs(tmp_path):
     # The clean image is the "reference" (AttiqaLoss's "targets" are score levels).
     assert ROLES == ("input", "output", "reference")
-    log = RunLogger(tmp_path)
+    log = EnhanceLogger(tmp_path)
     assert log.runs == [SCALE_RUNS[0][0], "output", "input", "reference", "", SCALE_RUNS[1][0]]
     log.attribute_scores(SCORES, step=5)
     log.attribute_scores(SCORES, step=10)
@@ -156,13 +156,13 @@ def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_run
 
 
 def test_unknown_role_is_refused_and_roles_limit_the_sub_runs(tmp_path):
-    log = RunLogger(tmp_path / "unpaired", roles=("input", "output"))
+    log = EnhanceLogger(tmp_path / "unpaired", roles=("input", "output"))
     assert "reference" not in log.runs
     with pytest.raises(ValueError, match="role must be one of"):
         log.attribute_scores({"target": {"brightness": 0.5}}, 0)
     log.close()
     assert not (tmp_path / "unpaired" / "reference").exists()
-    bare = RunLogger(tmp_path / "noval", roles=())
+    bare = EnhanceLogger(tmp_path / "noval", roles=())
     assert bare.runs == [""]
     bare.close()
 
@@ -186,7 +186,7 @@ def test_labelled_strip_has_a_header_band_naming_each_panel():
 
 
 def test_image_strip_is_logged_with_its_band(tmp_path):
-    log = RunLogger(tmp_path)
+    log = EnhanceLogger(tmp_path)
     log.image_strip("samples/coffee", [torch.rand(3, 40, 48)] * 3, step=3)
     log.close()
     acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
@@ -209,7 +209,7 @@ def test_hparams_session_is_trimmed_and_its_metrics_point_at_logged_tags(tmp_pat
     assert set(hparams) == expected and len(expected) == 14 + 2 * len(ATTRIBUTES)
     assert set(HPARAMS_SHOWN) <= expected
 
-    log = RunLogger(tmp_path)
+    log = EnhanceLogger(tmp_path)
     log.validation_metrics({"psnr": 21.0, "ssim": 0.8}, step=7)
     log.attribute_scores(SCORES, step=7)
     log.hparams(hparams, {"PSNR": "val/psnr", "SSIM": "val/ssim", "brightness": "attributes/brightness"}, step=7)
@@ -240,7 +240,7 @@ def test_hparams_session_is_trimmed_and_its_metrics_point_at_logged_tags(tmp_pat
 
 
 def test_disabled_logger_writes_nothing(tmp_path):
-    log = RunLogger(tmp_path / "tb", enabled=False)
+    log = EnhanceLogger(tmp_path / "tb", enabled=False)
     log.scalar("loss/total", 1.0, 0)
     log.attribute_scores(SCORES, 0)
     log.validation_metrics({"psnr": 20.0, "psnr_input": 9.0}, 0)
@@ -254,14 +254,14 @@ def test_disabled_logger_writes_nothing(tmp_path):
 
 
 def test_resume_purges_what_came_after_the_purge_step_in_every_run(tmp_path):
-    first = RunLogger(tmp_path)
+    first = EnhanceLogger(tmp_path)
     for step in (1, 2, 3, 4):
         first.scalar("loss/total", 10.0 + step, step)
         first.attribute_scores(SCORES, step)
         first.validation_metrics({"psnr": 10.0 + step, "psnr_input": 5.0}, step)
     first.close()
     time.sleep(1.1)  # event files sort by their name, whose first field is the time in seconds
-    resumed = RunLogger(tmp_path, purge_step=3)
+    resumed = EnhanceLogger(tmp_path, purge_step=3)
     later = {role: {n: v / 2 for n, v in per.items()} for role, per in SCORES.items()}
     resumed.scalar("loss/total", 99.0, 3)
     resumed.attribute_scores(later, 3)

@@ -23,9 +23,12 @@ DISTRIBUTIONS = {
     "tqdm": "tqdm", "open_clip": "open_clip_torch", "kornia": "kornia", "yaml": "pyyaml",
     "tensorboard": "tensorboard", "scipy": "scipy", "lpips": "lpips",
 }
+#: the project's own packages, bottom to top (docs/architecture.md).
+OUR_PACKAGES = ("attiqa_loss", "attiqa_train", "pretrain", "enhancement")
 #: imported only inside ``try``/``except ImportError`` with a fallback (documented optional).
 OPTIONAL = {"torchvision", "torchmetrics", "tifffile", "skimage"}
-TRAINING_MODULES = ("kornia", "open_clip", "lpips", "tensorboard", "scipy", "pretrain", "enhancement", "skimage")
+TRAINING_MODULES = ("kornia", "open_clip", "lpips", "tensorboard", "scipy", "attiqa_train", "pretrain", "enhancement",
+                    "skimage")
 
 
 def _setup_cfg() -> configparser.ConfigParser:
@@ -45,7 +48,7 @@ def _requirement_names(text: str) -> set:
 
 def _third_party_imports(package: str) -> set:
     """Top-level names of every absolute import in ``package`` that is not stdlib or ours."""
-    ours = {"attiqa_loss", "pretrain", "enhancement", "benchmarks"}
+    ours = set(OUR_PACKAGES) | {"benchmarks"}
     found = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -86,7 +89,44 @@ def test_install_requires_is_what_the_loss_needs():
     assert core <= _requirement_names(cfg["options"]["install_requires"])
 
 
-@pytest.mark.parametrize("package, extra", [("pretrain", "pretrain"), ("enhancement", "enhance")])
+#: which of the project's packages each one may import: attiqa_loss at the bottom, the
+#: shared training plumbing above it, the two applications side by side on top.
+ALLOWED_IMPORTS = {
+    "attiqa_loss": set(),
+    "attiqa_train": {"attiqa_loss"},
+    "pretrain": {"attiqa_loss", "attiqa_train"},
+    "enhancement": {"attiqa_loss", "attiqa_train"},
+}
+
+
+def _our_imports(package: str) -> dict:
+    """``{our package: [file:line, ...]}`` of every import of another of our packages in
+    ``package`` (at any depth: imports inside functions count too)."""
+    found: dict = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in OUR_PACKAGES and top != package:
+                    found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("package", OUR_PACKAGES)
+def test_the_import_picture_has_no_upward_or_sideways_arrow(package):
+    found = _our_imports(package)
+    wrong = {k: v for k, v in found.items() if k not in ALLOWED_IMPORTS[package]}
+    assert not wrong, f"{package} may import only {sorted(ALLOWED_IMPORTS[package])}; found {wrong}"
+
+
+@pytest.mark.parametrize("package, extra", [("pretrain", "pretrain"), ("enhancement", "enhance"),
+                                            ("attiqa_train", "pretrain"), ("attiqa_train", "enhance")])
 def test_every_import_of_a_tool_is_declared_in_its_extra(package, extra):
     cfg = _setup_cfg()
     declared = _requirement_names(cfg["options"]["install_requires"]) | _requirement_names(

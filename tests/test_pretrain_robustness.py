@@ -282,7 +282,7 @@ def test_edge_invariance_compares_the_other_four_scores_of_each_pair():
 
 
 def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():
-    from pretrain.train import _Logits
+    from pretrain.train_step import Logits as _Logits
 
     net = build_tiny_net(0).train()
     logits = _Logits(net)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from attiqa_loss import ATTRIBUTES
 from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families, luminance
 from pretrain.handcrafted import handcrafted_scores
-from pretrain.synthetic import SyntheticTeacher, resolve_families, split_holdout
+from pretrain.synthetic import SyntheticTeacher, resolve_families, split_every_nth
 from pretrain.validity import family_srcc, spearman
 
 from conftest import make_texture
@@ -348,10 +348,10 @@ def test_synthetic_sampling_is_a_function_of_the_generator():
 
 def test_split_holdout_is_deterministic_and_disjoint(tmp_path):
     files = [tmp_path / f"{i:02d}.png" for i in range(10)]
-    train, held = split_holdout(list(reversed(files)), 5)
+    train, held = split_every_nth(list(reversed(files)), 5)
     assert held == [files[4], files[9]]
     assert set(train).isdisjoint(held) and len(train) + len(held) == 10
-    assert split_holdout(files, 0) == (files, [])
+    assert split_every_nth(files, 0) == (files, [])
 
 
 def test_teacher_rejects_bad_settings():

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from attiqa_loss import AttiqaLoss, create_attiqa_net, read_checkpoint_metadata
-from pretrain.config import ConfigError, load_config
+from attiqa_train.config import ConfigError, load_config
 from pretrain.objectives import (
     calibration_loss,
     consistency_loss,
@@ -85,7 +85,7 @@ def photo_dir(make_photo_dir):
 
 def _cfg(photo_dir, steps, **extra):
     sets = [
-        f"train.steps={steps}", "train.batch_size=8", "train.checkpoint_every=2", "train.val_every=1000",
+        f"train.steps={steps}", "train.batch_size=8", "train.state_every=2", "train.val_every=1000",
         "train.warmup_steps=2", "train.threads=1", "model.backbone=test_resnet", "synthetic.crop=48",
         "synthetic.holdout_every=3", "val.max_images=1", "val.levels=3",
     ] + [f"{k}={v}" for k, v in extra.items()]
@@ -133,29 +133,30 @@ def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp
                                       "hardening.large_anchor_size": 64}],
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
-    import pretrain.train as train_module
+    import attiqa_train.loop as loop_module
+    import pretrain.train_step as step_module
 
     full = train(_cfg(photo_dir, 4, **hardening), tmp_path / "full", progress=False)
 
     # Kill the second run right after its step-2 state is on disk.
-    real_save = train_module.save_state
+    real_save = loop_module.save_state
 
     def save_then_die(path, *, step, **objects):
         real_save(path, step=step, **objects)
         if step == 2:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    monkeypatch.setattr(loop_module, "save_state", save_then_die)
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(photo_dir, 4, **hardening), part, progress=False)
     assert not (part / "checkpoint.safetensors").exists()
-    monkeypatch.setattr(train_module, "save_state", real_save)
+    monkeypatch.setattr(loop_module, "save_state", real_save)
     # Count the steps the resumed run executes: it must continue at step 2, not restart
     # (a restart from the same seed would also end with equal weights).
     steps_run = []
-    real_gen = train_module.step_generator
-    monkeypatch.setattr(train_module, "step_generator", lambda seed, step, rank=0: steps_run.append(step) or real_gen(seed, step, rank))
+    real_gen = step_module.step_generator
+    monkeypatch.setattr(step_module, "step_generator", lambda seed, step, rank=0: steps_run.append(step) or real_gen(seed, step, rank))
     resumed = train(_cfg(photo_dir, 4, **hardening), part, resume=True, progress=False)
     assert steps_run == [2, 3]
     a, b = load_file(str(full)), load_file(str(resumed))
@@ -165,18 +166,18 @@ def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkey
 
 
 def test_synthetic_families_choose_what_the_teacher_trains_on(photo_dir, tmp_path, monkeypatch):
-    import pretrain.train as train_module
+    import pretrain.teachers as teachers_module
     from pretrain.validity_report import trained_families
 
     seen = {}
-    real = train_module.SyntheticTeacher
+    real = teachers_module.SyntheticTeacher
 
     def spy(*args, **kwargs):
         teacher = real(*args, **kwargs)
         seen["families"] = teacher.families
         return teacher
 
-    monkeypatch.setattr(train_module, "SyntheticTeacher", spy)
+    monkeypatch.setattr(teachers_module, "SyntheticTeacher", spy)
     cfg = _cfg(photo_dir, 2, **{"synthetic.families": "{sharpness: [gaussian, wavelet], noisiness: []}",
                                 "train.val_every": 2})
     out = train(cfg, tmp_path / "fam", progress=False)
@@ -264,7 +265,7 @@ def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic, 
 
 
 def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(photo_dir, tmp_path, monkeypatch):
-    import pretrain.train as train_module
+    import pretrain.train_step as train_module
 
     seen = {}
     real_losses, real_spec, real_gain = train_module.pretrain_losses, train_module.specificity_loss, train_module.no_gain_loss
@@ -307,20 +308,21 @@ def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_al
     learnt (the weights move) and logged as loss/anchor_large."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import pretrain.train as train_module
+    import attiqa_train.loop as loop_module
+    import pretrain.train_step as train_module
 
     states = {}
-    real_save, real_sample = train_module.save_state, train_module.sample_anchors
+    real_save, real_sample = loop_module.save_state, train_module.sample_anchors
 
     def keep(path, *, step, **objects):
         real_save(path, step=step, **objects)
         states[(path.parent.name, step)] = {k: v.clone() for k, v in objects["model"].state_dict().items()}
 
     sizes = []
-    monkeypatch.setattr(train_module, "save_state", keep)
+    monkeypatch.setattr(loop_module, "save_state", keep)
     monkeypatch.setattr(train_module, "sample_anchors",
                         lambda n, size, g, **kw: sizes.append((n, size, kw["full_labels"])) or real_sample(n, size, g, **kw))
-    every = {"train.checkpoint_every": 1, "hardening.anchors": 2}
+    every = {"train.state_every": 1, "hardening.anchors": 2}
     train(_cfg(photo_dir, 1, **every), tmp_path / "plain", progress=False)
     train(_cfg(photo_dir, 2, **every, **{"hardening.large_anchors": 2, "hardening.large_anchor_size": 64,
                                          "hardening.full_labels": True}), tmp_path / "large", progress=False)
@@ -344,7 +346,7 @@ def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, 
     non-default value for one of them is still refused, by name."""
     import yaml
 
-    from pretrain.rundir import RunFolderError, changed_keys
+    from attiqa_train.rundir import RunFolderError, changed_keys
 
     run = tmp_path / "run"
     train(_cfg(photo_dir, 2), run, progress=False)

@@ -88,15 +88,15 @@ def test_enhance_train_without_a_usable_photo_is_a_one_line_error(tmp_path, qual
 
 def test_enhance_data_of_good_photos_is_unchanged_by_the_check(tmp_path):
     from enhancement.config import EnhanceConfig
-    from enhancement.data import list_items, split_holdout
-    from enhancement.train import _build_data
-    from pretrain.config import load_config
+    from enhancement.data import list_items, split_random_holdout
+    from enhancement.run_data import build_data as _build_data
+    from attiqa_train.config import load_config
 
     write_images(tmp_path / "photos", 7, size=(48, 60))
     cfg = load_config(EnhanceConfig, None, [f"data.train_dir={tmp_path / 'photos'}", "data.crop_size=32",
                                             "data.val_images=2", "val.crop_size=32"])
     dataset, val, skipped = _build_data(cfg)
-    train_items, val_items = split_holdout(list_items(tmp_path / "photos", "synthetic"), 2, cfg.train.seed)
+    train_items, val_items = split_random_holdout(list_items(tmp_path / "photos", "synthetic"), 2, cfg.train.seed)
     assert dataset.items == train_items and [v["name"] for v in val] == [p.name for p in val_items]
     assert skipped == []
 
@@ -116,10 +116,10 @@ def test_a_file_that_breaks_after_the_check_is_named(tmp_path):
 
 
 def _pretrain_cfg(photo_dir, **extra):
-    from pretrain.config import load_config
+    from attiqa_train.config import load_config
     from pretrain.train import PretrainConfig
 
-    sets = ["train.steps=2", "train.batch_size=8", "train.checkpoint_every=2", "train.val_every=1", "train.threads=1",
+    sets = ["train.steps=2", "train.batch_size=8", "train.state_every=2", "train.val_every=1", "train.threads=1",
             "train.warmup_steps=1", "model.backbone=test_resnet", "synthetic.crop=48", "synthetic.holdout_every=3",
             "val.max_images=2", "val.levels=3"] + [f"{k}={v}" for k, v in extra.items()]
     cfg = load_config(PretrainConfig, None, sets)
@@ -150,16 +150,16 @@ def test_pretrain_leaves_out_bad_photos_by_name_and_trains_on_the_rest(write_png
 
 
 def test_pretrain_photos_of_a_good_folder_are_what_they_always_were(write_png, tmp_path):
-    from pretrain.synthetic import split_holdout
-    from pretrain.train import _build_synthetic
+    from pretrain.synthetic import split_every_nth
+    from pretrain.teachers import build_synthetic
 
     photos = tmp_path / "photos"
     for i in range(7):
         write_png(photos / f"p{i}.png", 60 + 7 * i, 90, seed=i)
     cfg = _pretrain_cfg(photos, **{"synthetic.max_side": 80})
-    teacher, train_files, held_files, not_listed, bad = _build_synthetic(cfg)
+    teacher, train_files, held_files, not_listed, bad = build_synthetic(cfg.synthetic)
     files = sorted(photos.glob("*.png"))
-    want_train, want_held = split_holdout(files, 3)
+    want_train, want_held = split_every_nth(files, 3)
     assert (train_files, held_files, not_listed, bad) == (want_train, want_held, [], [])
     expected = [(read_image(f, max_side=80) * 255).round().to(torch.uint8) for f in want_train]
     assert len(teacher.photos) == len(expected) and all(torch.equal(a, b) for a, b in zip(teacher.photos, expected))

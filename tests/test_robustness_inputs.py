@@ -23,7 +23,7 @@ import attiqa_loss.io as io_module
 from attiqa_loss import CheckpointError, create_attiqa_net, load_checkpoint, save_checkpoint
 from attiqa_loss import cli as score_cli
 from attiqa_loss.io import atomic_path, atomic_write
-from pretrain.config import ConfigError, load_config
+from attiqa_train.config import ConfigError, load_config
 from conftest import rewrite_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +275,7 @@ def test_enhancer_with_nan_weights_is_refused(tmp_path):
 
 
 def _truncated_state(path: Path) -> Path:
-    from pretrain.state import save_state
+    from attiqa_train.state import save_state
 
     model = torch.nn.Linear(3, 2)
     save_state(path, step=5, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
@@ -286,7 +286,7 @@ def _truncated_state(path: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_unreadable_state_is_a_one_line_state_error(tmp_path, damage):
-    from pretrain.state import StateError, load_state
+    from attiqa_train.state import StateError, load_state
 
     path = tmp_path / "state.pt"
     if damage == "truncated":
@@ -301,7 +301,7 @@ def test_unreadable_state_is_a_one_line_state_error(tmp_path, damage):
 
 
 def test_state_of_another_model_is_a_state_error(tmp_path):
-    from pretrain.state import StateError, load_state, save_state
+    from attiqa_train.state import StateError, load_state, save_state
 
     path = tmp_path / "state.pt"
     save_state(path, step=3, model=torch.nn.Linear(3, 2))
@@ -333,16 +333,14 @@ def test_enhance_resume_from_a_truncated_state_names_the_file(tmp_path, monkeypa
 
     out = tmp_path / "run"
     out.mkdir()
-    state = _truncated_state(out / enhance_train.CHECKPOINT_NAME)
+    state = _truncated_state(out / "state.pt")
 
-    class _Stub:  # the real trainer builds models and data; only resume() matters here
+    class _Stub:  # the real trainer builds models and data; only its state matters here
         def __init__(self, cfg, out_dir, info):
-            self.checkpoint_path = out_dir / enhance_train.CHECKPOINT_NAME
             self.model = torch.nn.Linear(3, 2)
-            self.optimizer = self.scheduler = self.ema = None
-            self.cfg = cfg
 
-        resume = enhance_train._Trainer.resume
+        def state_objects(self):
+            return {"model": self.model}
 
     monkeypatch.setattr(enhance_train, "_Trainer", _Stub)
     code = cli.main(["train", "--out", str(out), "--resume", "--set", "train.device=cpu"])
@@ -387,7 +385,7 @@ def test_every_atomic_write_syncs_the_file_then_the_folder(tmp_path, monkeypatch
     elif writer == "save_checkpoint":
         save_checkpoint(tiny_net, target)
     elif writer == "save_state":
-        from pretrain.state import save_state
+        from attiqa_train.state import save_state
 
         save_state(target, step=1, model=torch.nn.Linear(2, 2))
     else:
@@ -498,7 +496,7 @@ def test_temp_files_are_named_after_the_target_host_and_process(tmp_path, monkey
     [
         ("train.steps=0", "train.steps must be >= 1, got 0"),
         ("train.steps=-5", "train.steps must be >= 1, got -5"),
-        ("train.checkpoint_every=0", "train.checkpoint_every must be >= 1, got 0"),
+        ("train.state_every=0", "train.state_every must be >= 1, got 0"),
         ("train.log_every=0", "train.log_every must be >= 1, got 0"),
         ("train.val_every=0", "train.val_every must be >= 1, got 0"),
         ("train.warmup_steps=-1", "train.warmup_steps must be >= 0, got -1"),
@@ -540,7 +538,7 @@ def no_cuda(monkeypatch):
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_without_cuda_is_a_clear_error(no_cuda, name):
-    from pretrain.distributed import resolve_device
+    from attiqa_train.distributed import resolve_device
 
     with pytest.raises(ValueError, match=rf"device '{name}' asks for CUDA, but CUDA is not available here"):
         resolve_device(name)
@@ -548,7 +546,7 @@ def test_cuda_without_cuda_is_a_clear_error(no_cuda, name):
 
 
 def test_unknown_device_name_is_a_clear_error():
-    from pretrain.distributed import resolve_device
+    from attiqa_train.distributed import resolve_device
 
     with pytest.raises(ValueError, match=r"device 'gpu' is not a torch device name"):
         resolve_device("gpu")

@@ -96,7 +96,7 @@ def bad_yaml(tmp_path):
 
 
 def test_yaml_syntax_error_is_a_config_error_naming_file_and_line(bad_yaml):
-    from pretrain.config import ConfigError, load_config
+    from attiqa_train.config import ConfigError, load_config
     from pretrain.train import PretrainConfig
 
     with pytest.raises(ConfigError) as info:
@@ -197,7 +197,7 @@ def test_docs_set_examples_load_as_written(doc, override):
     """Each documented override loads with the config of its command (enhancement.md:
     attiqa-enhance; the others: one of the attiqa-pretrain subcommands), on top of the
     defaults, as the docs write it."""
-    from pretrain.config import load_config
+    from attiqa_train.config import load_config
 
     classes = _config_classes()
     errors = []
@@ -217,7 +217,7 @@ def test_docs_set_examples_load_as_written(doc, override):
 
 def test_mapping_entry_override_sets_one_entry_over_the_file():
     from enhancement.config import EnhanceConfig
-    from pretrain.config import ConfigError, load_config
+    from attiqa_train.config import ConfigError, load_config
 
     cfg = load_config(EnhanceConfig, REPO / "configs" / "enhance_lowlight.yaml",
                       ["loss.attiqa_targets.brightness=0.7", "loss.attiqa_targets.contrast=0.9"])

@@ -20,7 +20,7 @@ import yaml
 from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_images, write_quality_model
 
-LOCK_NAME = "attiqa.lock"  # pretrain.rundir.LOCK_NAME (imported lazily: the old code had no such module)
+LOCK_NAME = "attiqa.lock"  # attiqa_train.rundir.LOCK_NAME (imported lazily: the old code had no such module)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -29,7 +29,7 @@ def _pretrain_args(out, photo_dir, *extra):
     return ["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
             "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=2",
             "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "synthetic.holdout_every=0",
-            "--set", "train.checkpoint_every=1", "--set", "train.threads=1", *extra]
+            "--set", "train.state_every=1", "--set", "train.threads=1", *extra]
 
 
 def _pretrain(out, photo_dir, *extra):
@@ -60,7 +60,7 @@ def _enhance(assets, out, *extra, **overrides):
 
 _HOLD = """
 import sys, time
-from pretrain.rundir import acquire_lock
+from attiqa_train.rundir import acquire_lock
 lock = acquire_lock(sys.argv[1], "a test holder")
 print("held", flush=True)
 time.sleep(120)
@@ -172,7 +172,7 @@ def test_pretrain_resume_reuses_the_runs_config(photo_dir, tmp_path, monkeypatch
     out = tmp_path / "run"
     assert _pretrain(out, photo_dir, "--set", "train.steps=3") == (0, "")
     seen = {}
-    monkeypatch.setattr(train_module, "_train", lambda cfg, out, dist, **kw: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(train_module, "train", lambda cfg, out, **kw: seen.setdefault("cfg", cfg))
     assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert seen["cfg"].train.steps == 3 and seen["cfg"].synthetic.images == [str(photo_dir)]
 
@@ -214,7 +214,7 @@ def test_a_lock_of_a_dead_process_on_this_host_is_taken_over(photo_dir, tmp_path
 
 
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
-    from pretrain.rundir import RunLockError, acquire_lock
+    from attiqa_train.rundir import RunLockError, acquire_lock
 
     _write_lock(tmp_path / "run", _dead_pid(), host="some-other-machine")
     with pytest.raises(RunLockError, match=r"on host 'some-other-machine', not this one: if that process is gone, "
@@ -223,7 +223,7 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
 
 
 def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
-    from pretrain.rundir import acquire_lock
+    from attiqa_train.rundir import acquire_lock
 
     if not Path(f"/proc/{os.getpid()}/stat").is_file():
         pytest.skip("process start times are read from /proc (Linux)")
@@ -237,7 +237,7 @@ def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
 
 
 def test_lock_is_released_when_the_run_fails(tmp_path):
-    from pretrain.rundir import acquire_lock
+    from attiqa_train.rundir import acquire_lock
 
     with pytest.raises(KeyError):
         with acquire_lock(tmp_path / "run", "test"):
@@ -257,7 +257,7 @@ def test_second_enhance_process_is_refused(enhance_assets, tmp_path, held_by_oth
 def test_second_label_process_is_refused(tmp_path, write_png, held_by_other_process):
     from pretrain.clip_model import create_clip_teacher
     from pretrain.label import label_files
-    from pretrain.rundir import RunLockError
+    from attiqa_train.rundir import RunLockError
 
     photos = [write_png(tmp_path / "photos" / f"{i}.png", 64, 64, seed=i) for i in range(2)]
     out = tmp_path / "labels"
@@ -297,12 +297,12 @@ def test_enhance_refuses_a_finished_run_and_overwrite_replaces_it(enhance_assets
     capsys.readouterr()
     assert _enhance(enhance_assets, out, **{"train.lr": 0.01}) == 2
     err = capsys.readouterr().err
-    assert f"attiqa-enhance train: error: {out} already holds a run (config.yaml, checkpoint.pt, " \
+    assert f"attiqa-enhance train: error: {out} already holds a run (config.yaml, state.pt, " \
            "enhancer.safetensors, metrics.json, tb)" in err
     assert (out / "enhancer.safetensors").read_bytes() == weights
     assert _enhance(enhance_assets, out, "--overwrite", **{"train.lr": 0.01}) == 0
     err = capsys.readouterr().err
-    assert "attiqa-enhance train: --overwrite: removed the previous run's config.yaml, checkpoint.pt" in err
+    assert "attiqa-enhance train: --overwrite: removed the previous run's config.yaml, state.pt" in err
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 0.01
 
 
@@ -312,12 +312,12 @@ def test_enhance_refuses_a_finished_run_and_overwrite_replaces_it(enhance_assets
 def test_enhance_resume_with_a_changed_config_is_refused(enhance_assets, tmp_path, capsys, change, keys):
     out = tmp_path / "run"
     assert _enhance(enhance_assets, out) == 0
-    checkpoint = (out / "checkpoint.pt").read_bytes()
+    checkpoint = (out / "state.pt").read_bytes()
     capsys.readouterr()
     assert _enhance(enhance_assets, out, "--resume", **change) == 2
     err = capsys.readouterr().err
     assert f"attiqa-enhance train: error: --resume: the config differs from the run's {out / 'config.yaml'} in {keys}" in err
-    assert (out / "checkpoint.pt").read_bytes() == checkpoint
+    assert (out / "state.pt").read_bytes() == checkpoint
 
 
 def test_enhance_resume_allows_keys_that_do_not_change_the_weights(enhance_assets, tmp_path):
@@ -409,7 +409,7 @@ def test_demo_refuses_an_earlier_run_unless_overwrite(tmp_path, tiny_checkpoint_
             "--set", "loss.lpips_weight=0", "--set", "val.lpips=false", "--set", "train.progress=false"]
     assert main(args) == 0
     weights = (out / "enhancer.safetensors").read_bytes()
-    with pytest.raises(SystemExit, match=r"attiqa-enhance demo: .* already holds a run \(config.yaml, checkpoint.pt"):
+    with pytest.raises(SystemExit, match=r"attiqa-enhance demo: .* already holds a run \(config.yaml, state.pt"):
         main(args)
     assert (out / "enhancer.safetensors").read_bytes() == weights
     assert main(args + ["--overwrite"]) == 0

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from attiqa_loss.checks import check_device
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "resolve_device"]
+__all__ = ["DistInfo", "env_rank", "env_local_rank", "env_world_size", "single_process", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,29 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def env_rank() -> int:
+    """This process's global rank as ``torchrun`` sets it (``RANK``; 0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def env_local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``; 0 without a launcher)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def env_world_size() -> int:
+    """The number of processes of the job (``WORLD_SIZE``; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def single_process(device: str = "auto") -> DistInfo:
+    """A :class:`DistInfo` for work that one process does alone, even under ``torchrun``."""
+    return DistInfo(rank=0, world_size=1, local_rank=0, device=resolve_device(device))
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise the process group if launched by torchrun; return rank, world size and device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = env_world_size(), env_rank(), env_local_rank()
     dev = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"

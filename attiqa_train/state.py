@@ -1,6 +1,9 @@
-"""Resumable training state: model, optimiser, scheduler, EMA and step, written atomically.
+"""Resumable training state (``state.pt``): model, optimiser, scheduler, EMA and step,
+written atomically.
 
-Randomness in the training loops is derived from ``(seed, step, rank)``, so resuming at
+Vocabulary (docs/checkpoints.md): the *state* is what ``--resume`` continues from; a
+*checkpoint* is the exported ``.safetensors`` weights a run ends with. Randomness in the
+training loops comes from :func:`attiqa_train.sampling.step_generator`, so resuming at
 step ``k`` replays exactly what an uninterrupted run does from step ``k`` on: no RNG
 state needs saving. Loading uses ``torch.load(weights_only=True)`` (nothing arbitrary
 is unpickled).
@@ -10,13 +13,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import torch
 
 from attiqa_loss.io import atomic_write
 
-__all__ = ["StateError", "save_state", "load_state", "step_generator"]
+__all__ = ["STATE_NAME", "StateError", "save_state", "load_state"]
+
+#: The resumable state's file name in a run folder (every trainer).
+STATE_NAME = "state.pt"
 
 
 class StateError(ValueError):
@@ -27,13 +33,6 @@ class StateError(ValueError):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """A CPU generator seeded from ``(seed, step, rank)``: the randomness of one step."""
-    g = torch.Generator()
-    g.manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(rank) * 104_729) % (2**63 - 1))
-    return g
 
 
 def save_state(path: Union[str, os.PathLike], *, step: int, **objects: Any) -> None:

@@ -15,7 +15,7 @@ class ModelEma:
 
     The effective decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
     updates, so a short run's average is not dominated by the random initialisation.
-    Has ``state_dict``/``load_state_dict`` for :func:`pretrain.state.save_state`.
+    Has ``state_dict``/``load_state_dict`` for :func:`attiqa_train.state.save_state`.
 
     Args:
         model: the model to track (its current weights start the average).

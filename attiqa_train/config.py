@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import yaml
 
-__all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "load_config", "config_to_dict", "save_config", "add_config_arguments", "config_from_args"]
+__all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "load_config", "config_to_dict", "save_config", "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
 
@@ -115,6 +115,42 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def _aliases(cls: type) -> Dict[str, str]:
+    """``{old name: field}`` of a config dataclass: its ``KEY_ALIASES`` class attribute,
+    the earlier spellings of renamed keys, still read from files and ``--set``."""
+    return dict(getattr(cls, "KEY_ALIASES", {}))
+
+
+def _canonical(cls: type, dotted: str) -> str:
+    """``dotted`` with every renamed key replaced by its current name."""
+    parts, node, out = dotted.split("."), cls, []
+    for part in parts:
+        if node is not None and dataclasses.is_dataclass(node):
+            part = _aliases(node).get(part, part)
+            hint = typing.get_type_hints(node).get(part)
+            node = hint if hint is not None and dataclasses.is_dataclass(hint) else None
+        else:
+            node = None
+        out.append(part)
+    return ".".join(out)
+
+
+def with_current_keys(cls: type, data: Any, prefix: str = "") -> Any:
+    """``data`` (a file's nested dict) with every renamed key given its current name."""
+    if not isinstance(data, Mapping) or not dataclasses.is_dataclass(cls):
+        return data
+    aliases, hints = _aliases(cls), typing.get_type_hints(cls)
+    both = [prefix + old for old, new in aliases.items() if old in data and new in data]
+    if both:
+        raise ConfigError(f"config key(s) {both} are set under their old and their new names; keep the new ones")
+    out = {}
+    for key, value in data.items():
+        key = aliases.get(key, key)
+        hint = hints.get(key)
+        out[key] = with_current_keys(hint, value, f"{prefix}{key}.") if hint is not None and dataclasses.is_dataclass(hint) else value
+    return out
+
+
 def _build(cls: Type[T], data: Mapping[str, Any], prefix: str, root: type) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
@@ -194,11 +230,14 @@ def read_yaml_file(path: Union[str, Path]) -> Any:
         raise ConfigError(yaml_error_line(path, exc)) from None
 
 
-def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Sequence[str] = ()) -> T:
+def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Sequence[str] = (),
+                values: Optional[Mapping[str, Any]] = None) -> T:
     """Build ``cls`` (a dataclass) from its defaults, a YAML file and ``key=value`` overrides.
 
-    Later sources win: defaults < file < overrides. Unknown keys and wrongly typed values
-    raise :class:`ConfigError` naming them.
+    Later sources win: defaults < file < ``overrides`` (``"dotted.key=value"`` strings,
+    values parsed as YAML) < ``values`` (``{dotted key: Python value}``: what a CLI flag
+    such as ``--images`` sets). The result is validated once, after all of them. Unknown
+    keys and wrongly typed values raise :class:`ConfigError` naming them.
     """
     data: Dict[str, Any] = {}
     if path is not None:
@@ -208,14 +247,20 @@ def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Se
         loaded = read_yaml_file(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(loaded).__name__}")
-        data = loaded
+        data = with_current_keys(cls, loaded)
     known = set(_known_keys(cls))
     mappings = _mapping_keys(cls)
     for text in overrides:
         key, value = parse_override(text)
+        key = _canonical(cls, key)
         entry = any(key.startswith(m + ".") and len(key) > len(m) + 1 and "." not in key[len(m) + 1 :] for m in mappings)
         if key not in known and not entry and not any(k.startswith(key + ".") for k in known):
             raise ConfigError(f"unknown config key {key!r} in --set; known keys: {sorted(known)}")
+        _set_dotted(data, key, value)
+    for key, value in (values or {}).items():
+        key = _canonical(cls, key)
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}; known keys: {sorted(known)}")
         _set_dotted(data, key, value)
     return _build(cls, data, "", cls)
 
@@ -236,11 +281,16 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
 
 
 def save_config(cfg: Any, path: Union[str, Path]) -> None:
-    """Write the resolved config as YAML, atomically."""
+    """Write the resolved config (a dataclass) as YAML, atomically."""
+    save_config_dict(config_to_dict(cfg), path)
+
+
+def save_config_dict(data: Mapping[str, Any], path: Union[str, Path]) -> None:
+    """Write a config's nested dict (:func:`config_to_dict`) as YAML, atomically."""
     from attiqa_loss.io import atomic_write  # torch: imported here so that --help stays light
 
     with atomic_write(path, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+        yaml.safe_dump(dict(data), f, sort_keys=False)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, default_config: Optional[str] = None) -> None:
@@ -257,9 +307,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, default_config: Opt
     parser.add_argument("--out", type=Path, required=True, help="output folder for results, logs and checkpoints")
 
 
-def config_from_args(cls: Type[T], args: argparse.Namespace) -> T:
-    """``load_config(cls, args.config, args.overrides)``, exiting with the message on a bad config."""
+def config_from_args(cls: Type[T], args: argparse.Namespace, values: Optional[Mapping[str, Any]] = None) -> T:
+    """``load_config(cls, args.config, args.overrides, values)``, exiting with the message on a bad config."""
     try:
-        return load_config(cls, args.config, args.overrides)
+        return load_config(cls, args.config, args.overrides, values)
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -1,0 +1,63 @@
+"""The data of one ``attiqa-enhance train`` run, from its config.
+
+:func:`build_data` lists and checks every training (and validation) file up front,
+splits the hold-out when there is no validation folder, and builds the training
+dataset and the decoded validation set; files that cannot be used are returned with the
+reason, to be reported and recorded in the exported weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from attiqa_loss.io import ImageListing
+
+from .config import MIN_CROP, EnhanceConfig
+from .data import EnhanceDataset, check_items, list_items, load_validation, split_random_holdout
+from .synthesis import synthesize_low_light, synthesize_noise
+
+__all__ = ["build_data"]
+
+
+def _degrade_fn(cfg: EnhanceConfig):
+    if cfg.data.mode != "synthetic":
+        return None
+    if cfg.data.task == "lowlight":
+        return functools.partial(synthesize_low_light, **dataclasses.asdict(cfg.data.lowlight))
+    return functools.partial(synthesize_noise, **dataclasses.asdict(cfg.data.noise))
+
+
+def build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]], List[Tuple[Path, str]]]:
+    """The training set, the decoded validation set, and ``(path, reason)`` of every file
+    left out: by the listing (not an image, dangling symlink, ...) or by the check of
+    every item up front (does not decode, pair sizes differ, smaller than the crop).
+
+    The check comes before the hold-out split, so a bad file is left out of both sides;
+    when all are good the split is what it always was."""
+    d = cfg.data
+    if not d.train_dir:
+        raise ValueError("no training images: pass --data DIR or set data.train_dir")
+    skipped: List[Tuple[Path, str]] = []
+    listed = list_items(d.train_dir, d.mode, skipped)
+    items, bad = check_items(listed, d.mode, min_side=d.crop_size, max_side=d.max_side)
+    skipped += bad
+    if not items:
+        raise ValueError(f"no usable training images in {d.train_dir}: all {len(listed)} were left out: "
+                         + ImageListing(skipped=bad).summary())
+    if d.val_dir:
+        val_items, bad = check_items(list_items(d.val_dir, d.mode, skipped), d.mode, min_side=MIN_CROP,
+                                     max_side=d.max_side, what="the quality model's minimum")
+        skipped += bad
+    else:
+        items, val_items = split_random_holdout(items, d.val_images, cfg.train.seed)
+    degrade = _degrade_fn(cfg)
+    dataset = EnhanceDataset(
+        items, d.mode, d.crop_size, degrade=degrade, max_side=d.max_side, flips=d.flips, rot90=d.rot90
+    )
+    val = load_validation(
+        val_items, d.mode, crop_size=cfg.val.crop_size, degrade=degrade, max_side=d.max_side, seed=cfg.train.seed
+    )
+    return dataset, val, skipped
