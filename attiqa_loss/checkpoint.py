@@ -13,12 +13,12 @@ network's kind (floating point where the network has floating point); the
 normalisation must hold three finite means and three finite standard deviations > 0;
 ``backbone_kwargs`` may only hold the architecture options of
 :data:`ALLOWED_BACKBONE_KWARGS` (nothing that names a file). Each violation is a
-one-line :class:`CheckpointError` naming the file, the tensor or key and the value.
+one-line :class:`CheckpointError` naming the file, the tensor or key and the value
+(the file itself is written and read by :mod:`attiqa_loss.weights_file`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-
 from .attributes import ATTRIBUTES
-from .io import atomic_path
 from .network import AttiqaNet
+from .weights_file import (CheckpointError, check_state_tensors, json_metadata, load_strict, read_weights_file,
+                           state_dict_differences, write_weights_file)
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
@@ -39,12 +37,10 @@ __all__ = [
     "check_state_tensors", "network_from_metadata",
 ]
 
+#: The ``format`` of a quality-model checkpoint, and its layout version.
+FORMAT = "attiqa"
 FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, of another format, or does not match the network."""
 
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a layer name such as "avg" or "relu", never a path
@@ -129,27 +125,6 @@ def check_normalization(mean: Any, std: Any, source: str = "normalization") -> N
         raise CheckpointError(f"{source}.std must be > 0 in every channel, got {list(std)!r}")
 
 
-def check_state_tensors(path: Any, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
-    """Raise a one-line :class:`CheckpointError` naming ``path`` and the tensor when a
-    tensor that is floating point in ``expected`` is not floating point in ``state`` (or
-    the other way round), or when a floating tensor holds NaN or infinity."""
-    for key in sorted(state):
-        value, want = state[key], expected.get(key)
-        if want is not None and value.is_floating_point() != want.is_floating_point():
-            kind = "floating point" if want.is_floating_point() else "integer"
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has dtype {value.dtype}; the network expects {kind} ({want.dtype})"
-            )
-        if value.is_floating_point():
-            bad = ~torch.isfinite(value)
-            if bool(bad.any()):
-                first = float(value[bad].flatten()[0])
-                raise CheckpointError(
-                    f"{path}: tensor {key!r} holds {int(bad.sum())} non-finite value(s) of {value.numel()} "
-                    f"(first: {first})"
-                )
-
-
 def network_from_metadata(
     path: Any,
     backbone: Any,
@@ -204,66 +179,22 @@ def save_checkpoint(
     config = net.config()
     check_backbone_kwargs(config["backbone_kwargs"], "the network's backbone_kwargs")
     metadata = {
-        "format": "attiqa",
-        "format_version": str(FORMAT_VERSION),
         "backbone": config["backbone"],
-        "attributes": json.dumps(config["attributes"]),
-        "normalization": json.dumps({"mean": config["mean"], "std": config["std"]}),
-        "backbone_kwargs": json.dumps(config["backbone_kwargs"]),
-        "training": json.dumps(dict(training or {}), default=str),
+        "attributes": config["attributes"],
+        "normalization": {"mean": config["mean"], "std": config["std"]},
+        "backbone_kwargs": config["backbone_kwargs"],
+        "training": dict(training or {}),
     }
-    tensors = {}
-    for key, value in net.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[key] = value.contiguous().clone()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+    tensors = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+               for k, v in net.state_dict().items()}
+    return write_weights_file(path, tensors, format=FORMAT, version=FORMAT_VERSION, metadata=metadata)
 
 
 def read_checkpoint_metadata(path: PathLike) -> Dict[str, Any]:
     """Parsed metadata of a checkpoint (JSON fields decoded); raises :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if raw.get("format") != "attiqa":
-        raise CheckpointError(f"{path} is not an attiqa checkpoint (metadata format={raw.get('format')!r})")
-    version = raw.get("format_version")
-    if version != str(FORMAT_VERSION):
-        raise CheckpointError(
-            f"{path} has checkpoint format_version={version!r}; this attiqa reads format_version={FORMAT_VERSION}"
-        )
-    meta: Dict[str, Any] = dict(raw)
-    try:
-        for key in ("attributes", "normalization", "backbone_kwargs", "training"):
-            meta[key] = json.loads(raw[key])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has missing or malformed metadata: {exc!r}") from exc
-    return meta
-
-
-def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
-    """What keeps ``found`` from loading strictly into a module whose state dict is
-    ``expected``: ``"missing keys [...], unexpected keys [...], shape mismatches [...]"``,
-    or ``""`` when nothing differs."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = [
-        f"{k}: checkpoint {tuple(found[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in sorted(set(found) & set(expected))
-        if found[k].shape != expected[k].shape
-    ]
-    if not (missing or unexpected or mismatched):
-        return ""
-    return f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {mismatched}"
+    _, raw = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",
+                               noun="checkpoint", tensors=False)
+    return {**raw, **json_metadata(path, raw, "attributes", "normalization", "backbone_kwargs", "training")}
 
 
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> AttiqaNet:
@@ -289,16 +220,8 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     net = network_from_metadata(
         path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"]
     )
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} tensors are unreadable: {exc}") from exc
-    expected = net.state_dict()
-    differences = state_dict_differences(expected, state)
-    if differences:
-        raise CheckpointError(f"{path} does not match backbone {meta['backbone']!r}: {differences}")
-    check_state_tensors(path, state, expected)
-    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
-    net.load_state_dict(state, strict=True)
+    state, _ = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",
+                                 noun="checkpoint")
+    load_strict(net, state, path, does_not_match=f"backbone {meta['backbone']!r}")
     net.training_info = meta["training"]
     return net.to(map_location).eval()

@@ -208,7 +208,8 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: --device: {exc}")
         return 2
     try:
-        model, training = load_enhancer(args.checkpoint)
+        model = load_enhancer(args.checkpoint)
+        training = model.training_info
         listing = scan_inputs(args.data)
     except (FileNotFoundError, ValueError) as exc:
         _say(f"infer: error: {exc}")

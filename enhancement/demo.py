@@ -113,7 +113,7 @@ def save_samples(cfg, out: Path) -> Path:
     from .weights import load_enhancer
 
     _, val, _ = build_data(cfg)
-    model, _ = load_enhancer(out)
+    model = load_enhancer(out)
     folder = out / "samples"
     with torch.no_grad():
         for sample in val:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import sys
@@ -26,8 +25,9 @@ import torch
 from torch import nn
 
 from attiqa_loss import AttiqaNet
-from attiqa_loss.checkpoint import CheckpointError, check_state_tensors, network_from_metadata
-from attiqa_loss.io import atomic_path, read_image
+from attiqa_loss.checkpoint import network_from_metadata
+from attiqa_loss.io import read_image
+from attiqa_loss.weights_file import CheckpointError, json_metadata, load_strict, read_weights_file, write_weights_file
 
 __all__ = [
     "MOS_FORMAT",
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 MOS_FORMAT = "attiqa-mos"
+MOS_FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
 
 
@@ -322,51 +323,26 @@ def predict_images(
 def save_mos_model(model: MosModel, path: PathLike, *, training: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a :class:`MosModel` (backbone + head) as one safetensors file, atomically.
 
-    Metadata: ``format`` (``"attiqa-mos"``), ``version``, ``mode``, ``net`` (the
+    Metadata: ``format`` (``"attiqa-mos"``), ``format_version``, ``mode``, ``net`` (the
     :meth:`AttiqaNet.config`), ``training`` (free-form JSON).
     """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": MOS_FORMAT,
-        "version": "1",
-        "mode": model.mode,
-        "net": json.dumps(model.net.config()),
-        "training": json.dumps(dict(training or {}), default=str),
-    }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+    return write_weights_file(path, model.state_dict(), format=MOS_FORMAT, version=MOS_FORMAT_VERSION,
+                              metadata={"mode": model.mode, "net": model.net.config(), "training": dict(training or {})})
 
 
 def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
     """Rebuild a :class:`MosModel` saved by :func:`save_mos_model` (strict; nothing unpickled).
+    Its training metadata is ``model.training_info``. Files written before the version key
+    was called ``format_version`` (``version``) still load.
 
     Raises:
         FileNotFoundError: no file. CheckpointError: another format, or tensors that do
         not match the stored network description (missing/unexpected keys listed).
     """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MOS model not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if meta.get("format") != MOS_FORMAT:
-        hint = " (an attribute checkpoint: use --zero-shot --checkpoint)" if meta.get("format") == "attiqa" else ""
-        raise CheckpointError(f"{path} is not an {MOS_FORMAT} model (metadata format={meta.get('format')!r}){hint}")
-    try:
-        cfg = json.loads(meta["net"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has missing or malformed metadata: {exc!r}") from exc
+    state, meta = read_weights_file(
+        path, format=MOS_FORMAT, version=MOS_FORMAT_VERSION, what=f"an {MOS_FORMAT} model", noun="MOS model",
+        legacy_version_keys=("version",), hint={"attiqa": " (an attribute checkpoint: use --zero-shot --checkpoint)"})
+    cfg = json_metadata(path, meta, "net")["net"]
     if not isinstance(cfg, dict) or not isinstance(cfg.get("attributes"), list):
         raise CheckpointError(f"{path}: metadata net must be a JSON object with backbone, attributes, mean, std")
     net = network_from_metadata(
@@ -377,15 +353,6 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
         model = MosModel(net, meta.get("mode", "probe"))
     except ValueError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from exc
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not match its network: missing keys {missing}, unexpected keys {unexpected}")
-    check_state_tensors(path, state, expected)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"{path} does not match its network: {exc}") from exc
-    model.training_info = json.loads(meta.get("training", "{}"))
+    load_strict(model, state, path, does_not_match="its network")
+    model.training_info = json_metadata(path, meta, optional=("training",))["training"]
     return model.to(map_location).eval()
-

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import attiqa_loss.checkpoint as checkpoint_module
+import attiqa_loss.weights_file as weights_file_module
 from attiqa_loss import (
     ATTRIBUTES,
     FORMAT_VERSION,
@@ -265,7 +265,7 @@ def test_failed_save_keeps_the_previous_file(tiny_net, tiny_checkpoint, monkeypa
         Path(filename).write_bytes(b"partial write")  # a half-written file that must not survive
         raise error
 
-    monkeypatch.setattr(checkpoint_module, "save_file", broken_save_file)
+    monkeypatch.setattr(weights_file_module, "save_file", broken_save_file)
     with torch.no_grad():
         tiny_net.heads["sharpness"].bias += 1.0
     with pytest.raises(type(error)):
@@ -280,7 +280,7 @@ def test_failed_first_save_leaves_nothing(tiny_net, tmp_path, monkeypatch):
     def broken_save_file(tensors, filename, metadata=None):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_module, "save_file", broken_save_file)
+    monkeypatch.setattr(weights_file_module, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tiny_net, tmp_path / "new.safetensors")
     assert os.listdir(tmp_path) == []

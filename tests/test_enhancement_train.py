@@ -68,7 +68,8 @@ def test_run_writes_config_checkpoint_weights_and_metrics(run, assets):
         assert 0 <= metrics[f"attributes/brightness/{role}"] <= 1
     state = torch.load(run / "state.pt", weights_only=True)
     assert state["step"] == 4 and {"model", "optimizer", "scheduler", "ema"} <= set(state)
-    model, training = load_enhancer(run)
+    model = load_enhancer(run)
+    training = model.training_info
     assert model.config() == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256}
     assert training["attiqa_checkpoint"] == str(assets["quality"])
 

@@ -75,7 +75,8 @@ def test_enhancer_round_trip_without_pickle(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     assert json.loads(meta["unet"]) == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256}
-    loaded, training = load_enhancer(tmp_path)  # a run folder works as well as the file
+    loaded = load_enhancer(tmp_path)  # a run folder works as well as the file
+    training = loaded.training_info
     assert training == {"steps": 3}
     x = torch.rand(1, 3, 30, 41)
     assert torch.equal(net.eval()(x), loaded(x))

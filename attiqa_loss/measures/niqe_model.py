@@ -42,9 +42,7 @@ class NiqeModel:
     def save(self, path: PathLike) -> Path:
         """Write the model as safetensors (tensors ``mean`` and ``cov`` in float64; metadata
         ``format``, ``format_version``, ``patch`` and ``info`` as JSON), atomically."""
-        from safetensors.torch import save_file
-
-        from ..io import atomic_path
+        from ..weights_file import write_weights_file
 
         _check_patch(self.patch)
         cov = self.cov.detach().to("cpu", torch.float64)
@@ -53,16 +51,8 @@ class NiqeModel:
             "cov": ((cov + cov.T) / 2).contiguous(),
         }
         _check_model_tensors("NiqeModel.save", tensors)
-        metadata = {
-            "format": NIQE_FORMAT,
-            "format_version": str(NIQE_FORMAT_VERSION),
-            "patch": str(self.patch),
-            "info": json.dumps(self.metadata, sort_keys=True, default=str),
-        }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        return path
+        metadata = {"patch": str(self.patch), "info": json.dumps(self.metadata, sort_keys=True, default=str)}
+        return write_weights_file(path, tensors, format=NIQE_FORMAT, version=NIQE_FORMAT_VERSION, metadata=metadata)
 
     @classmethod
     def load(cls, path: PathLike) -> "NiqeModel":
@@ -74,24 +64,10 @@ class NiqeModel:
         ``info`` a JSON object), its tensors are not exactly ``mean (36,)`` and
         ``cov (36, 36)`` of floating point, or hold non-finite values, or ``cov`` is not
         symmetric with a non-negative diagonal."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
+        from ..weights_file import read_weights_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"NIQE model not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = dict(f.metadata() or {})
-            tensors = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-        if raw.get("format") != NIQE_FORMAT:
-            raise ValueError(f"{path} is not a NIQE model (metadata format={raw.get('format')!r}, "
-                             f"expected {NIQE_FORMAT!r})")
-        if raw.get("format_version") != str(NIQE_FORMAT_VERSION):
-            raise ValueError(f"{path} has NIQE format_version={raw.get('format_version')!r}; "
-                             f"this attiqa reads format_version={NIQE_FORMAT_VERSION}")
+        tensors, raw = read_weights_file(path, format=NIQE_FORMAT, version=NIQE_FORMAT_VERSION,
+                                         what="a NIQE model", noun="NIQE model")
         try:
             patch = int(raw["patch"])
             _check_patch(patch)

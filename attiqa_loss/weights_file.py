@@ -1,0 +1,153 @@
+"""Exported weights: one ``safetensors`` file with string metadata, for every model the
+project writes (the quality model, the MOS head, the enhancer, the NIQE model).
+
+Every such file names its kind in ``format`` (``"attiqa"``, ``"attiqa-mos"``,
+``"attiqa-enhancer"``, ``"attiqa-niqe"``) and its layout version in ``format_version``
+(:data:`VERSION_KEY`, the one version key); structured metadata values are JSON. Writing
+is atomic; reading never unpickles anything, checks the kind and version first, and
+loading into a module is strict, listing every difference (missing and unexpected keys,
+shape mismatches, tensors of the wrong kind or holding NaN/infinity) in one line that
+names the file. Errors are :class:`CheckpointError` (a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .io import atomic_path
+
+__all__ = ["VERSION_KEY", "CheckpointError", "write_weights_file", "read_weights_file", "json_metadata",
+           "state_dict_differences", "check_state_tensors", "load_strict"]
+
+#: The metadata key of every weight file's layout version.
+VERSION_KEY = "format_version"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A weight file is unreadable, of another format, or does not match the network."""
+
+
+def write_weights_file(path: PathLike, tensors: Mapping[str, torch.Tensor], *, format: str, version: int,
+                       metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``tensors`` (moved to CPU, made contiguous) and ``metadata`` to ``path``
+    atomically. Metadata values that are not strings are stored as JSON (values JSON
+    cannot hold as ``str(value)``); ``format`` and ``format_version`` come first."""
+    meta = {"format": format, VERSION_KEY: str(int(version))}
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value, default=str)
+    data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(data, str(tmp), metadata=meta)
+    return path
+
+
+def read_weights_file(path: PathLike, *, format: str, version: int, what: str, noun: str = "weight file",
+                      tensors: bool = True,
+                      legacy_version_keys: Sequence[str] = (), hint: Optional[Mapping[str, str]] = None,
+                      ) -> Tuple[Optional[Dict[str, torch.Tensor]], Dict[str, str]]:
+    """``(tensors or None, raw metadata)`` of a weight file of kind ``format``.
+
+    Args:
+        what: how messages name the kind (``"an attiqa checkpoint"``).
+        noun: what a missing file is called (``"checkpoint"``: ``"checkpoint not found: PATH"``).
+        tensors: also read the tensors (False: metadata only, cheap).
+        legacy_version_keys: earlier names of the version key, read when it is absent.
+        hint: ``{other format: advice}`` added to the message when the file holds another kind.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: not a readable safetensors file, another ``format``, or a version
+            other than ``version`` (each a one-line message naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{noun} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path), device="cpu") if tensors else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if meta.get("format") != format:
+        extra = (hint or {}).get(meta.get("format"), "")
+        raise CheckpointError(f"{path} is not {what} (metadata format={meta.get('format')!r}){extra}")
+    found = meta.get(VERSION_KEY)
+    for key in legacy_version_keys:
+        found = meta.get(key) if found is None else found
+    if found != str(version):
+        raise CheckpointError(f"{path} has {format} {VERSION_KEY}={found!r}; this attiqa reads "
+                              f"{VERSION_KEY}={version}")
+    return state, meta
+
+
+def json_metadata(path: PathLike, meta: Mapping[str, str], *keys: str, optional: Sequence[str] = ()) -> Dict[str, Any]:
+    """The JSON metadata values of ``keys`` (and of ``optional`` keys, ``{}`` when absent);
+    a missing or malformed one is a :class:`CheckpointError` naming the file."""
+    out: Dict[str, Any] = {}
+    try:
+        for key in keys:
+            out[key] = json.loads(meta[key])
+        for key in optional:
+            out[key] = json.loads(meta[key]) if key in meta else {}
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has missing or malformed metadata: {exc!r}") from exc
+    return out
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``found`` from loading strictly into a module whose state dict is
+    ``expected``: ``"missing keys [...], unexpected keys [...], shape mismatches [...]"``,
+    or ``""`` when nothing differs."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(found[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in sorted(set(found) & set(expected))
+        if found[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return ""
+    return f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {mismatched}"
+
+
+def check_state_tensors(path: Any, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Raise a one-line :class:`CheckpointError` naming ``path`` and the tensor when a
+    tensor that is floating point in ``expected`` is not floating point in ``state`` (or
+    the other way round), or when a floating tensor holds NaN or infinity."""
+    for key in sorted(state):
+        value, want = state[key], expected.get(key)
+        if want is not None and value.is_floating_point() != want.is_floating_point():
+            kind = "floating point" if want.is_floating_point() else "integer"
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has dtype {value.dtype}; the network expects {kind} ({want.dtype})"
+            )
+        if value.is_floating_point():
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                first = float(value[bad].flatten()[0])
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} holds {int(bad.sum())} non-finite value(s) of {value.numel()} "
+                    f"(first: {first})"
+                )
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Any, *,
+                does_not_match: str) -> None:
+    """Load ``state`` into ``module`` strictly, cast to the module's dtypes; a difference
+    raises ``CheckpointError("<path> does not match <does_not_match>: <differences>")`` and
+    a wrong or non-finite tensor :func:`check_state_tensors` 's error."""
+    expected = module.state_dict()
+    differences = state_dict_differences(expected, state)
+    if differences:
+        raise CheckpointError(f"{path} does not match {does_not_match}: {differences}")
+    check_state_tensors(path, state, expected)
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
