@@ -17,13 +17,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import yaml
 
+from .config_files import ConfigError, read_yaml_file, resolve_config_path, save_config_dict, yaml_error_line
+
 __all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "load_config", "config_to_dict", "save_config", "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
 def check_minimums(section: str, obj: Any, **minimums: float) -> None:
@@ -203,33 +203,6 @@ def parse_override(text: str) -> tuple:
     return key, value
 
 
-def yaml_error_line(path: Union[str, Path], exc: Exception) -> str:
-    """One line for a YAML error: ``FILE:LINE:COLUMN: what`` (line and column 1-based,
-    where the parser gives them)."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    what = getattr(exc, "problem", None) or type(exc).__name__
-    context, begun = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and begun is not None and begun is not mark:
-        what += f" ({context} begun at line {begun.line + 1})"
-    what = " ".join(what.split())
-    return f"{where}: invalid YAML: {what}"
-
-
-def read_yaml_file(path: Union[str, Path]) -> Any:
-    """``yaml.safe_load`` of a file (``{}`` when empty); a syntax error or an unreadable
-    file is a :class:`ConfigError` naming the file (and the line and column of a syntax error)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(yaml_error_line(path, exc)) from None
-
-
 def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Sequence[str] = (),
                 values: Optional[Mapping[str, Any]] = None) -> T:
     """Build ``cls`` (a dataclass) from its defaults, a YAML file and ``key=value`` overrides.
@@ -241,9 +214,7 @@ def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Se
     """
     data: Dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         loaded = read_yaml_file(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(loaded).__name__}")
@@ -285,17 +256,10 @@ def save_config(cfg: Any, path: Union[str, Path]) -> None:
     save_config_dict(config_to_dict(cfg), path)
 
 
-def save_config_dict(data: Mapping[str, Any], path: Union[str, Path]) -> None:
-    """Write a config's nested dict (:func:`config_to_dict`) as YAML, atomically."""
-    from attiqa_loss.io import atomic_write  # torch: imported here so that --help stays light
-
-    with atomic_write(path, "w") as f:
-        yaml.safe_dump(dict(data), f, sort_keys=False)
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, *, default_config: Optional[str] = None) -> None:
     """Add ``--config FILE``, ``--set dotted.key=value`` (repeatable) and ``--out DIR``."""
-    parser.add_argument("--config", type=Path, default=default_config, help="YAML config file (sets defaults)")
+    parser.add_argument("--config", type=Path, default=default_config,
+                        help="YAML config file, or the name of a shipped one (e.g. pretrain_synthetic)")
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -194,3 +194,13 @@ def test_score_logdir_without_tensorboard_is_one_line(monkeypatch, tmp_path):
         cli.main(["--logdir", str(tmp_path / "tb"), str(tmp_path)])
     assert str(info.value) == ("attiqa-score --logdir needs the optional dependencies of attiqa[tensorboard] "
                                "(missing: tensorboard); install them with: pip install 'attiqa[tensorboard]'")
+
+
+def test_every_package_folder_is_installed_and_the_configs_ship():
+    cfg = _setup_cfg()
+    listed = _requirement_names(cfg["options"]["packages"])
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in OUR_PACKAGES
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found | {"attiqa_configs"} == listed, "setup.cfg [options] packages must list every package folder"
+    assert "attiqa_configs = configs" in cfg["options"]["package_dir"]
+    assert {"*.yaml", "*.json"} <= {p.strip() for p in cfg["options.package_data"]["attiqa_configs"].split(",")}
