@@ -1,4 +1,4 @@
-"""The CLIP teacher: an open_clip model, its preprocessing, text features and pseudo-labels.
+"""Building the CLIP teacher: which open_clip model, which weights, and the ``clip`` config section.
 
 docs/method.md, section 4: for L2-normalised image features ``f`` and text features ``t+``,
 ``t-`` (each the L2-normalised mean of the L2-normalised features of its prompts)::
@@ -6,11 +6,14 @@ docs/method.md, section 4: for L2-normalised image features ``f`` and text featu
     p_a = softmax(tau * [cos(f, t+), cos(f, t-)])[0]      tau = logit_scale.exp()
 
 ``p_a`` is quality-aligned: the positive prompt is the desirable pole, so 1 = sharp,
-high contrast, well lit, colourful, noise-free.
+high contrast, well lit, colourful, noise-free. The built teacher, its features and
+pseudo-labels and CLIP's image geometry are in :mod:`pretrain.clip_teacher` (its names
+are importable from here too).
 
 The model is named like open_clip does (``"RN50"``, ``"ViT-B-32"``) or given as a path
 to an open_clip model-config JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``, e.g. the
-tiny ``configs/open_clip_tiny.json`` for offline trials). Weights are an open_clip
+tiny ``configs/open_clip_tiny.json`` for offline trials); such a file is not added to
+open_clip's model registry, which is left as it was. Weights are an open_clip
 pretrained tag (downloaded by open_clip on the user's machine), a local checkpoint
 file, or ``"none"`` for random initialisation. The tokenizer is open_clip's
 SimpleTokenizer with the BPE vocabulary shipped inside the package: nothing downloads
@@ -21,22 +24,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 
-from attiqa_loss.attributes import ATTRIBUTES
-
-from .prompts import Prompt
+from .clip_teacher import ClipTeacher, load_clip_image, pseudo_label_logits, pseudo_labels
 
 __all__ = [
     "ClipTeacher",
     "create_clip_teacher",
-    "resolve_clip_model_name",
+    "resolve_clip_model",
     "pseudo_labels",
     "pseudo_label_logits",
     "load_clip_image",
@@ -45,16 +45,17 @@ __all__ = [
     "apply_clip_arguments",
 ]
 
-PathLike = Union[str, os.PathLike]
 _NO_WEIGHTS = ("none", "random", "")
 
 
-def resolve_clip_model_name(model: str) -> str:
-    """An open_clip model name, registering ``model`` first when it is a config JSON path.
+def resolve_clip_model(model: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """The open_clip model name for ``model`` and, when ``model`` is a config JSON path, its config.
 
-    A JSON file is registered under its file stem (``open_clip.add_model_config``); a
-    file whose stem is already a built-in name with another config is refused rather
-    than shadowing it. ``hf-hub:`` and ``local-dir:`` names pass through to open_clip.
+    A JSON file is named after its file stem and returned with its content; it is not
+    registered with open_clip (:func:`create_clip_teacher` makes it visible to open_clip
+    only while it builds the model). A file whose stem is already a built-in name with
+    another config is refused rather than shadowing it. ``hf-hub:`` and ``local-dir:``
+    names pass through to open_clip; for them and for built-in names the config is None.
 
     Raises:
         FileNotFoundError: ``model`` ends in ``.json`` but no such file exists.
@@ -64,7 +65,7 @@ def resolve_clip_model_name(model: str) -> str:
     import open_clip
 
     if model.startswith(("hf-hub:", "local-dir:")):
-        return model  # open_clip resolves these itself (hf-hub downloads on the user's machine)
+        return model, None  # open_clip resolves these itself (hf-hub downloads on the user's machine)
     if model.endswith(".json"):
         path = Path(model)
         if not path.is_file():
@@ -82,125 +83,39 @@ def resolve_clip_model_name(model: str) -> str:
             raise ValueError(
                 f"{path}: an open_clip model named {name!r} already exists with another config; rename the file"
             )
-        if existing is None:
-            open_clip.add_model_config(path)
-        return name
+        return name, cfg
     if open_clip.get_model_config(model) is None:
         known = open_clip.list_models()
         raise ValueError(
             f"unknown open_clip model {model!r}: give a name such as {known[:6]} "
             f"({len(known)} known, see open_clip.list_models()) or a path to a model-config JSON"
         )
-    return model
+    return model, None
 
 
-@dataclass
-class ClipTeacher:
-    """An open_clip model in eval mode with what pseudo-labelling needs.
+@contextmanager
+def _model_config_visible(name: str, cfg: Optional[Dict[str, Any]]) -> Iterator[None]:
+    """Within the block, open_clip finds the model config ``cfg`` under ``name``
+    (``create_model``, ``get_tokenizer``); on exit, also on an exception, its registry is
+    the very dict it was before. Nothing changes when ``cfg`` is None.
 
-    Attributes:
-        model: the open_clip ``CLIP`` model (frozen, eval mode).
-        tokenizer: callable ``list[str] -> (N, context) int64``.
-        name, pretrained: how it was built (recorded in manifests).
-        image_size: ``(H, W)`` the image encoder expects.
-        mean, std: CLIP normalisation of [0, 1] RGB.
-        resize_mode: ``"shortest"`` (resize shorter side + centre crop) or ``"squash"``.
-        tau: softmax temperature, ``logit_scale.exp()`` (100 for trained CLIP, about 14.3
-            for a random one).
+    open_clip (3.x) builds models only from names it looks up in the module-level dict
+    ``open_clip.factory._MODEL_CONFIGS``; ``add_model_config`` would add to it for the rest
+    of the process. Here the module attribute points to a copy with ``name`` added while
+    the block runs and back to the untouched original after it. (Another thread calling
+    open_clip meanwhile would see the addition too.)
     """
+    if cfg is None:
+        yield
+        return
+    from open_clip import factory
 
-    model: torch.nn.Module
-    tokenizer: Any
-    name: str
-    pretrained: str
-    image_size: Tuple[int, int]
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-    resize_mode: str
-    tau: float
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def embed_dim(self) -> int:
-        """Width ``D`` of image and text features."""
-        return int(self.model.visual.output_dim) if hasattr(self.model.visual, "output_dim") else self._text_dim()
-
-    def _text_dim(self) -> int:
-        return int(self.encode_text(["a photo."]).shape[-1])
-
-    def describe(self) -> Dict[str, Any]:
-        return {
-            "model": self.name,
-            "pretrained": self.pretrained,
-            "image_size": list(self.image_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "resize_mode": self.resize_mode,
-            "tau": self.tau,
-        }
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] (or uint8 in [0, 255]) -> CLIP-normalised float."""
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255)
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        return (images - mean) / std
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, *, autocast: Optional[torch.dtype] = None) -> torch.Tensor:
-        """L2-normalised image features.
-
-        Args:
-            images: ``(B, 3, H, W)`` at :attr:`image_size`, float RGB in [0, 1] or uint8.
-            autocast: run the encoder under ``torch.autocast`` with this dtype (GPU speed).
-
-        Returns:
-            ``(B, D)`` float32, unit norm.
-        """
-        x = self.normalize(images.to(self.device, non_blocking=True))
-        if autocast is not None:
-            with torch.autocast(device_type=self.device.type, dtype=autocast):
-                f = self.model.encode_image(x)
-        else:
-            f = self.model.encode_image(x)
-        return F.normalize(f.float(), dim=-1)
-
-    @torch.no_grad()
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised text features ``(N, D)`` float32 of ``texts``."""
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-
-    def prompt_features(self, prompts: Sequence[Sequence[Prompt]]) -> torch.Tensor:
-        """Pole features of several prompt ensembles, with one text-encoder pass.
-
-        Args:
-            prompts: ``K`` ensembles, each a non-empty list of :class:`Prompt`.
-
-        Returns:
-            ``(K, 2, D)`` float32: ``[:, 0]`` the positive pole, ``[:, 1]`` the negative one,
-            each the L2-normalised mean of its prompts' L2-normalised features.
-        """
-        texts, owner = [], []
-        for k, group in enumerate(prompts):
-            if not group:
-                raise ValueError(f"prompt ensemble {k} is empty")
-            for p in group:
-                texts.extend(p.texts())
-                owner.append(k)
-        feats = self.encode_text(texts)
-        feats = feats.view(-1, 2, feats.shape[-1])
-        out = torch.zeros(len(prompts), 2, feats.shape[-1], device=feats.device)
-        out.index_add_(0, torch.tensor(owner, device=feats.device), feats)
-        return F.normalize(out, dim=-1)
-
-    def attribute_features(self, prompt_set: Mapping[str, Sequence[Prompt]]) -> torch.Tensor:
-        """``(A, 2, D)`` pole features of a prompt set, attributes in :data:`ATTRIBUTES` order."""
-        missing = [a for a in ATTRIBUTES if a not in prompt_set]
-        if missing:
-            raise ValueError(f"prompt set lacks attribute(s) {missing}")
-        return self.prompt_features([prompt_set[a] for a in ATTRIBUTES])
+    registry = factory._MODEL_CONFIGS
+    factory._MODEL_CONFIGS = {**registry, name: cfg}
+    try:
+        yield
+    finally:
+        factory._MODEL_CONFIGS = registry
 
 
 def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[str], Dict[str, Any]]:
@@ -249,7 +164,7 @@ def create_clip_teacher(
     """
     import open_clip
 
-    name = resolve_clip_model_name(str(model))
+    name, config = resolve_clip_model(str(model))
     if name != str(model):  # a config file: record where it is, whatever the working folder
         model = str(Path(model).resolve())
     schema = name.split(":", 1)[0] if name.startswith(("hf-hub:", "local-dir:")) else None
@@ -257,11 +172,12 @@ def create_clip_teacher(
     weights, extra = (None, {}) if schema else _resolve_pretrained(name, pretrained)
     # Random weights must be the same in every rank and after a resume, so they come
     # from a fixed seed without touching the caller's RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        clip = open_clip.create_model(name, pretrained=weights, device=device, **extra)
+    with _model_config_visible(name, config):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            clip = open_clip.create_model(name, pretrained=weights, device=device, **extra)
+        tokenizer = open_clip.get_tokenizer(name)  # its context length comes from the config
     clip.eval().requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(name)
     pp = dict(clip.visual.preprocess_cfg)
     size = pp.get("size", 224)
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -284,65 +200,6 @@ def create_clip_teacher(
         tau=float(tau),
         device=torch.device(device),
     )
-
-
-def pseudo_label_logits(features: torch.Tensor, pole_features: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities ``(N, A, 2)`` of unit image features ``(N, D)`` with poles ``(A, 2, D)``."""
-    return torch.einsum("nd,akd->nak", features.float(), pole_features.float().to(features.device))
-
-
-def pseudo_labels(features: torch.Tensor, pole_features: torch.Tensor, tau: float) -> torch.Tensor:
-    """``p_a = softmax(tau * [cos(f, t+), cos(f, t-)])[0]`` for every image and attribute.
-
-    Args:
-        features: ``(N, D)`` L2-normalised image features.
-        pole_features: ``(A, 2, D)`` from :meth:`ClipTeacher.attribute_features`.
-        tau: temperature (the CLIP logit scale).
-
-    Returns:
-        ``(N, A)`` float32 in [0, 1], quality-aligned (1 = the positive, desirable pole).
-    """
-    return torch.softmax(tau * pseudo_label_logits(features, pole_features), dim=-1)[..., 0]
-
-
-def load_clip_image(path: PathLike, size: Tuple[int, int], resize_mode: str = "shortest", *, draft: bool = True):
-    """Decode an image and apply CLIP's geometry: ``(3, H, W)`` uint8 at ``size``.
-
-    Decoding is :func:`attiqa_loss.io.decode_image`, the reader of every other command:
-    EXIF orientation is applied, 16-bit images are resized in float and rounded to 8 bits
-    only at the end, grey/palette/alpha/CMYK become RGB, and an oversized file is an
-    :class:`attiqa_loss.io.ImageTooLarge` error. For ordinary 8-bit RGB files the result
-    is what it always was (Pillow's RGB conversion and bicubic resize on 8-bit data).
-
-    ``"shortest"``: bicubic resize of the shorter side to the crop size, then a centre
-    crop (what open_clip's evaluation transform does); ``"squash"``: resize to ``size``.
-    With ``draft`` a large JPEG is decoded at a reduced DCT scale first (never below the
-    target size), which is several times faster and visually the same at CLIP size.
-    Raises ``OSError``/``ValueError`` for unreadable files.
-    """
-    from PIL import Image
-
-    from attiqa_loss.io import decode_image
-
-    th, tw = size
-    im = decode_image(path, draft=((tw, th) if resize_mode == "squash" else (max(th, tw), max(th, tw))) if draft else None)
-    w, h = im.size
-    if resize_mode == "squash":
-        im = im.resize((tw, th), Image.BICUBIC)
-    else:
-        short_target = min(th, tw)
-        if w <= h:
-            nw, nh = short_target, int(short_target * h / w)
-        else:
-            nw, nh = int(short_target * w / h), short_target
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BICUBIC)
-        left = int(round((nw - tw) / 2.0))
-        top = int(round((nh - th) / 2.0))
-        if left < 0 or top < 0:
-            raise ValueError(f"{path}: cannot centre-crop {nw}x{nh} to {tw}x{th}")
-        im = im.crop((left, top, left + tw, top + th))
-    return im.to_uint8()
 
 
 @dataclass

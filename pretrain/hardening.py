@@ -25,226 +25,25 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   The perturbed image joins its group with the label of its start (an image optimised
   for a score keeps the label it had), and :func:`no_gain_loss` forbids any of its
   five scores to rise above the unperturbed image's.
+
+This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
+the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
+adversarial twins are in :mod:`pretrain.hardening_terms`, and every name is importable
+from here.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-import math
-from typing import Iterator, List, Optional, Tuple
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from attiqa_loss.attributes import ATTRIBUTES
+from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
+    ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
+from .hardening_terms import (adversarial_twins, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
+                              frozen_batchnorm, no_gain_loss)
 
 __all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
            "edge_invariance_loss", "edge_ranking_loss", "frozen_batchnorm", "no_gain_loss", "sample_anchors",
            "sample_edge_pairs"]
-
-_A = {a: i for i, a in enumerate(ATTRIBUTES)}
-#: Anchor kinds drawn by :func:`sample_anchors`, with equal odds.
-ANCHOR_KINDS = ("flat", "ramp", "noise")
-#: A flat field this dark (largest channel) is labelled brightness 0.
-DARK = 0.06
-#: A flat field whose channels differ by less than this is labelled colourfulness 0.
-GREY = 0.02
-#: A ramp whose luminance spans this much is labelled contrast 1 (``ramp_contrast``).
-RAMP_CONTRAST = 0.5
-#: A flat field at least this luminous (0.299 R + 0.587 G + 0.114 B) is labelled
-#: brightness 1 (``full_labels``): a mid-grey field or brighter is well lit, the
-#: brightness attribute's "1 = well lit". About half the non-dark flat fields.
-BRIGHT = 0.5
-#: A flat field whose channels span at least this much (max - min, the saturation of
-#: HSV times its value) is labelled colourfulness 1 (``full_labels``): about half the
-#: non-grey, non-dark flat fields.
-SATURATED = 0.5
-
-
-def _u(g: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.rand(shape, generator=g)
-
-
-def sample_anchors(n: int, size: int, g: torch.Generator, *, smooth_noise_free: bool = True,
-                   ramp_contrast: bool = False, full_labels: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``n`` anchor images ``(n, 3, size, size)`` in [0, 1] and labels ``(n, 5)`` (NaN = none).
-
-    Kinds (see the module docstring): ``flat``: a uniform field (a quarter of them grey,
-    a quarter dark), labels sharpness 0, contrast 0, noisiness 1, plus brightness 0 when
-    dark and colourfulness 0 when grey; ``ramp``: a linear blend of two colours across
-    the image in a random direction, sharpness 0 and noisiness 1; ``noise``: a random
-    mean colour plus per-pixel Gaussian noise (sigma 0.08 to 0.3, colour or luma only),
-    noisiness 0. With ``smooth_noise_free=False`` flat fields and ramps carry no
-    noisiness label (only noise fields teach noisiness). With ``ramp_contrast`` half the
-    ramps run from a dark to a bright colour, and a ramp whose luminance spans at least
-    :data:`RAMP_CONTRAST` is labelled contrast 1: global contrast without any detail, so
-    contrast cannot be learnt as "local detail" from the flat fields alone. With
-    ``full_labels`` a flat field whose luminance is at least :data:`BRIGHT` is also
-    labelled brightness 1 and one whose channels span at least :data:`SATURATED`
-    colourfulness 1 (the images and every draw are the same with or without it: only
-    labels are added). Every draw comes from ``g``.
-    """
-    images = torch.empty(n, 3, size, size)
-    labels = torch.full((n, len(ATTRIBUTES)), float("nan"))
-    ramp = torch.linspace(0, 1, size)
-    for i in range(n):
-        kind = ANCHOR_KINDS[int(torch.randint(len(ANCHOR_KINDS), (), generator=g))]
-        colour = _u(g, 3)
-        r = float(_u(g))
-        if r < 0.25:
-            colour = colour[:1].expand(3).clone()
-        elif r < 0.5:
-            colour = colour * DARK * float(_u(g))
-        if kind == "flat":
-            images[i] = colour.view(3, 1, 1).expand(3, size, size)
-            labels[i, [_A["sharpness"], _A["contrast"]]] = 0.0
-            if smooth_noise_free:
-                labels[i, _A["noisiness"]] = 1.0
-            if float(colour.max()) < DARK:
-                labels[i, _A["brightness"]] = 0.0
-            if float(colour.max() - colour.min()) < GREY:
-                labels[i, _A["colorfulness"]] = 0.0
-            if full_labels:
-                if float(0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) >= BRIGHT:
-                    labels[i, _A["brightness"]] = 1.0
-                if float(colour.max() - colour.min()) >= SATURATED:
-                    labels[i, _A["colorfulness"]] = 1.0
-        elif kind == "ramp":
-            other = _u(g, 3)
-            if ramp_contrast and float(_u(g)) < 0.5:  # dark to bright
-                colour, other = colour * 0.25, 0.75 + 0.25 * other
-            theta = float(_u(g)) * 2 * torch.pi
-            yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
-            t = (xx - 0.5) * torch.cos(torch.tensor(theta)) + (yy - 0.5) * torch.sin(torch.tensor(theta))
-            t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-6)
-            images[i] = colour.view(3, 1, 1) * (1 - t) + other.view(3, 1, 1) * t
-            labels[i, _A["sharpness"]] = 0.0
-            if smooth_noise_free:
-                labels[i, _A["noisiness"]] = 1.0
-            if ramp_contrast:
-                lum = 0.299 * images[i, 0] + 0.587 * images[i, 1] + 0.114 * images[i, 2]
-                if float(lum.max() - lum.min()) >= RAMP_CONTRAST:
-                    labels[i, _A["contrast"]] = 1.0
-        else:
-            mean = 0.2 + 0.6 * _u(g, 3)
-            sigma = 0.08 + 0.22 * float(_u(g))
-            channels = 3 if float(_u(g)) < 0.5 else 1
-            noise = torch.randn((channels, size, size), generator=g).expand(3, size, size)
-            images[i] = (mean.view(3, 1, 1) + sigma * noise).clamp(0, 1)
-            labels[i, _A["noisiness"]] = 0.0
-    return images, labels
-
-
-def sample_edge_pairs(n: int, size: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` two-tone step edges, then the same ``n`` edges blurred: ``(2n, 3, size, size)``.
-
-    A step edge is the simplest detail there is, and a blurred copy of it has less: the
-    pair teaches sharpness an order that flat-field and ramp anchors (both "no detail")
-    cannot. Random colour pairs (some channel differs by >= 0.3), direction and offset;
-    Gaussian blur of sigma 1.5 to 3 px. Every draw comes from ``g``.
-    """
-    from .degradations import degrade
-
-    axis = torch.linspace(-0.5, 0.5, size)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    sharp = torch.empty(n, 3, size, size)
-    for i in range(n):
-        a, b = _u(g, 2, 3, 1, 1)
-        if float((a - b).abs().max()) < 0.3:
-            b = 1 - a
-        theta = float(_u(g)) * 2 * torch.pi
-        offset = (float(_u(g)) - 0.5) * 0.5
-        mask = ((xx * math.cos(theta) + yy * math.sin(theta)) > offset).float()[None]
-        sharp[i] = a * (1 - mask) + b * mask
-    blurred = torch.cat([degrade(sharp[i : i + 1], "sharpness", "gaussian", 0.5 + 0.5 * float(_u(g)))
-                         for i in range(n)])
-    return torch.cat([sharp, blurred])
-
-
-def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
-    """Hinge ``relu(margin - (l(edge) - l(blurred edge)))`` on the sharpness *logits*,
-    averaged over the pairs. Logits, not scores: flat-field anchors push both images of a
-    pair towards score 0, where the sigmoid's slope would leave a score hinge no gradient.
-
-    Shape: ``(2n,)`` sharpness logits in :func:`sample_edge_pairs` order -> scalar."""
-    n = len(sharpness_logits) // 2
-    return F.relu(margin - (sharpness_logits[:n] - sharpness_logits[n:])).mean()
-
-
-def edge_invariance_loss(scores: torch.Tensor) -> torch.Tensor:
-    """Mean ``|s(edge) - s(blurred edge)|`` over the four attributes other than sharpness:
-    blurring an edge changes its detail, not its global contrast, light, colour or noise.
-
-    Shape: ``(2n, 5)`` scores in :func:`sample_edge_pairs` order -> scalar."""
-    n = len(scores) // 2
-    others = [i for i, a in enumerate(ATTRIBUTES) if a != "sharpness"]
-    return (scores[:n, others] - scores[n:, others]).abs().mean()
-
-
-def craft_adversarial(
-    net: nn.Module,
-    images: torch.Tensor,
-    attribute: torch.Tensor,
-    eps: torch.Tensor,
-    g: torch.Generator,
-    *,
-    steps: int = 1,
-    step_size: float = 1.25,
-) -> torch.Tensor:
-    """Perturb ``images`` within ``|delta| <= eps`` (per image) to raise one logit each.
-
-    ``net`` maps images to logits ``(B, 5)``; ``attribute`` ``(B,)`` is the index whose
-    logit is raised. Random start in the ball (from ``g``), then ``steps`` sign-gradient
-    steps of ``step_size * eps / steps``, projected back into the ball and into [0, 1].
-    Only the input gets a gradient (``torch.autograd.grad``): nothing accumulates on the
-    parameters, and BatchNorm running statistics are restored afterwards.
-
-    Shape: images ``(B, 3, H, W)``, attribute/eps ``(B,)`` -> ``(B, 3, H, W)``, detached.
-    """
-    saved = [b.detach().clone() for b in net.buffers()]
-    eps4 = eps.view(-1, 1, 1, 1).to(images)
-    delta = ((torch.rand(images.shape, generator=g) * 2 - 1).to(images) * eps4)
-    delta = ((images + delta).clamp(0, 1) - images)
-    alpha = step_size * eps4 / steps
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        logits = net(images + delta).float()
-        objective = logits.gather(1, attribute.view(-1, 1).to(logits.device)).sum()
-        (grad,) = torch.autograd.grad(objective, delta)
-        with torch.no_grad():
-            delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), eps4), -eps4)
-            delta = (images + delta).clamp(0, 1) - images
-    with torch.no_grad():
-        for b, s in zip(net.buffers(), saved):
-            b.copy_(s)
-    return (images + delta).detach()
-
-
-@contextmanager
-def frozen_batchnorm(net: nn.Module) -> Iterator[None]:
-    """Within the block, ``net``'s BatchNorm layers that are training run in eval mode:
-    they normalise with their running statistics and do not update them (as inference
-    sees an image). Their training mode is restored on exit, also on an exception.
-    Other layers keep their mode."""
-    switched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    try:
-        for m in switched:
-            m.eval()
-        yield
-    finally:
-        for m in switched:
-            m.train()
-
-
-def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.Tensor:
-    """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
-
-    Shape: ``(K, 5)`` x2 -> scalar (0 when ``K == 0``)."""
-    if adv_scores.numel() == 0:
-        return adv_scores.sum() * 0.0
-    return F.relu(adv_scores - start_scores.detach()).mean()
 
 
 @dataclass
@@ -305,21 +104,3 @@ def check_hardening(h: HardeningConfig, batch: int) -> None:
     for key in ("anchor_weight", "no_gain", "edge_invariance", "edge_margin"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
-
-
-def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
-                      candidates: List[int], g: torch.Generator, device: torch.device, use_amp: bool):
-    """Pick ``h.adversarial`` of ``candidates`` (indices into ``x``) and craft their twins.
-
-    Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
-    (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
-    from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device)``."""
-    n = min(h.adversarial, len(candidates))
-    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
-    own = torch.rand(n, generator=g) < h.adv_target_prob
-    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
-    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
-    eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-        twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
-    return pick, twins

@@ -10,6 +10,9 @@ is added per group for the consistency term.
 Degradations are applied in a fixed, camera-like order (optics blur, contrast,
 colour, exposure, then sensor noise) so that a nuisance never changes the amount of
 the target degradation: noise is always added last, on top of darkening.
+
+The photos come from :mod:`pretrain.synthetic_photos` (hold-out split, decoding, the
+unusable ones sorted out); their names are importable from here too.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from attiqa_loss.attributes import ATTRIBUTES, validate_attribute_mapping
-from attiqa_loss.io import read_image
 
 from .degradations import FAMILIES, degrade, list_families
+from .synthetic_photos import check_photos, load_photos, split_every_nth
 
 __all__ = [
     "NO_OP_TOLERANCE",
@@ -98,62 +100,6 @@ def resolve_families(overrides: Optional[Mapping[str, Sequence[str]]] = None) ->
     if not any(out.values()):
         raise ValueError("synthetic.families must leave at least one family to train on, got none")
     return out
-
-
-def split_every_nth(files: Sequence[Path], every: int) -> tuple:
-    """Deterministic split of a sorted file list: every ``every``-th file is held out.
-
-    Returns ``(train_files, heldout_files)``; ``every <= 0`` holds nothing out.
-    """
-    files = sorted(files)
-    if every <= 0:
-        return list(files), []
-    held = [f for i, f in enumerate(files) if i % every == every - 1]
-    train = [f for i, f in enumerate(files) if i % every != every - 1]
-    return train, held
-
-
-def check_photos(
-    files: Sequence[Path], *, max_side: int, min_side: int
-) -> Tuple[List[Path], Dict[Path, torch.Tensor], List[Tuple[Path, str]]]:
-    """Decode every photo once (downscaled to ``max_side``) and sort out those that
-    cannot be used: a file that does not decode (truncated, not an image, too many
-    pixels, out of memory) or whose shorter side is below ``min_side`` after downscaling.
-
-    Returns:
-        ``(good, photos, bad)``: the usable files in the order given, their uint8
-        ``(3, H, W)`` tensors by file (what :class:`SyntheticTeacher` takes), and
-        ``(file, reason)`` for each of the others. When every file is usable, ``good``
-        is ``files`` and each tensor is what :func:`load_photos` gives.
-    """
-    good: List[Path] = []
-    photos: Dict[Path, torch.Tensor] = {}
-    bad: List[Tuple[Path, str]] = []
-    for f in files:
-        try:
-            img = read_image(f, max_side=max_side)
-        except Exception as exc:  # MemoryError included: one file, never the run
-            bad.append((f, f"cannot be decoded: {type(exc).__name__}: {exc}".splitlines()[0]))
-            continue
-        h, w = img.shape[-2:]
-        if min(h, w) < min_side:
-            bad.append((f, f"{w}x{h} (after downscaling to max_side {max_side}) is smaller than {min_side} px"))
-            continue
-        good.append(f)
-        photos[f] = (img * 255).round().to(torch.uint8)
-    return good, photos, bad
-
-
-def load_photos(files: Sequence[Path], *, max_side: int, min_side: int) -> List[torch.Tensor]:
-    """Decode photos once into uint8 ``(3, H, W)`` tensors (downscaled to ``max_side``).
-
-    Photos that do not decode or are smaller than ``min_side`` are skipped with a
-    message naming them and the reason (:func:`check_photos`).
-    """
-    good, photos, bad = check_photos(files, max_side=max_side, min_side=min_side)
-    for f, reason in bad:
-        print(f"synthetic teacher: skipping {f}: {reason}")
-    return [photos[f] for f in good]
 
 
 def _uniform(g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:

@@ -60,6 +60,25 @@ def test_no_network_needed(monkeypatch):
     assert torch.allclose(feats.norm(dim=-1), torch.ones(5, 2), atol=1e-5)
 
 
+def test_a_model_config_file_leaves_open_clips_registry_as_it_was(tmp_path):
+    import open_clip
+    from open_clip import factory
+
+    registry, names = factory._MODEL_CONFIGS, open_clip.list_models()
+    t = create_clip_teacher(TINY_CLIP, "none")
+    assert t.model.visual.image_size == (64, 64) and t.tokenizer.context_length == 32  # the file's config was used
+    assert open_clip.list_models() == names and "open_clip_tiny" not in names
+    assert open_clip.get_model_config("open_clip_tiny") is None
+    assert factory._MODEL_CONFIGS is registry
+    # also when building fails half-way (the config is looked up, the model cannot be built)
+    bad = json.loads(Path(TINY_CLIP).read_text())
+    bad["vision_cfg"]["width"] = "wide"
+    (tmp_path / "broken_tiny.json").write_text(json.dumps(bad))
+    with pytest.raises(TypeError):  # open_clip's CLIP(...) on a width that is not a number
+        create_clip_teacher(str(tmp_path / "broken_tiny.json"), "none")
+    assert open_clip.list_models() == names and factory._MODEL_CONFIGS is registry
+
+
 def test_unknown_model_and_weights_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown open_clip model 'NotAModel'"):
         create_clip_teacher("NotAModel", "none")
@@ -106,10 +125,11 @@ def test_prompt_ensemble_is_mean_of_normalised_features(teacher):
 
 
 def test_preprocessing_matches_open_clip_eval_transform(teacher, write_png, tmp_path):
-    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
     from PIL import Image
 
-    _, _, preprocess = open_clip.create_model_and_transforms("open_clip_tiny")
+    # What open_clip.create_model_and_transforms gives as its evaluation transform.
+    preprocess = image_transform_v2(PreprocessCfg(**teacher.model.visual.preprocess_cfg), is_train=False)
     for i, (h, w) in enumerate([(48, 80), (90, 50), (64, 64)]):
         path = write_png(tmp_path / f"pp_{i}.png", h, w, seed=i)
         ours = teacher.normalize(load_clip_image(path, teacher.image_size)[None])[0]

@@ -1,0 +1,129 @@
+"""Hardening's loss terms and adversarial twins (see :mod:`pretrain.hardening`).
+
+The edge-pair terms (:func:`edge_ranking_loss` on the sharpness logits,
+:func:`edge_invariance_loss` on the other four scores); adversarial examples
+(:func:`craft_adversarial`: random start in an L-infinity ball, then sign-gradient
+steps on the input only; :func:`adversarial_twins`: which images get a twin, which
+attribute it attacks and at what radius, drawn from the generator passed in) and the
+term that forbids a twin's scores to rise (:func:`no_gain_loss`); and
+:func:`frozen_batchnorm`, BatchNorm in eval mode for the large anchors' forward pass.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attiqa_loss.attributes import ATTRIBUTES
+
+if TYPE_CHECKING:
+    from .hardening import HardeningConfig
+
+__all__ = ["adversarial_twins", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "frozen_batchnorm",
+           "no_gain_loss"]
+
+
+def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge ``relu(margin - (l(edge) - l(blurred edge)))`` on the sharpness *logits*,
+    averaged over the pairs. Logits, not scores: flat-field anchors push both images of a
+    pair towards score 0, where the sigmoid's slope would leave a score hinge no gradient.
+
+    Shape: ``(2n,)`` sharpness logits in :func:`sample_edge_pairs` order -> scalar."""
+    n = len(sharpness_logits) // 2
+    return F.relu(margin - (sharpness_logits[:n] - sharpness_logits[n:])).mean()
+
+
+def edge_invariance_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Mean ``|s(edge) - s(blurred edge)|`` over the four attributes other than sharpness:
+    blurring an edge changes its detail, not its global contrast, light, colour or noise.
+
+    Shape: ``(2n, 5)`` scores in :func:`sample_edge_pairs` order -> scalar."""
+    n = len(scores) // 2
+    others = [i for i, a in enumerate(ATTRIBUTES) if a != "sharpness"]
+    return (scores[:n, others] - scores[n:, others]).abs().mean()
+
+
+def craft_adversarial(
+    net: nn.Module,
+    images: torch.Tensor,
+    attribute: torch.Tensor,
+    eps: torch.Tensor,
+    g: torch.Generator,
+    *,
+    steps: int = 1,
+    step_size: float = 1.25,
+) -> torch.Tensor:
+    """Perturb ``images`` within ``|delta| <= eps`` (per image) to raise one logit each.
+
+    ``net`` maps images to logits ``(B, 5)``; ``attribute`` ``(B,)`` is the index whose
+    logit is raised. Random start in the ball (from ``g``), then ``steps`` sign-gradient
+    steps of ``step_size * eps / steps``, projected back into the ball and into [0, 1].
+    Only the input gets a gradient (``torch.autograd.grad``): nothing accumulates on the
+    parameters, and BatchNorm running statistics are restored afterwards.
+
+    Shape: images ``(B, 3, H, W)``, attribute/eps ``(B,)`` -> ``(B, 3, H, W)``, detached.
+    """
+    saved = [b.detach().clone() for b in net.buffers()]
+    eps4 = eps.view(-1, 1, 1, 1).to(images)
+    delta = ((torch.rand(images.shape, generator=g) * 2 - 1).to(images) * eps4)
+    delta = ((images + delta).clamp(0, 1) - images)
+    alpha = step_size * eps4 / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logits = net(images + delta).float()
+        objective = logits.gather(1, attribute.view(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(objective, delta)
+        with torch.no_grad():
+            delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), eps4), -eps4)
+            delta = (images + delta).clamp(0, 1) - images
+    with torch.no_grad():
+        for b, s in zip(net.buffers(), saved):
+            b.copy_(s)
+    return (images + delta).detach()
+
+
+@contextmanager
+def frozen_batchnorm(net: nn.Module) -> Iterator[None]:
+    """Within the block, ``net``'s BatchNorm layers that are training run in eval mode:
+    they normalise with their running statistics and do not update them (as inference
+    sees an image). Their training mode is restored on exit, also on an exception.
+    Other layers keep their mode."""
+    switched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    try:
+        for m in switched:
+            m.eval()
+        yield
+    finally:
+        for m in switched:
+            m.train()
+
+
+def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.Tensor:
+    """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
+
+    Shape: ``(K, 5)`` x2 -> scalar (0 when ``K == 0``)."""
+    if adv_scores.numel() == 0:
+        return adv_scores.sum() * 0.0
+    return F.relu(adv_scores - start_scores.detach()).mean()
+
+
+def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
+                      candidates: List[int], g: torch.Generator, device: torch.device, use_amp: bool):
+    """Pick ``h.adversarial`` of ``candidates`` (indices into ``x``) and craft their twins.
+
+    Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
+    (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
+    from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device)``."""
+    n = min(h.adversarial, len(candidates))
+    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
+    own = torch.rand(n, generator=g) < h.adv_target_prob
+    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
+    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
+    eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
+    return pick, twins
