@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from attiqa_loss import ATTRIBUTES, AttiqaLoss
 from attiqa_loss.io import read_image
 from benchmarks import _common as common
+from pretrain.views_probe import brightness_ascent
 
 PHOTOS = ("astronaut.png", "chelsea.png")
 COLUMNS = ("views", "steps", "score_before", "score_after", "score_gain", "luminance_gain",
@@ -46,48 +46,6 @@ def sample_photos(names: Sequence[str] = PHOTOS, size: int = 160) -> torch.Tenso
 
     folder = Path(skimage.__file__).parent / "data"
     return torch.stack([read_image(folder / n, max_side=256)[:, :size, :size] for n in names])
-
-
-def brightness_ascent(
-    photos: torch.Tensor, views: int, steps: int = 30, checkpoint: Optional[str] = None, lr: float = 0.01
-) -> Tuple[Dict[str, float], torch.Tensor]:
-    """Adam on the pixels of the darkened ``photos`` asking for brightness only.
-
-    Returns the figures of one row (see the module docstring) and the optimised images
-    ``(N, 3, H, W)``. Seeds the global generator (the views' draws) with 0.
-    """
-    from pretrain.degradations import degrade
-
-    torch.manual_seed(0)
-    weights = {a: (1.0 if a == "brightness" else 0.0) for a in ATTRIBUTES}
-    loss_fn = AttiqaLoss(weights=weights, checkpoint=checkpoint, views=views)
-    dark = degrade(photos, "brightness", "exposure", 0.7)
-    x = dark.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(x).backward()
-        opt.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)
-    elapsed = time.perf_counter() - start
-    x = x.detach()
-    with torch.no_grad():
-        before = float(loss_fn.scores(dark)["brightness"].mean())
-        after = float(loss_fn.scores(x)["brightness"].mean())
-    lum = float(x.mean() - dark.mean())
-    row = {
-        "views": views,
-        "steps": steps,
-        "score_before": before,
-        "score_after": after,
-        "score_gain": after - before,
-        "luminance_gain": lum,
-        "gain_per_luminance": (after - before) / lum if lum > 0 else float("inf"),
-        "s_per_step": elapsed / max(steps, 1),
-    }
-    return row, x
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -193,9 +193,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"attiqa-pretrain validity: {exc}") from None
     images = [read_image(f, max_side=args.max_side) for f in files]
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
-    torch.set_grad_enabled(False)
     scorers = {"attiqa": lambda x: net(x, check=False), "handcrafted": handcrafted_scores}
-    rows = build_report(scorers, images, args.levels, trained_families(metadata))
+    with torch.no_grad():
+        rows = build_report(scorers, images, args.levels, trained_families(metadata))
     args.out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     write_csv(args.out / "validity.csv", rows, keys)

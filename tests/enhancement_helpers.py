@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -14,16 +13,6 @@ from attiqa_loss.io import save_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread for these tiny tensors: on a shared 2-core machine, thread
-    contention made a 4-step run ten times slower. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def smooth_texture(h: int, w: int, seed: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from attiqa_loss import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from conftest import rewrite_checkpoint
+from helpers import rewrite_checkpoint
 
 TRAINING = {
     "recipe": "synthetic",

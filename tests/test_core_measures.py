@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import attiqa_loss
 from attiqa_loss import measures as M
-from conftest import make_texture
+from helpers import make_texture
 
 
 def _gamma(v: float) -> float:

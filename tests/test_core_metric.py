@@ -15,7 +15,7 @@ from torch import nn
 import attiqa_loss
 from attiqa_loss import ATTRIBUTES, AttiqaMetric
 
-from conftest import build_tiny_net, make_texture
+from helpers import build_tiny_net, make_texture
 
 
 def _batch(n: int, seed: int, size=(48, 40)) -> torch.Tensor:

@@ -7,7 +7,6 @@ import pytest
 
 from enhancement import cli
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["infer", "--help"]])

@@ -6,7 +6,6 @@ import yaml
 from enhancement.config import EnhanceConfig
 from attiqa_train.config import ConfigError, load_config
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO
 
 CONFIGS = ["enhance_lowlight.yaml", "enhance_denoise.yaml", "enhance_lowlight_unpaired.yaml"]

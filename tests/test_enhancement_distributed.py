@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch.distributed as dist
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, tiny_overrides, write_images, write_quality_model
 
 

@@ -17,7 +17,6 @@ from enhancement import cli
 from enhancement.unet import UNet
 from enhancement.weights import save_enhancer
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import smooth_texture, write_quality_model
 
 

@@ -16,7 +16,6 @@ from enhancement.synthesis import (
     synthesize_noise,
 )
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import SHARED_DATA, smooth_texture, write_images, write_pairs
 
 

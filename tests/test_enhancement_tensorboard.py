@@ -31,7 +31,6 @@ from enhancement.tensorboard_utils import (
     labelled_strip,
 )
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import write_images, write_quality_model
 
 

@@ -23,7 +23,6 @@ from enhancement.objectives import EnhancementObjective
 from enhancement.tensorboard_utils import ROLES, SCALE_RUNS, header_height
 from enhancement.weights import load_enhancer
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import (
     REPO,
     smooth_texture,

@@ -17,7 +17,7 @@ from pretrain.cli import main as pretrain_main
 from pretrain.correlation import correlations, krcc, plcc, plcc_logistic, rankdata, srcc
 from pretrain.mos import MosModel, fit_ridge, load_mos_model, random_splits, read_mos_csv, save_mos_model
 
-from conftest import build_tiny_net, make_texture
+from helpers import build_tiny_net, make_texture
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -22,7 +22,7 @@ from pretrain.robustness import (
     high_frequency_fraction,
 )
 
-from conftest import build_tiny_net, make_texture
+from helpers import build_tiny_net, make_texture
 
 A = {a: i for i, a in enumerate(ATTRIBUTES)}
 

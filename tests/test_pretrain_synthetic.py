@@ -15,7 +15,7 @@ from pretrain.handcrafted import handcrafted_scores
 from pretrain.synthetic import SyntheticTeacher, resolve_families, split_every_nth
 from pretrain.validity import family_srcc, spearman
 
-from conftest import make_texture
+from helpers import make_texture
 
 
 def _photo(seed=0, h=160, w=200):

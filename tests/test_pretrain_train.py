@@ -24,7 +24,7 @@ from pretrain.objectives import (
 from pretrain.synthetic import SyntheticTeacher
 from pretrain.train import PretrainConfig, train
 
-from conftest import make_texture
+from helpers import make_texture
 
 NAN = math.nan
 

@@ -19,7 +19,6 @@ from safetensors import safe_open
 from attiqa_loss import read_checkpoint_metadata
 from attiqa_loss.io import read_image, save_image
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_images, write_quality_model
 
 
@@ -305,8 +304,10 @@ def test_infer_out_of_memory_on_one_image_fails_that_file_only(tmp_path, enhance
     real = weights.load_enhancer
 
     def failing(path):
-        model, training = real(path)
-        return _FailsOnLargeInputs(model, max_height=100), training
+        model = real(path)
+        wrapped = _FailsOnLargeInputs(model, max_height=100)
+        wrapped.training_info = model.training_info
+        return wrapped
 
     monkeypatch.setattr(weights, "load_enhancer", failing)
     assert _infer(enhancer, data, tmp_path / "out") == 1

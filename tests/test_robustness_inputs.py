@@ -24,7 +24,7 @@ from attiqa_loss import CheckpointError, create_attiqa_net, load_checkpoint, sav
 from attiqa_loss import cli as score_cli
 from attiqa_loss.io import atomic_path, atomic_write
 from attiqa_train.config import ConfigError, load_config
-from conftest import rewrite_checkpoint
+from helpers import rewrite_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, write_images, write_quality_model
 
 TINY_CLIP = str(REPO / "configs" / "open_clip_tiny.json")

@@ -17,7 +17,6 @@ import torch
 import yaml
 
 
-from enhancement_helpers import single_thread  # noqa: F401 (autouse fixture)
 from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_images, write_quality_model
 
 LOCK_NAME = "attiqa.lock"  # attiqa_train.rundir.LOCK_NAME (imported lazily: the old code had no such module)
