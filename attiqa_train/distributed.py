@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from attiqa_loss.checks import check_device
 
-__all__ = ["DistInfo", "env_rank", "env_local_rank", "env_world_size", "single_process", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "resolve_device"]
+__all__ = ["DistInfo", "env_rank", "env_local_rank", "env_world_size", "single_process", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_mean", "agree_across_ranks", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,12 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= dist.get_world_size()
     return value
+
+
+def agree_across_ranks(ok: bool, device: Any = "cpu") -> bool:
+    """True on every rank iff ``ok`` is true on every rank (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
