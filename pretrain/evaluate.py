@@ -21,8 +21,9 @@ from attiqa_train.config import add_config_arguments, config_from_args, config_t
 from .correlation import correlations
 from attiqa_train.distributed import env_rank, resolve_device
 from attiqa_train.files import sha256_file
-from .finetune import EvalSection, MosDataSection
-from .mos import load_mos_model, predict_images, random_splits, read_mos_csv
+from .finetune_config import EvalSection, MosDataSection
+from .mos import load_mos_model, predict_images
+from .mos_data import random_splits, read_mos_csv
 from .mos_report import METRICS, format_table, summarize, write_csv, write_summary
 
 __all__ = ["DESCRIPTION", "EvaluateConfig", "add_arguments", "run"]

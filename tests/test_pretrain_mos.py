@@ -15,7 +15,8 @@ from attiqa_loss import CheckpointError, load_checkpoint
 from attiqa_loss.io import save_image
 from pretrain.cli import main as pretrain_main
 from pretrain.correlation import correlations, krcc, plcc, plcc_logistic, rankdata, srcc
-from pretrain.mos import MosModel, fit_ridge, load_mos_model, random_splits, read_mos_csv, save_mos_model
+from pretrain.mos import MosModel, fit_ridge, load_mos_model, save_mos_model
+from pretrain.mos_data import random_splits, read_mos_csv
 
 from helpers import build_tiny_net, make_texture
 

@@ -1,0 +1,180 @@
+"""``attiqa-enhance infer``: its arguments and what it does (the entry point is
+:func:`enhancement.cli.main`). Arguments are parsed before torch is imported."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attiqa_loss.cli import DEFAULT_MAX_SIDE as _DEFAULT_MAX_SIDE
+from attiqa_loss.cli import max_side_arg as _max_side_arg
+
+from .cli_text import SCORES as _SCORES
+from .cli_text import say as _say
+
+__all__ = ["INFER_DESCRIPTION", "add_infer_arguments", "run_infer"]
+
+
+INFER_DESCRIPTION = f"""Enhance every image under --data (any size up to --max-side; sizes and names are
+kept) and write the results to --out, with scores.csv listing each attribute before
+and after. A file that fails (unreadable, out of memory, ...) is listed on stderr and the
+others are still processed (exit status 1).
+
+--format same keeps each input's format (JPEG inputs give JPEG outputs), png writes
+lossless PNGs, jpg JPEGs; --quality sets the JPEG (and WebP) quality. The "after"
+scores are those of the files as written: each output is read back from disk and
+scored, so attiqa-score on --out gives the same numbers.
+
+{_SCORES}"""
+
+
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run folder (with enhancer.safetensors) or the file"
+    )
+    p.add_argument("--data", type=Path, required=True, help="image file or folder (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for enhanced images and scores.csv")
+    p.add_argument(
+        "--attiqa-checkpoint",
+        type=Path,
+        default=None,
+        help="quality model (.safetensors) for the scores; default: the one the enhancer was trained with if it "
+        "still exists, else the model embedded in the package",
+    )
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("same", "png", "jpg"),
+        default="same",
+        help="output file format: same (as each input, default), png (lossless) or jpg",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="JPEG (and WebP) quality of the outputs, 1-100 (default 95)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs (and scores.csv) that already exist in --out; without it such a --out is refused",
+    )
+    p.add_argument(
+        "--max-side",
+        type=_max_side_arg,
+        default=_DEFAULT_MAX_SIDE,
+        metavar="N",
+        help=f"downscale images whose longer side exceeds N px before enhancing; the output has the reduced size "
+        f"(default {_DEFAULT_MAX_SIDE}, which bounds the memory of one image; 'none': full size); downscaled "
+        "images are named on stderr",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        _say(f"infer: error: --quality must be between 1 and 100, got {args.quality}")
+        return 2
+    if args.max_side is not None and args.max_side < 32:
+        _say(f"infer: error: --max-side must be >= 32 (the quality model's smallest input) or none, got {args.max_side}")
+        return 2
+    import torch
+
+    from attiqa_loss import load_attiqa
+    from attiqa_loss.cli import resized_note
+    from attiqa_loss.checks import check_device
+
+    from .infer import (
+        DEFAULT_JPEG_QUALITY,
+        SCORES_FILENAME,
+        enhance_files,
+        output_collisions,
+        output_name,
+        scan_inputs,
+        summarize,
+        write_scores_csv,
+    )
+    from .weights import load_enhancer
+
+    try:
+        device = check_device(args.device if args.device is not None else
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
+    except ValueError as exc:
+        _say(f"infer: error: --device: {exc}")
+        return 2
+    try:
+        model = load_enhancer(args.checkpoint)
+        training = model.training_info
+        listing = scan_inputs(args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        _say(f"infer: error: {exc}")
+        return 2
+    files = listing.files
+    if listing.skipped:
+        _say(f"infer: {listing.summary()}")
+    if not files:
+        _say(f"infer: error: no images found in {args.data}")
+        return 2
+    root = args.data if args.data.is_dir() else args.data.parent
+    out_abs, root_abs = args.out.resolve(), root.resolve()
+    if out_abs == root_abs:
+        _say(f"infer: error: --out must differ from the input folder {root} (it would overwrite it)")
+        return 2
+    if args.data.is_dir() and root_abs in out_abs.parents:
+        # Outputs written under the input folder would be found as inputs by the next run.
+        _say(f"infer: error: --out {args.out} is inside --data {args.data}; choose an output folder outside it")
+        return 2
+    if args.data.is_dir() and out_abs in root_abs.parents:
+        _say(f"infer: error: --data {args.data} is inside --out {args.out}; outputs could replace inputs, "
+             "choose an output folder that does not contain the inputs")
+        return 2
+    clashes = output_collisions(files, root, args.output_format)
+    if clashes:
+        target, sources = next(iter(clashes.items()))
+        _say(f"infer: error: with --format {args.output_format}, {len(clashes)} output name(s) would be written "
+             f"twice, e.g. {target} from {', '.join(str(f.relative_to(root)) for f in sources)}; "
+             "use --format same or rename the inputs")
+        return 2
+    targets = [args.out / output_name(f.relative_to(root), args.output_format) for f in files]
+    inputs = {f.resolve() for f in files}
+    replaced = [t for t in targets if t.resolve() in inputs]
+    if replaced:
+        _say(f"infer: error: {len(replaced)} output(s) would replace an input, e.g. {replaced[0]}; "
+             "choose another --out")
+        return 2
+    existing = [t for t in targets + [args.out / SCORES_FILENAME] if t.exists()]
+    if existing and not args.overwrite:
+        _say(f"infer: error: {len(existing)} output file(s) already exist in {args.out}, e.g. {existing[0]}; "
+             "pass --overwrite to replace them, or choose another --out")
+        return 2
+    if existing:
+        _say(f"infer: --overwrite: {len(existing)} existing output file(s) in {args.out} will be replaced")
+    quality_path = args.attiqa_checkpoint
+    if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
+        quality_path = Path(training["attiqa_checkpoint"])
+    try:
+        quality = load_attiqa(quality_path)
+    except (FileNotFoundError, ValueError) as exc:
+        _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
+        return 2
+    resized: list = []
+    rows, failures = enhance_files(
+        model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress,
+        output_format=args.output_format,
+        jpeg_quality=DEFAULT_JPEG_QUALITY if args.quality is None else args.quality,
+        max_side=args.max_side, resized=resized,
+    )
+    write_scores_csv(rows, args.out / SCORES_FILENAME)
+    print(summarize(rows))
+    _say(f"infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}")
+    for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
+        print(line, file=sys.stderr)
+    if failures:
+        _say(f"infer: {len(failures)} image(s) failed:")
+        for path, reason in failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
