@@ -29,7 +29,7 @@ SUBCOMMANDS = {
     "label": ("pretrain.label", "CLIP pseudo-labels (and fp16 embeddings) for a folder or file list, sharded"),
     "train": ("pretrain.train", "train the attribute-aware network (clip and/or synthetic teacher)"),
     "finetune": ("pretrain.finetune", "fit a MOS quality head on a path,mos CSV (probe or full fine-tune)"),
-    "evaluate": ("pretrain.evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
+    "evaluate": ("pretrain.mos_evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
     "validity": ("pretrain.validity_report", "does each score follow its own degradation? (held-out photos)"),
     "robustness": ("pretrain.robustness_report", "can an optimiser fool the scores? anchors, bounded attacks, a generator"),
 }

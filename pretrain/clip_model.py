@@ -42,7 +42,7 @@ __all__ = [
     "load_clip_image",
     "ClipSection",
     "add_clip_arguments",
-    "apply_clip_arguments",
+    "clip_argument_values",
 ]
 
 _NO_WEIGHTS = ("none", "random", "")
@@ -233,9 +233,13 @@ def add_clip_arguments(parser) -> None:
     )
 
 
-def apply_clip_arguments(section: ClipSection, args) -> ClipSection:
+def clip_argument_values(args) -> Dict[str, Any]:
+    """``{config key: value}`` of the ``--clip-model`` / ``--clip-pretrained`` flags that
+    were given, for :func:`attiqa_train.config.load_config` ``values=`` (the config is
+    then validated once, with them)."""
+    values: Dict[str, Any] = {}
     if getattr(args, "clip_model", None):
-        section.model = args.clip_model
+        values["clip.model"] = args.clip_model
     if getattr(args, "clip_pretrained", None):
-        section.pretrained = args.clip_pretrained
-    return section
+        values["clip.pretrained"] = args.clip_pretrained
+    return values

@@ -199,20 +199,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, help="folder the CSV's relative paths resolve against (default: the CSV's folder)")
 
 
-def _resolve(cfg, args) -> None:
-    if args.checkpoint is not None:
-        cfg.checkpoint = str(args.checkpoint)
-    if args.csv is not None:
-        cfg.data.csv = str(args.csv)
-    if args.images is not None:
-        cfg.data.images = str(args.images)
-    if not cfg.data.csv:
-        raise SystemExit("error: give --csv FILE (or data.csv): the path,mos dataset")
+def flag_values(args: argparse.Namespace) -> Dict[str, str]:
+    """The config values of the ``--checkpoint``, ``--csv`` and ``--images`` flags given."""
+    flags = {"checkpoint": args.checkpoint, "data.csv": args.csv, "data.images": args.images}
+    return {key: str(value) for key, value in flags.items() if value is not None}
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(FinetuneConfig, args)
-    _resolve(cfg, args)
+    cfg = config_from_args(FinetuneConfig, args, values=flag_values(args))
+    if not cfg.data.csv:
+        raise SystemExit("error: give --csv FILE (or data.csv): the path,mos dataset")
     if not cfg.checkpoint:
         raise SystemExit("error: give --checkpoint FILE (or checkpoint): the pretrained attiqa network")
     if not Path(cfg.checkpoint).is_file():

@@ -16,7 +16,6 @@ readers :func:`read_labels` and :func:`read_embeddings`, are importable from her
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import List, Optional, Tuple, Union
 
 from attiqa_loss.io import ImageListing, scan_images
 
-from .clip_model import ClipSection, add_clip_arguments, apply_clip_arguments, create_clip_teacher
+from .clip_model import ClipSection, add_clip_arguments, clip_argument_values, create_clip_teacher
 from attiqa_train.config import add_config_arguments, config_from_args, save_config
 from attiqa_train.distributed import cleanup_distributed, env_local_rank, env_rank, init_distributed, resolve_device
 from .label_job import label_files
@@ -167,19 +166,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(LabelConfig, args)
-    apply_clip_arguments(cfg.clip, args)
-    if args.images is not None:
-        cfg.data.images = str(args.images)
-    if args.file_list is not None:
-        cfg.data.file_list = str(args.file_list)
-    if args.prompts is not None:
-        cfg.label.prompts = str(args.prompts)
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit(f"error: --workers: workers must be >= 0, got {args.workers}")
+    flags = {"data.images": args.images, "data.file_list": args.file_list, "label.prompts": args.prompts}
+    values = {key: str(value) for key, value in flags.items() if value is not None}
     if args.workers is not None:
-        try:
-            cfg.label = dataclasses.replace(cfg.label, workers=args.workers)
-        except ValueError as exc:
-            raise SystemExit(f"error: --workers: {exc}") from None
+        values["label.workers"] = args.workers
+    cfg = config_from_args(LabelConfig, args, values={**clip_argument_values(args), **values})
 
     if args.rescore is not None:
         if env_rank() != 0:

@@ -22,7 +22,7 @@ import torch
 from attiqa_loss.attributes import ATTRIBUTES
 from attiqa_loss.io import list_images
 
-from .clip_model import ClipSection, add_clip_arguments, apply_clip_arguments, create_clip_teacher, load_clip_image
+from .clip_model import ClipSection, add_clip_arguments, clip_argument_values, create_clip_teacher, load_clip_image
 from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .degradations import list_families
 from attiqa_train.distributed import env_rank, resolve_device
@@ -122,10 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(SelectPromptsConfig, args)
-    apply_clip_arguments(cfg.clip, args)
-    if args.images is not None:
-        cfg.data.images = str(args.images)
+    values = {"data.images": str(args.images)} if args.images is not None else {}
+    cfg = config_from_args(SelectPromptsConfig, args, values={**clip_argument_values(args), **values})
     if env_rank() != 0:
         return 0  # a small job: under torchrun rank 0 does it alone
     if not cfg.data.images:

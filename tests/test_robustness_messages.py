@@ -175,7 +175,7 @@ DOCUMENTED_ERRORS = {("checkpoints.md", "train.steps=0")}
 
 def _config_classes():
     from enhancement.config import EnhanceConfig
-    from pretrain.evaluate import EvaluateConfig
+    from pretrain.mos_evaluate import EvaluateConfig
     from pretrain.finetune_config import FinetuneConfig
     from pretrain.label import LabelConfig
     from pretrain.select_prompts import SelectPromptsConfig

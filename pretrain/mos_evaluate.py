@@ -64,17 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(EvaluateConfig, args)
-    if args.model is not None:
-        cfg.model = str(args.model)
-    if args.checkpoint is not None:
-        cfg.checkpoint = str(args.checkpoint)
+    flags = {"model": args.model, "checkpoint": args.checkpoint, "data.csv": args.csv, "data.images": args.images}
+    values = {key: str(value) for key, value in flags.items() if value is not None}
     if args.zero_shot:
-        cfg.zero_shot = True
-    if args.csv is not None:
-        cfg.data.csv = str(args.csv)
-    if args.images is not None:
-        cfg.data.images = str(args.images)
+        values["zero_shot"] = True
+    cfg = config_from_args(EvaluateConfig, args, values=values)
     if env_rank() != 0:
         return 0  # inference on one CSV: rank 0 does it alone
     if not cfg.data.csv:
