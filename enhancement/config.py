@@ -41,17 +41,31 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
 
 @dataclass
 class UNetConfig:
-    """U-Net shape: ``width`` channels at full resolution, doubled at each of ``depth`` levels."""
+    """U-Net shape: ``width`` channels at full resolution, doubled at each of ``depth`` levels;
+    ``output``: how its last layer becomes the image (:mod:`enhancement.outputs`):
+    ``residual`` (a bounded residual), ``curves`` (``curve_iterations`` Zero-DCE-style
+    curves per pixel and channel) or ``gain`` (one smooth, edge-aware exposure gain per
+    pixel on ``gain_scale``-pixel blocks, within ``[1/gain_max, gain_max]``, plus a residual
+    of amplitude ``gain_residual`` when > 0)."""
 
     width: int = 32
     depth: int = 3
     blocks: int = 2
     max_width: int = 256
+    output: Literal["residual", "curves", "gain"] = "residual"
+    curve_iterations: int = 8
+    gain_scale: int = 8
+    gain_max: float = 16.0
+    gain_residual: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "blocks", "max_width"):
+        for name in ("width", "depth", "blocks", "max_width", "curve_iterations", "gain_scale"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.gain_max > 1:
+            raise ValueError(f"model.gain_max must be > 1, got {self.gain_max}")
+        if not 0 <= self.gain_residual < 1:
+            raise ValueError(f"model.gain_residual must be in [0, 1), got {self.gain_residual}")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The enhancement U-Net: a residual image-to-image network whose output stays in [0, 1]."""
+"""The enhancement U-Net: an image-to-image network whose output stays in [0, 1]; its last
+layer is turned into the image by one of the formulations of :mod:`enhancement.outputs`."""
 
 from __future__ import annotations
 
@@ -10,25 +11,9 @@ from torch import nn
 
 from attiqa_loss.checks import check_images
 
+from .outputs import OUTPUTS, apply_curves, apply_gain, bounded_residual, head_channels
+
 __all__ = ["UNet", "create_unet", "bounded_residual"]
-
-
-def bounded_residual(images: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """Apply a residual in (-1, 1) so the result stays in [0, 1] without clamping.
-
-    A positive ``r`` moves a pixel the fraction ``r`` of its way up to 1, a negative one
-    the fraction ``|r|`` of its way down to 0: ``x + relu(r) * (1 - x) - relu(-r) * x``.
-    Unlike a clamp this never cuts the gradient: ``d out / d r`` is ``1 - x`` or ``x``
-    and ``d out / d x = 1 - |r|``.
-
-    Args:
-        images: ``(B, 3, H, W)`` float RGB in [0, 1].
-        residual: same shape, values in (-1, 1) (e.g. after ``tanh``).
-
-    Returns:
-        ``(B, 3, H, W)`` in [0, 1].
-    """
-    return images + F.relu(residual) * (1 - images) - F.relu(-residual) * images
 
 
 def _conv_block(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
@@ -39,11 +24,12 @@ def _conv_block(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """U-Net enhancer with a bounded residual output (docs/method.md, section 9).
+    """U-Net enhancer (docs/method.md, section 9).
 
     ``depth`` stride-2 downsamplings, channel width ``width * 2**level`` (capped at
-    ``max_width``), bilinear upsampling with skip connections, and a ``tanh`` head whose
-    output is applied to the input by :func:`bounded_residual`. No normalisation layers,
+    ``max_width``), bilinear upsampling with skip connections, and a head whose output
+    becomes the image through ``output`` (:mod:`enhancement.outputs`: a bounded
+    residual, Zero-DCE-style curves, or a smooth edge-aware gain map). No normalisation layers,
     so a batch of one behaves like a batch of many and DDP needs no synchronised
     statistics. Inputs of any size work: the image is padded (reflect, or replicate for
     tiny images) to a multiple of ``2**depth`` inside and cropped back.
@@ -53,6 +39,10 @@ class UNet(nn.Module):
         depth: number of down/up-sampling levels.
         blocks: 3x3 convolutions per level.
         max_width: cap on the channel count.
+        output: ``"residual"``, ``"curves"`` or ``"gain"``.
+        curve_iterations: curves applied one after another (``curves``).
+        gain_scale, gain_max, gain_residual: block size and range of the gain map, and
+            the amplitude of its optional extra residual (``gain``; see :func:`apply_gain`).
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], any ``H, W >= 1``.
@@ -64,13 +54,22 @@ class UNet(nn.Module):
         torch.Size([1, 3, 37, 50])
     """
 
-    def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256) -> None:
+    def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256,
+                 output: str = "residual", curve_iterations: int = 8, gain_scale: int = 8, gain_max: float = 16.0,
+                 gain_residual: float = 0.0) -> None:
         super().__init__()
         if min(width, depth, blocks, max_width) < 1:
             raise ValueError(
                 f"width, depth, blocks and max_width must be >= 1, got {width}, {depth}, {blocks}, {max_width}"
             )
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+        if curve_iterations < 1 or gain_scale < 1 or not gain_max > 1 or not 0 <= gain_residual < 1:
+            raise ValueError("need curve_iterations >= 1, gain_scale >= 1, gain_max > 1 and 0 <= gain_residual < 1, "
+                             f"got {curve_iterations}, {gain_scale}, {gain_max}, {gain_residual}")
         self.width, self.depth, self.blocks, self.max_width = width, depth, blocks, max_width
+        self.output, self.curve_iterations = output, curve_iterations
+        self.gain_scale, self.gain_max, self.gain_residual = gain_scale, float(gain_max), float(gain_residual)
         widths = [min(width * 2**i, max_width) for i in range(depth + 1)]
         self.stem = _conv_block(3, widths[0], blocks)
         self.down = nn.ModuleList(
@@ -83,7 +82,7 @@ class UNet(nn.Module):
         )
         self.reduce = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(depth))
         self.up = nn.ModuleList(_conv_block(2 * widths[i], widths[i], blocks) for i in range(depth))
-        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        self.head = nn.Conv2d(widths[0], head_channels(output, curve_iterations, gain_residual), 3, padding=1)
         # Small, not zero: the network starts close to the identity, yet every layer
         # receives a gradient from the first step on.
         nn.init.normal_(self.head.weight, std=1e-3)
@@ -91,7 +90,9 @@ class UNet(nn.Module):
 
     def config(self) -> Dict[str, Any]:
         """Constructor arguments (stored beside exported weights)."""
-        return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width}
+        return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width,
+                "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
+                "gain_max": self.gain_max, "gain_residual": self.gain_residual}
 
     def forward(self, images: torch.Tensor, *, check: bool = True) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]."""
@@ -112,10 +113,16 @@ class UNet(nn.Module):
             skip = feats.pop()
             y = F.interpolate(self.reduce[i](y), size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = self.up[i](torch.cat([y, skip], dim=1))
-        residual = torch.tanh(self.head(y))[..., :h, :w]
-        return bounded_residual(images, residual.to(images.dtype))
+        head = self.head(y)[..., :h, :w]
+        if self.output == "curves":
+            return apply_curves(images, torch.tanh(head.float())).to(images.dtype)
+        if self.output == "gain":
+            return apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
+                              residual=self.gain_residual).to(images.dtype)
+        return bounded_residual(images, torch.tanh(head).to(images.dtype))
 
 
-def create_unet(width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256) -> UNet:
-    """Build a freshly initialised :class:`UNet` (see its docstring for the arguments)."""
-    return UNet(width=width, depth=depth, blocks=blocks, max_width=max_width)
+def create_unet(width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256, **output) -> UNet:
+    """Build a freshly initialised :class:`UNet` (see its docstring for the arguments;
+    ``output`` takes its output formulation's keywords)."""
+    return UNet(width, depth, blocks, max_width, **output)

@@ -1,0 +1,155 @@
+"""How the enhancer's last layer becomes an image: three output formulations.
+
+The U-Net (:mod:`enhancement.unet`) ends in one convolution whose channels one of these
+functions turns into the output, always in [0, 1] without clamping (a clamp cuts the
+gradient), and the identity when the head's output is zero (the network starts there):
+
+- ``residual``: :func:`bounded_residual`, 3 channels: each pixel moves a fraction of its
+  way towards 1 or 0. Free-form: it can also paint texture or a flat colour.
+- ``curves``: :func:`apply_curves`, ``3 * n`` channels: ``n`` per-pixel, per-channel
+  quadratic light-enhancement curves ``x + a * x * (1 - x)`` applied one after another,
+  the curve family of Zero-DCE (Guo et al., CVPR 2020). Monotonic in the input for
+  ``|a| <= 1``, so the order of intensities inside each channel is kept.
+- ``gain``: :func:`apply_gain`, 1 channel (+ 3 for an optional small residual): one
+  exposure gain per pixel. The bounded exposure curve ``f(v) = G * v / (1 + (G - 1) * v)``
+  (slope ``G`` in the shadows, 1 at white) is applied to the pixel's largest channel
+  ``v = max(R, G, B)`` and all three channels are scaled by the same factor ``f(v) / v``:
+  R:G:B ratios, so hue and saturation, are kept exactly, and nothing clips. The gain map is made smooth and edge-aware: averaged over
+  ``scale`` x ``scale`` blocks, then brought back to full resolution with a fast
+  guided filter (He and Sun, 2015) steered by the input's luminance, so it can follow
+  the input's edges (no halos) but cannot add structure of its own: a flat input
+  gives a flat output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attiqa_loss.measures import luminance
+
+__all__ = ["OUTPUTS", "head_channels", "bounded_residual", "apply_curves", "exposure_curve", "guided_upsample",
+           "apply_gain"]
+
+#: The output formulations.
+OUTPUTS = ("residual", "curves", "gain")
+
+
+def head_channels(output: str, curve_iterations: int = 8, gain_residual: float = 0.0) -> int:
+    """Channels the last convolution needs for ``output``."""
+    if output == "residual":
+        return 3
+    if output == "curves":
+        return 3 * curve_iterations
+    if output == "gain":
+        return 1 + (3 if gain_residual > 0 else 0)
+    raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+
+
+def bounded_residual(images: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """Apply a residual in (-1, 1) so the result stays in [0, 1] without clamping.
+
+    A positive ``r`` moves a pixel the fraction ``r`` of its way up to 1, a negative one
+    the fraction ``|r|`` of its way down to 0: ``x + relu(r) * (1 - x) - relu(-r) * x``.
+    Unlike a clamp this never cuts the gradient: ``d out / d r`` is ``1 - x`` or ``x``
+    and ``d out / d x = 1 - |r|``.
+
+    Args:
+        images: ``(B, 3, H, W)`` float RGB in [0, 1].
+        residual: same shape, values in (-1, 1) (e.g. after ``tanh``).
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    return images + F.relu(residual) * (1 - images) - F.relu(-residual) * images
+
+
+def apply_curves(images: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``n`` light-enhancement curves ``x <- x + a_k * x * (1 - x)``, ``k = 1..n``.
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        alphas: ``(B, 3 * n, H, W)`` in [-1, 1] (after ``tanh``); channels ``3k..3k+2``
+            are the R, G, B curve parameters of iteration ``k``.
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1]: each curve maps [0, 1] onto itself, monotonically.
+    """
+    if alphas.shape[1] % 3:
+        raise ValueError(f"curve parameters need a multiple of 3 channels, got {alphas.shape[1]}")
+    x = images
+    for a in alphas.split(3, dim=1):
+        x = x + a * x * (1 - x)
+    return x
+
+
+def exposure_curve(images: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """``G * x / (1 + (G - 1) * x)``: slope ``G`` at black, 1 at white, [0, 1] onto itself
+    for any ``G > 0`` (``G = 1`` is the identity). ``gain`` broadcasts against ``images``."""
+    return gain * images / (1 + (gain - 1) * images)
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_upsample(source_low: torch.Tensor, guide_low: torch.Tensor, guide: torch.Tensor, *, radius: int = 1,
+                    eps: float = 1e-3) -> torch.Tensor:
+    """Fast guided filter upsampling (He and Sun, 2015): fit ``source ~ A * guide + b`` in
+    every ``(2r+1)^2`` window at low resolution, upsample ``A`` and ``b`` bilinearly and
+    apply them to the full-resolution ``guide``.
+
+    Args:
+        source_low: ``(B, 1, h, w)`` the map to upsample.
+        guide_low: ``(B, 1, h, w)`` the guide at that resolution.
+        guide: ``(B, 1, H, W)`` the guide at full resolution.
+        radius, eps: window radius (low-resolution pixels) and regularisation: a larger
+            ``eps`` follows the guide's edges less.
+
+    Returns:
+        ``(B, 1, H, W)``: smooth where the guide is flat, following its edges where it has them.
+    """
+    mean_i, mean_p = _box(guide_low, radius), _box(source_low, radius)
+    cov = _box(guide_low * source_low, radius) - mean_i * mean_p
+    var = _box(guide_low * guide_low, radius) - mean_i * mean_i
+    a = cov / (var.clamp_min(0) + eps)
+    b = mean_p - a * mean_i
+    size = guide.shape[-2:]
+    a = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
+    return a * guide + b
+
+
+def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain_max: float = 16.0,
+               residual: float = 0.0) -> torch.Tensor:
+    """The ``gain`` output (see the module docstring).
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        head: ``(B, 1 or 4, H, W)``: channel 0 the log-gain logits; channels 1-3 a
+            residual used when ``residual > 0``.
+        scale: block size of the low-resolution gain map (1 = full resolution).
+        gain_max: the gain lies in ``[1 / gain_max, gain_max]`` (``exp(log(gain_max) * tanh)``).
+        residual: amplitude of an extra :func:`bounded_residual` (``residual * tanh``) for
+            what a gain cannot do (noise); 0 = none.
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1].
+    """
+    guide = luminance(images)  # (B, 1, H, W)
+    head = head.float()
+    logit = head[:, :1]
+    if scale > 1:
+        h, w = images.shape[-2:]
+        size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
+        logit_low = F.adaptive_avg_pool2d(logit, size)
+        guide_low = F.adaptive_avg_pool2d(guide, size)
+        logit = guided_upsample(logit_low, guide_low, guide)
+    gain = torch.exp(math.log(gain_max) * torch.tanh(logit))
+    value = images.amax(dim=1, keepdim=True)
+    out = images * (gain / (1 + (gain - 1) * value))  # = images * f(v) / v, also at v = 0
+    if residual > 0:
+        out = bounded_residual(out, residual * torch.tanh(head[:, 1:4]))
+    return out

@@ -1,0 +1,125 @@
+"""The enhancer's output formulations (enhancement/outputs.py): range, identity at the
+start, known values, gradients, and what each can and cannot do to an image."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attiqa_loss.measures import laplacian_variance, luminance
+from enhancement.outputs import apply_curves, apply_gain, bounded_residual, exposure_curve, guided_upsample, head_channels
+from enhancement.unet import UNet
+from enhancement.weights import load_enhancer, save_enhancer
+from helpers import make_texture
+
+
+def _photo(seed=0, h=48, w=64):
+    return make_texture(h, w, seed)[None] * 0.4  # a dark photo-like image
+
+
+@pytest.mark.parametrize("output", ["residual", "curves", "gain"])
+def test_every_output_starts_near_the_identity_stays_in_range_and_passes_gradients(output):
+    torch.manual_seed(0)
+    net = UNet(width=4, depth=2, blocks=1, output=output, curve_iterations=3, gain_scale=4)
+    x = _photo().requires_grad_(True)
+    y = net(x)
+    assert y.shape == x.shape and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    assert float((y - x).detach().abs().max()) < 0.02  # head initialised small: close to the input
+    y.mean().backward()
+    assert x.grad is not None and net.head.weight.grad is not None and float(net.head.weight.grad.abs().sum()) > 0
+    assert net.head.out_channels == head_channels(output, 3)
+
+
+def test_curves_known_values_and_monotonic():
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    one = torch.ones(1, 3, 1, 4)
+    out = apply_curves(x, one)  # one curve with a = 1: x + x(1 - x)
+    assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.4375, 0.75, 1.0]))
+    twice = apply_curves(x, torch.cat([one, one], 1))
+    assert torch.allclose(twice[0, 0, 0, 1], torch.tensor(0.4375 + 0.4375 * 0.5625))
+    ramp = torch.linspace(0, 1, 101).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    for a in (-1.0, -0.3, 0.7, 1.0):
+        y = apply_curves(ramp, torch.full((1, 24, 1, 101), a))
+        assert bool((y.diff(dim=-1) >= 0).all()) and float(y.min()) >= 0 and float(y.max()) <= 1
+    with pytest.raises(ValueError, match="curve parameters need a multiple of 3 channels, got 4"):
+        apply_curves(x, torch.zeros(1, 4, 1, 4))
+
+
+def test_exposure_curve_is_bounded_keeps_black_and_white_and_has_slope_gain_at_black():
+    x = torch.tensor([0.0, 1e-4, 0.5, 1.0])
+    for g in (0.25, 1.0, 4.0, 16.0):
+        y = exposure_curve(x, torch.tensor(g))
+        assert float(y[0]) == 0 and float(y[3]) == pytest.approx(1.0)
+        assert float(y[1]) / 1e-4 == pytest.approx(g, rel=2e-3)
+    assert float(exposure_curve(torch.tensor(0.5), torch.tensor(4.0))) == pytest.approx(2 / 2.5)
+
+
+def test_the_gain_output_keeps_hue_and_saturation_exactly():
+    x = torch.tensor([0.02, 0.04, 0.01]).view(1, 3, 1, 1).expand(1, 3, 16, 16).contiguous()
+    head = torch.full((1, 1, 16, 16), 2.0)
+    y = apply_gain(x, head, scale=4, gain_max=16.0)
+    gain = math.exp(math.log(16.0) * math.tanh(2.0))
+    assert float(y[0, 1, 5, 5]) > 5 * float(x[0, 1, 5, 5])  # much brighter
+    assert torch.allclose(x[0, :, 5, 5] / x[0, 1, 5, 5], y[0, :, 5, 5] / y[0, 1, 5, 5], rtol=1e-5)  # R:G:B kept
+    # the largest channel follows the exposure curve; nothing passes 1 even at full gain
+    assert float(y[0, 1, 5, 5]) == pytest.approx(float(exposure_curve(torch.tensor(0.04), torch.tensor(gain))))
+    bright = apply_gain(torch.rand(1, 3, 16, 16), torch.full((1, 1, 16, 16), 9.0), scale=1)
+    assert float(bright.max()) <= 1.0 + 1e-6
+
+
+def test_a_gain_map_cannot_paint_structure_on_a_flat_field():
+    """Whatever the head says, a flat input gets no texture under ``gain``: the map is
+    averaged over blocks and upsampled along the input's (absent) edges, so at most a slow
+    brightness drift is left; a residual head paints the head's noise into the image."""
+    flat = torch.full((1, 3, 64, 64), 0.2)
+    wild = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0)) * 3
+    painted = bounded_residual(flat, torch.tanh(wild[:, 1:4]))
+    gained = apply_gain(flat, wild[:, :1], scale=8)
+    assert float(laplacian_variance(painted)) > 1000 * float(laplacian_variance(gained))
+
+
+def test_guided_upsampling_follows_the_guides_edges():
+    guide = torch.zeros(1, 1, 32, 32)
+    guide[..., 16:] = 1.0  # a vertical edge
+    source = guide.clone()  # the map to upsample changes where the guide does
+    low_g, low_s = (torch.nn.functional.adaptive_avg_pool2d(t, (4, 4)) for t in (guide, source))
+    up = guided_upsample(low_s, low_g, guide, eps=1e-4)
+    bilinear = torch.nn.functional.interpolate(low_s, size=(32, 32), mode="bilinear", align_corners=False)
+    edge_err = lambda m: float((m - source)[..., 12:20].abs().mean())  # noqa: E731
+    assert edge_err(up) < 0.4 * edge_err(bilinear)  # 0.08 against 0.25
+
+
+def test_a_gain_enhancer_saves_and_loads_with_its_output_settings(tmp_path):
+    torch.manual_seed(1)
+    net = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=2, gain_max=8.0, gain_residual=0.1)
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.5)
+    loaded = load_enhancer(save_enhancer(net, tmp_path / "g.safetensors"))
+    assert loaded.config() == net.config() and loaded.output == "gain" and loaded.head.out_channels == 4
+    x = _photo(2)
+    assert torch.equal(loaded(x), net.eval()(x))
+
+
+def test_bad_output_settings_are_refused():
+    with pytest.raises(ValueError, match=r"output must be one of \['residual', 'curves', 'gain'\], got 'lut'"):
+        UNet(output="lut")
+    with pytest.raises(ValueError, match="need curve_iterations >= 1, gain_scale >= 1, gain_max > 1"):
+        UNet(output="gain", gain_max=1.0)
+
+
+def test_luminance_guide_shape():
+    assert luminance(_photo()).shape == (1, 1, 48, 64)
+
+
+def test_an_enhancer_saved_before_the_output_settings_loads_as_a_residual_one(tmp_path):
+    from attiqa_loss.weights_file import write_weights_file
+
+    torch.manual_seed(2)
+    net = UNet(width=4, depth=2, blocks=1)
+    old = {"width": 4, "depth": 2, "blocks": 1, "max_width": 256}  # the metadata of an earlier version
+    path = write_weights_file(tmp_path / "old.safetensors", net.state_dict(), format="attiqa-enhancer", version=1,
+                              metadata={"unet": old, "training": {}})
+    loaded = load_enhancer(path)
+    assert loaded.output == "residual" and torch.equal(loaded(_photo()), net.eval()(_photo()))
