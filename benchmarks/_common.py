@@ -16,15 +16,6 @@ from attiqa_train import files
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` -> device; asking for CUDA without a GPU is an error, not a fallback."""
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be 'cpu' or 'cuda', got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
 def set_threads(threads: Optional[int]) -> int:
     """Fix the intra-op thread count (``None`` = all cores this process may use) and return it."""
     if threads is None:

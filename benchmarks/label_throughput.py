@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch
 
 from attiqa_loss.io import list_images
+from attiqa_loss.checks import check_device
 from benchmarks import _common as common
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +211,7 @@ def measure_model(name: str, files: Sequence[Path], args: argparse.Namespace, de
 
 def run(args: argparse.Namespace) -> List[dict]:
     """Measure every model, write the CSV, print the table and the target check; returns the rows."""
-    device = common.resolve_device(args.device)
+    device = check_device(args.device)
     args.threads = common.set_threads(args.threads)
     _apply_defaults(args)
     files = select_images(args)

@@ -94,7 +94,7 @@ def test_loss_cost_rejects_sizes_below_minimum(bench, tmp_path):
 def test_loss_cost_cuda_without_gpu_is_an_error(bench, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present, so --device cuda is valid here")
-    with pytest.raises(RuntimeError, match="--device cuda was asked for"):
+    with pytest.raises(ValueError, match="device 'cuda' asks for CUDA, but CUDA is not available here"):
         bench("loss_cost").main(["--device", "cuda", "--quick", "--out", str(tmp_path / "x.csv")])
 
 
