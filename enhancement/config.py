@@ -154,7 +154,9 @@ class EnhanceLossConfig:
     Charbonnier), ``ssim`` (1 - SSIM), ``lpips``. No-reference terms: ``attiqa``
     (:class:`attiqa_loss.AttiqaLoss` with per-attribute ``attiqa_weights`` and
     ``attiqa_targets``; scores are quality-aligned, 1 = desirable), ``exposure`` (mean
-    patch brightness towards ``exposure_level``) and ``tv`` (total variation).
+    patch brightness towards ``exposure_level``), ``tv`` (total variation) and Zero-DCE's
+    ``spatial`` (spatial consistency with the input), ``color`` (colour constancy) and
+    ``smooth`` (smoothness of the network's curve or gain maps).
     ``attiqa_checkpoint``: a ``.safetensors`` quality model, or null for the model
     embedded in the package. ``attiqa_views``: average the quality scores over that
     many random flips/shifts of each batch (``AttiqaLoss(views=...)``; 0 = off), which
@@ -179,9 +181,13 @@ class EnhanceLossConfig:
     exposure_level: float = 0.6
     exposure_patch: int = 16
     tv_weight: float = 0.0
+    spatial_weight: float = 0.0
+    color_weight: float = 0.0
+    smooth_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fidelity_weight", "ssim_weight", "lpips_weight", "attiqa_weight", "exposure_weight", "tv_weight"):
+        for name in ("fidelity_weight", "ssim_weight", "lpips_weight", "attiqa_weight", "exposure_weight", "tv_weight",
+                     "spatial_weight", "color_weight", "smooth_weight"):
             _check_positive(f"loss.{name}", getattr(self, name), allow_zero=True)
         _check_positive("loss.charbonnier_eps", self.charbonnier_eps)
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:

@@ -2,7 +2,10 @@
 
 ``total = sum_k weight_k * term_k`` over the terms with a positive weight. Reference
 terms compare the output with a target; no-reference terms (``attiqa``, ``exposure``,
-``tv``) need only the output, so they also serve unpaired training.
+``tv``, and Zero-DCE's ``spatial``, ``color``, ``smooth``) need no target, so they also
+serve unpaired training. The four non-reference losses of Zero-DCE (Guo et al., CVPR
+2020: spatial consistency, exposure control, colour constancy, illumination smoothness)
+are written here from the paper's definitions.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ __all__ = [
     "charbonnier_loss",
     "exposure_control_loss",
     "total_variation_loss",
+    "spatial_consistency_loss",
+    "colour_constancy_loss",
+    "illumination_smoothness_loss",
     "LpipsUnavailable",
     "load_lpips",
     "resolve_lpips",
@@ -59,6 +65,48 @@ def exposure_control_loss(images: torch.Tensor, level: float = 0.6, patch: int =
 def total_variation_loss(images: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (kornia ``total_variation``), averaged over the batch."""
     return kornia.losses.total_variation(images, reduction="mean").mean()
+
+
+def spatial_consistency_loss(output: torch.Tensor, inputs: torch.Tensor, region: int = 4) -> torch.Tensor:
+    """Zero-DCE's spatial consistency: the contrast between each ``region`` x ``region``
+    block and its four neighbours (of the channel-mean image) should keep its size:
+    ``1/K sum_i sum_{j in N(i)} (|Y_i - Y_j| - |I_i - I_j|) ** 2``, ``Y`` the output's and
+    ``I`` the input's block means, ``K`` blocks (each neighbouring pair counts twice, as
+    in the sum over every block's four neighbours; blocks at the border have fewer).
+
+    Shape: ``(B, 3, H, W)`` twice -> scalar."""
+    k = max(1, min(region, *output.shape[-2:]))
+    y = F.avg_pool2d(output.mean(dim=1, keepdim=True), k)
+    i = F.avg_pool2d(inputs.mean(dim=1, keepdim=True), k)
+    total = output.new_zeros(())
+    for dy, dx in ((0, 1), (1, 0)):
+        h, w = y.shape[-2] - dy, y.shape[-1] - dx
+        if h < 1 or w < 1:
+            continue
+        d_out = (y[..., dy:, dx:] - y[..., :h, :w]).abs()
+        d_in = (i[..., dy:, dx:] - i[..., :h, :w]).abs()
+        total = total + 2 * ((d_out - d_in) ** 2).sum(dim=(1, 2, 3))
+    return (total / (y.shape[-2] * y.shape[-1])).mean()
+
+
+def colour_constancy_loss(output: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE's colour constancy (grey world): ``sum over (p, q) in {(R, G), (R, B), (G, B)}
+    of (J_p - J_q) ** 2``, ``J_p`` the mean of channel ``p``; averaged over the batch.
+
+    Shape: ``(B, 3, H, W)`` -> scalar."""
+    r, g, b = output.mean(dim=(2, 3)).unbind(dim=1)
+    return ((r - g) ** 2 + (r - b) ** 2 + (g - b) ** 2).mean()
+
+
+def illumination_smoothness_loss(maps: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE's illumination smoothness of the curve parameter maps:
+    ``1/N sum_n sum_c mean((|d/dx A_n^c| + |d/dy A_n^c|) ** 2)`` over ``N`` iterations and
+    the three channels (``maps``: ``(B, 3N, H, W)``; a map with fewer than 3 channels
+    counts as one iteration). Averaged over the batch."""
+    dx = (maps[..., :-1, 1:] - maps[..., :-1, :-1]).abs()
+    dy = (maps[..., 1:, :-1] - maps[..., :-1, :-1]).abs()
+    per_channel = ((dx + dy) ** 2).mean(dim=(0, 2, 3))
+    return per_channel.sum() / max(1, maps.shape[1] // 3)
 
 
 class LpipsUnavailable(RuntimeError):
@@ -124,6 +172,10 @@ class EnhancementObjective(nn.Module):
       1 = desirable; the term is the weighted distance to the attribute targets).
     - ``exposure``: :func:`exposure_control_loss`.
     - ``tv``: :func:`total_variation_loss`.
+    - ``spatial``: :func:`spatial_consistency_loss` against the input (needs ``inputs``).
+    - ``color``: :func:`colour_constancy_loss`.
+    - ``smooth``: :func:`illumination_smoothness_loss` of the network's output maps
+      (needs ``maps``: the curve parameters of a ``curves`` enhancer, ...).
 
     Frozen models (LPIPS, the quality network) never leave eval mode.
 
@@ -139,7 +191,7 @@ class EnhancementObjective(nn.Module):
         - Returns ``(total scalar, {term: unweighted scalar})`` for the active terms.
     """
 
-    TERMS = ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv")
+    TERMS = ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv", "spatial", "color", "smooth")
 
     def __init__(
         self,
@@ -177,13 +229,19 @@ class EnhancementObjective(nn.Module):
     def needs_target(self) -> bool:
         return any(t in self.weights for t in REFERENCE_TERMS)
 
+    @property
+    def needs_maps(self) -> bool:
+        """Whether :meth:`forward` needs the network's output maps (the ``smooth`` term)."""
+        return "smooth" in self.weights
+
     def train(self, mode: bool = True) -> "EnhancementObjective":
         super().train(mode)
         if self.lpips_model is not None:
             self.lpips_model.eval()
         return self
 
-    def _term(self, name: str, output: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
+    def _term(self, name: str, output: torch.Tensor, target: Optional[torch.Tensor],
+              inputs: Optional[torch.Tensor], maps: Optional[torch.Tensor]) -> torch.Tensor:
         if name == "fidelity":
             if self.fidelity == "l1":
                 return F.l1_loss(output, target)
@@ -196,16 +254,29 @@ class EnhancementObjective(nn.Module):
             return self.attiqa(output)
         if name == "exposure":
             return exposure_control_loss(output, self.exposure_level, self.exposure_patch)
+        if name == "spatial":
+            return spatial_consistency_loss(output, inputs)
+        if name == "color":
+            return colour_constancy_loss(output)
+        if name == "smooth":
+            return illumination_smoothness_loss(maps)
         return total_variation_loss(output)
 
     def forward(
-        self, output: torch.Tensor, target: Optional[torch.Tensor] = None
+        self, output: torch.Tensor, target: Optional[torch.Tensor] = None, *, inputs: Optional[torch.Tensor] = None,
+        maps: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         if target is None and self.needs_target:
             used = [t for t in REFERENCE_TERMS if t in self.weights]
             raise ValueError(f"loss terms {used} compare with a target, but no target was given (unpaired data?)")
+        if inputs is None and "spatial" in self.weights:
+            raise ValueError("the spatial term compares with the input, but no inputs were given")
+        if maps is None and self.needs_maps:
+            raise ValueError("the smooth term needs the network's output maps, but no maps were given")
         output = output.float()
         target = target.float() if target is not None else None
-        terms = {name: self._term(name, output, target).float() for name in self.weights}
+        inputs = inputs.float() if inputs is not None else None
+        maps = maps.float() if maps is not None else None
+        terms = {name: self._term(name, output, target, inputs, maps).float() for name in self.weights}
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, terms

@@ -67,6 +67,9 @@ def _loss_weights(cfg: EnhanceConfig, lpips_available: bool) -> Dict[str, float]
         "attiqa": loss.attiqa_weight,
         "exposure": loss.exposure_weight,
         "tv": loss.tv_weight,
+        "spatial": loss.spatial_weight,
+        "color": loss.color_weight,
+        "smooth": loss.smooth_weight,
     }
 
 
@@ -212,8 +215,10 @@ class _Trainer:
             x = batch["input"].to(self.device, non_blocking=True)
             y = batch["target"].to(self.device, non_blocking=True) if "target" in batch else None
             with autocast(bf16, self.device):
-                out = ddp(x, check=False)
-                return self.objective(out, y)
+                if self.objective.needs_maps:
+                    out, maps = ddp(x, check=False, return_maps=True)
+                    return self.objective(out, y, inputs=x, maps=maps)
+                return self.objective(ddp(x, check=False), y, inputs=x)
 
         def after_step(done: int) -> None:
             if self.ema is not None:

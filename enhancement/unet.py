@@ -94,8 +94,10 @@ class UNet(nn.Module):
                 "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
                 "gain_max": self.gain_max, "gain_residual": self.gain_residual}
 
-    def forward(self, images: torch.Tensor, *, check: bool = True) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]."""
+    def forward(self, images: torch.Tensor, *, check: bool = True, return_maps: bool = False):
+        """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]; with
+        ``return_maps``, ``(enhanced, maps)``: the head's maps after ``tanh`` (the curve
+        parameters of ``curves``, the gain logits' ``tanh`` of ``gain``), for regularisers."""
         if check:
             check_images(images, min_size=1)
         h, w = images.shape[-2:]
@@ -115,11 +117,15 @@ class UNet(nn.Module):
             y = self.up[i](torch.cat([y, skip], dim=1))
         head = self.head(y)[..., :h, :w]
         if self.output == "curves":
-            return apply_curves(images, torch.tanh(head.float())).to(images.dtype)
-        if self.output == "gain":
-            return apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
-                              residual=self.gain_residual).to(images.dtype)
-        return bounded_residual(images, torch.tanh(head).to(images.dtype))
+            out = apply_curves(images, torch.tanh(head.float())).to(images.dtype)
+        elif self.output == "gain":
+            out = apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
+                             residual=self.gain_residual).to(images.dtype)
+        else:
+            out = bounded_residual(images, torch.tanh(head).to(images.dtype))
+        if return_maps:
+            return out, torch.tanh(head.float()[:, :1] if self.output == "gain" else head.float())
+        return out
 
 
 def create_unet(width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256, **output) -> UNet:

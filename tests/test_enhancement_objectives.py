@@ -66,7 +66,7 @@ def test_every_term_sends_gradient_to_every_unet_weight(term, fidelity, quality)
 def test_gradient_check_catches_a_detached_term(quality, monkeypatch):
     # The check above must be able to fail: a term that silently detaches leaves no gradient.
     # "+ 0 * o.sum()" keeps the graph alive, so backward runs but every gradient is zero.
-    detached = lambda self, name, o, t: (o.detach() - t).abs().mean() + 0 * o.sum()  # noqa: E731
+    detached = lambda self, name, o, t, *rest: (o.detach() - t).abs().mean() + 0 * o.sum()  # noqa: E731
     monkeypatch.setattr(EnhancementObjective, "_term", detached)
     net = create_unet(width=4, depth=1, blocks=1)
     total, _ = _objective("fidelity", quality)(net(torch.rand(1, 3, 32, 32)), torch.rand(1, 3, 32, 32))
@@ -151,3 +151,55 @@ def test_loaded_lpips_is_frozen_and_stays_in_eval(monkeypatch):
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     obj = EnhancementObjective({"lpips": 1.0}, lpips_model=model).train()
     assert not obj.lpips_model.training
+
+
+# -- Zero-DCE's non-reference losses, against values worked out by hand --------------------
+
+
+def _flat(r, g, b, h=8, w=8):
+    return torch.tensor([r, g, b]).view(1, 3, 1, 1).expand(1, 3, h, w).contiguous()
+
+
+def test_colour_constancy_by_hand():
+    from enhancement.objectives import colour_constancy_loss
+
+    assert float(colour_constancy_loss(_flat(0.2, 0.4, 0.6))) == pytest.approx(0.04 + 0.16 + 0.04)
+    assert float(colour_constancy_loss(_flat(0.3, 0.3, 0.3))) == 0.0
+
+
+def test_spatial_consistency_by_hand_and_its_invariance_to_a_brightness_shift():
+    from enhancement.objectives import spatial_consistency_loss
+
+    inputs = torch.zeros(1, 3, 4, 8)
+    inputs[..., 4:] = 0.2  # two 4x4 blocks: means 0.0 and 0.2
+    doubled = inputs * 2  # block contrast 0.4 instead of 0.2
+    # K = 2 blocks, one neighbouring pair counted from both sides: 2 * (0.4 - 0.2)^2 / 2
+    assert float(spatial_consistency_loss(doubled, inputs)) == pytest.approx(0.04)
+    assert float(spatial_consistency_loss(inputs + 0.3, inputs)) == pytest.approx(0.0, abs=1e-12)
+    assert float(spatial_consistency_loss(inputs, inputs)) == 0.0
+
+
+def test_illumination_smoothness_by_hand():
+    from enhancement.objectives import illumination_smoothness_loss
+
+    maps = torch.zeros(1, 6, 2, 2)  # two iterations of R, G, B maps
+    maps[0, 0] = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # one horizontal step in one map
+    # (|dx| + |dy|)^2 = 1 at the one pixel with both neighbours; summed over channels, / 2 iterations
+    assert float(illumination_smoothness_loss(maps)) == pytest.approx(0.5)
+    assert float(illumination_smoothness_loss(torch.full((1, 3, 5, 5), 0.7))) == 0.0
+
+
+def test_zero_dce_terms_need_their_inputs_and_reach_the_network():
+    objective = EnhancementObjective({"spatial": 1.0, "color": 0.5, "smooth": 20.0, "exposure": 1.0})
+    net = create_unet(width=4, depth=1, blocks=1, output="curves", curve_iterations=2)
+    x = torch.rand(2, 3, 16, 16) * 0.3
+    out, maps = net(x, return_maps=True)
+    assert maps.shape == (2, 6, 16, 16)
+    with pytest.raises(ValueError, match="the spatial term compares with the input, but no inputs were given"):
+        objective(out, maps=maps)
+    with pytest.raises(ValueError, match="the smooth term needs the network's output maps, but no maps were given"):
+        objective(out, inputs=x)
+    total, terms = objective(out, inputs=x, maps=maps)
+    assert set(terms) == {"spatial", "color", "smooth", "exposure"}
+    total.backward()
+    assert float(net.head.weight.grad.abs().sum()) > 0

@@ -216,10 +216,13 @@ def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
                 assert values[0] == pytest.approx(values[1], abs=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["paired", "unpaired", "denoise"])
+@pytest.mark.parametrize("mode", ["paired", "unpaired", "denoise", "zerodce"])
 def test_other_data_modes_train(assets, mode):
     out = assets["root"] / f"mode_{mode}"
-    if mode == "paired":
+    if mode == "zerodce":  # the Zero-DCE-style baseline: curves, the paper's four losses, unpaired
+        code = _train(assets, out, config="enhance_zerodce", data=assets["clean"], **{"train.steps": 2})
+        mode = "unpaired"
+    elif mode == "paired":
         code = _train(assets, out, data=assets["pairs"], **{"data.mode": "paired", "train.steps": 2})
     elif mode == "unpaired":
         config = str(REPO / "configs" / "enhance_lowlight_unpaired.yaml")
