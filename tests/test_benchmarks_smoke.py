@@ -202,3 +202,31 @@ def test_score_levels_edits_move_their_own_attribute(bench, tmp_path, capsys):
     assert "crop_sd" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench("score_levels").main(["--images", str(folder), "--max-side", "40", "--out", str(out)])
+
+
+def test_enhance_quality_judges_every_method_with_unoptimised_measures(bench, tmp_path, make_photo_dir):
+    """Pairs and dark sets from tiny photos; a tiny enhancer beside the baselines; every
+    measure present; the darkened input is darker and further from the reference than
+    the gamma baseline makes it."""
+    from enhancement.unet import UNet
+    from enhancement.weights import save_enhancer
+
+    photos = make_photo_dir(10, 200, 208)
+    enhancer = save_enhancer(UNet(width=4, depth=1, blocks=1, output="gain", gain_scale=4), tmp_path / "e.safetensors")
+    out = tmp_path / "eq"
+    assert bench("enhance_quality").main(["--photos", str(photos), "--dark", str(photos), "--enhancer",
+                                          f"tiny={enhancer}", "--limit", "2", "--strips", "1",
+                                          "--dark-max-luminance", "1.0", "--threads", "1", "--out", str(out)]) == 0
+    with open(out / "summary.csv") as f:
+        rows = {(r["set"], r["method"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {("pairs", m) for m in ("input", "gamma", "clahe", "tiny", "reference")} | \
+        {("dark", m) for m in ("input", "gamma", "clahe", "tiny")}
+    pairs_in, pairs_gamma = rows[("pairs", "input")], rows[("pairs", "gamma")]
+    assert float(pairs_in["luminance"]) < float(rows[("pairs", "reference")]["luminance"])
+    assert float(pairs_gamma["psnr"]) > float(pairs_in["psnr"])
+    assert rows[("pairs", "reference")]["psnr"] in ("", "nan") and rows[("dark", "input")]["psnr"] in ("", "nan")
+    assert all(rows[k][c] not in ("", "nan") for k in rows for c in ("niqe", "colourfulness", "detail", "attiqa_noisiness"))
+    assert (out / "strip_pairs.png").is_file() and (out / "strip_dark.png").is_file()
+    assert "attiqa mean*" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="--enhancer expects NAME=PATH, got 'oops'"):
+        bench("enhance_quality").main(["--photos", str(photos), "--enhancer", "oops", "--out", str(out)])
