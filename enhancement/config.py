@@ -117,7 +117,10 @@ class DataConfig:
     ``synthetic`` (clean photos in ``train_dir``, degraded on the fly as ``task`` says) or
     ``unpaired`` (low-light photos in ``train_dir``, no reference). ``--data DIR`` on the
     command line replaces ``train_dir``. Validation uses ``val_dir`` (same layout) or,
-    when it is empty, ``val_images`` files held out of ``train_dir``.
+    when it is empty, ``val_images`` files held out of ``train_dir``. ``exclude_every``
+    N > 0 never uses every N-th file of ``train_dir`` in sorted order (training or
+    validation): the hold-out rule of ``benchmarks/enhance_quality.py`` (and of
+    ``synthetic.holdout_every`` in pretraining), so its held-out images stay unseen.
     """
 
     mode: Literal["paired", "synthetic", "unpaired"] = "synthetic"
@@ -125,6 +128,7 @@ class DataConfig:
     train_dir: str = ""
     val_dir: str = ""
     val_images: int = 4
+    exclude_every: int = 0
     crop_size: int = 128
     max_side: Optional[int] = None
     flips: bool = True
@@ -140,6 +144,8 @@ class DataConfig:
             )
         if self.max_side is not None and self.max_side < self.crop_size:
             raise ValueError(f"data.max_side must be >= data.crop_size ({self.crop_size}), got {self.max_side}")
+        if self.exclude_every == 1 or self.exclude_every < 0:
+            raise ValueError(f"data.exclude_every must be 0 (off) or >= 2, got {self.exclude_every}")
         if self.val_images < 0 or self.num_workers < 0:
             raise ValueError(
                 f"data.val_images and data.num_workers must be >= 0, got {self.val_images} and {self.num_workers}"

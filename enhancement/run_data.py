@@ -19,7 +19,16 @@ from .config import MIN_CROP, EnhanceConfig
 from .data import EnhanceDataset, check_items, list_items, load_validation, split_random_holdout
 from .synthesis import synthesize_low_light, synthesize_noise
 
-__all__ = ["build_data"]
+__all__ = ["build_data", "exclude_every_nth"]
+
+
+def exclude_every_nth(items: List[Any], every: int) -> List[Any]:
+    """``items`` (paths, or ``(low, high)`` pairs ordered by the high image) in sorted order
+    without every ``every``-th one (0 = keep all): the benchmark's hold-out rule."""
+    if every == 0:
+        return list(items)
+    ordered = sorted(items, key=lambda it: str(it[1] if isinstance(it, tuple) else it))
+    return [it for i, it in enumerate(ordered) if i % every != every - 1]
 
 
 def _degrade_fn(cfg: EnhanceConfig):
@@ -41,7 +50,7 @@ def build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]]
     if not d.train_dir:
         raise ValueError("no training images: pass --data DIR or set data.train_dir")
     skipped: List[Tuple[Path, str]] = []
-    listed = list_items(d.train_dir, d.mode, skipped)
+    listed = exclude_every_nth(list_items(d.train_dir, d.mode, skipped), d.exclude_every)
     items, bad = check_items(listed, d.mode, min_side=d.crop_size, max_side=d.max_side)
     skipped += bad
     if not items:

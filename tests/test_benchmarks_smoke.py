@@ -230,3 +230,14 @@ def test_enhance_quality_judges_every_method_with_unoptimised_measures(bench, tm
     assert "attiqa mean*" in (out / "summary.md").read_text()
     with pytest.raises(SystemExit, match="--enhancer expects NAME=PATH, got 'oops'"):
         bench("enhance_quality").main(["--photos", str(photos), "--enhancer", "oops", "--out", str(out)])
+
+
+def test_an_enhancer_run_never_sees_the_benchmarks_held_out_images(bench, make_photo_dir):
+    from enhancement.run_data import exclude_every_nth
+
+    photos = make_photo_dir(11, 40, 40)
+    files = sorted(photos.glob("*.png"), reverse=True)  # any listing order
+    train_side, held = bench("_enhance_sets").holdout(files, 5)
+    kept = exclude_every_nth(files, 5)
+    assert sorted(kept) == sorted(train_side) and not set(kept) & set(held) and len(held) == 2
+    assert exclude_every_nth(files, 0) == files
