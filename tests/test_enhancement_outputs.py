@@ -123,3 +123,53 @@ def test_an_enhancer_saved_before_the_output_settings_loads_as_a_residual_one(tm
                               metadata={"unet": old, "training": {}})
     loaded = load_enhancer(path)
     assert loaded.output == "residual" and torch.equal(loaded(_photo()), net.eval()(_photo()))
+
+
+def _optimise_head(output: str, image: torch.Tensor, steps: int = 60) -> torch.Tensor:
+    """Adam on the head's maps alone (no network in between), asking the embedded
+    AttiqaLoss for everything at once: the strongest pull a generator can exert."""
+    from attiqa_loss import AttiqaLoss
+
+    loss_fn = AttiqaLoss()
+    g = torch.Generator().manual_seed(0)
+    maps = (1e-3 * torch.randn(1, 3 if output == "residual" else 1, *image.shape[-2:], generator=g)).requires_grad_(True)
+    opt = torch.optim.Adam([maps], lr=0.1)
+
+    def render():
+        if output == "residual":
+            return bounded_residual(image, torch.tanh(maps))
+        return apply_gain(image, maps, scale=8)
+
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(render()).backward()
+        opt.step()
+    return render().detach()
+
+
+def _local_structure(a: torch.Tensor, b: torch.Tensor, k: int = 7) -> float:
+    """Mean local correlation of two images' luminance in ``k`` x ``k`` windows (SSIM's
+    structure term): 1 when every window's pattern is kept, whatever its brightness."""
+    import torch.nn.functional as F
+
+    a, b = luminance(a), luminance(b)
+    mu_a, mu_b = F.avg_pool2d(a, k, 1), F.avg_pool2d(b, k, 1)
+    var_a, var_b = F.avg_pool2d(a * a, k, 1) - mu_a ** 2, F.avg_pool2d(b * b, k, 1) - mu_b ** 2
+    cov = F.avg_pool2d(a * b, k, 1) - mu_a * mu_b
+    c = 5e-5
+    return float(((cov + c) / ((var_a.clamp_min(0) * var_b.clamp_min(0)).sqrt() + c)).mean())
+
+
+def test_a_gain_output_keeps_the_inputs_structure_under_the_pull_of_attiqaloss():
+    """What unpaired training cannot lose with a gain map: pulled by AttiqaLoss alone, the
+    image gets brighter and keeps its structure (local correlation with the input, RMS
+    contrast at least 0.8x the input's); a free residual under the same pull repaints it
+    (measured here: local correlation 0.82 against 0.18)."""
+    from attiqa_loss.measures import rms_contrast
+
+    image = make_texture(96, 96, seed=3)[None] * 0.35
+    gain, residual = _optimise_head("gain", image), _optimise_head("residual", image)
+    assert float(luminance(gain).mean()) > 1.5 * float(luminance(image).mean())
+    assert float(rms_contrast(gain) / rms_contrast(image)) >= 0.8
+    kept, repainted = _local_structure(image, gain), _local_structure(image, residual)
+    assert kept > 0.7 and repainted < 0.5, (kept, repainted)
