@@ -11,6 +11,7 @@ are written here from the paper's definitions.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Dict, Optional, Tuple
 
 import kornia
@@ -264,8 +265,10 @@ class EnhancementObjective(nn.Module):
 
     def forward(
         self, output: torch.Tensor, target: Optional[torch.Tensor] = None, *, inputs: Optional[torch.Tensor] = None,
-        maps: Optional[torch.Tensor] = None,
+        maps: Optional[torch.Tensor] = None, timings: Optional[Dict[str, float]] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``(total, {term: value})``; ``timings``, when given, receives each term's forward
+        seconds (``benchmarks/enhance_step_profile.py``)."""
         if target is None and self.needs_target:
             used = [t for t in REFERENCE_TERMS if t in self.weights]
             raise ValueError(f"loss terms {used} compare with a target, but no target was given (unpaired data?)")
@@ -277,6 +280,11 @@ class EnhancementObjective(nn.Module):
         target = target.float() if target is not None else None
         inputs = inputs.float() if inputs is not None else None
         maps = maps.float() if maps is not None else None
-        terms = {name: self._term(name, output, target, inputs, maps).float() for name in self.weights}
+        terms = {}
+        for name in self.weights:
+            start = time.perf_counter() if timings is not None else 0.0
+            terms[name] = self._term(name, output, target, inputs, maps).float()
+            if timings is not None:
+                timings[name] = time.perf_counter() - start
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, terms

@@ -241,3 +241,12 @@ def test_an_enhancer_run_never_sees_the_benchmarks_held_out_images(bench, make_p
     kept = exclude_every_nth(files, 5)
     assert sorted(kept) == sorted(train_side) and not set(kept) & set(held) and len(held) == 2
     assert exclude_every_nth(files, 0) == files
+
+
+def test_enhance_step_profile_times_every_phase(bench, capsys):
+    assert bench("enhance_step_profile").main(["--steps", "3", "--val-every", "2", "--threads", "1",
+                                               "--set", "model.width=4", "--set", "data.crop_size=32"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("data", "forward", "loss/fidelity", "loss/attiqa", "backward", "step", "total", "validation pass"):
+        assert f"| {phase} |" in out
+    assert "of 3 steps took more than 3.0x the median step" in out
