@@ -75,12 +75,11 @@ class TrainingRun:
     def __enter__(self) -> "TrainingRun":
         self.dist = init_distributed(self.device_name)
         try:
-            if self.resume and self.dist.is_main:
-                self._rename_legacy_state()
             self._lock = prepare_run_dir(
                 self.out, command=self.command, run_files=self.run_files, state_name=STATE_NAME,
                 resume=self.resume, overwrite=self.overwrite, config=self.config, free_keys=self.free_keys,
-                is_main=self.dist.is_main, device=self.dist.device, defaults=self.defaults)
+                is_main=self.dist.is_main, device=self.dist.device, defaults=self.defaults,
+                legacy_state_names=self.legacy_state_names)
         except BaseException:
             cleanup_distributed()
             raise
@@ -93,17 +92,6 @@ class TrainingRun:
             self._lock.release()
             self._lock = None
         cleanup_distributed()
-
-    def _rename_legacy_state(self) -> None:
-        if self.state_path.exists():
-            return
-        for name in self.legacy_state_names:
-            old = self.out / name
-            if old.is_file():
-                old.rename(self.state_path)
-                print(f"{self.command}: renamed {old} to {self.state_path} (the resumable state's name since "
-                      "attiqa 0.2)", file=sys.stderr)
-                return
 
     def begin(self, *, map_location: Any = None, **objects: Any) -> int:
         """Call once the run is set up (data read, model built): on ``resume``, load

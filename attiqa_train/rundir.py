@@ -90,6 +90,7 @@ def prepare_run_dir(
     is_main: bool = True,
     device: Any = "cpu",
     defaults: Optional[Mapping[str, Any]] = None,
+    legacy_state_names: Sequence[str] = (),
 ) -> Optional[RunLock]:
     """Lock ``out`` for a training run and check that it may be used as asked.
 
@@ -107,6 +108,9 @@ def prepare_run_dir(
         free_keys: keys that do not change the result (``"val."`` = the whole section).
         defaults: the config's default values (nested like ``config``): a key missing
             from ``out/config.yaml`` (saved before the key existed) counts as its default.
+        legacy_state_names: earlier names of ``state_name``: on ``resume`` without
+            ``state_name``, the first of them present is renamed to it (under the lock,
+            said on stderr).
         is_main: rank 0 (the others only learn the verdict).
         device: where the verdict is exchanged under torchrun (the process group's device).
 
@@ -122,7 +126,7 @@ def prepare_run_dir(
     if is_main:
         try:
             lock = _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
-                          defaults)
+                          defaults, legacy_state_names)
         except RunFolderError as exc:
             error = exc
     _share_verdict(error, lock, out, device)
@@ -130,7 +134,7 @@ def prepare_run_dir(
 
 
 def _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
-           defaults=None) -> RunLock:
+           defaults=None, legacy_state_names=()) -> RunLock:
     if resume and overwrite:
         raise RunFolderError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     state = out / state_name
@@ -138,6 +142,12 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
         raise RunFolderError(f"--resume: no {state_what} at {state} (the folder does not exist)")
     lock = acquire_lock(out, command)
     try:
+        if resume and not state.exists():
+            for name in legacy_state_names:
+                if (out / name).is_file():
+                    (out / name).rename(state)
+                    _say(f"{command}: renamed {out / name} to {state} (the resumable state's current name)")
+                    break
         present = [name for name in run_files if (out / name).exists()]
         if resume:
             if not state.is_file():
