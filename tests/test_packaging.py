@@ -46,11 +46,10 @@ def _requirement_names(text: str) -> set:
     return names
 
 
-def _third_party_imports(package: str) -> set:
-    """Top-level names of every absolute import in ``package`` that is not stdlib or ours."""
-    ours = set(OUR_PACKAGES) | {"benchmarks"}
-    found = set()
-    for path in (ROOT / package).rglob("*.py"):
+def _absolute_imports(package: str):
+    """``(path, line, top-level name)`` of every absolute import in ``package`` (at any
+    depth: imports inside functions count too)."""
+    for path in sorted((ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -59,10 +58,14 @@ def _third_party_imports(package: str) -> set:
             else:
                 continue
             for name in names:
-                top = name.split(".")[0]
-                if top not in ours and top not in sys.stdlib_module_names and top != "__future__":
-                    found.add(top)
-    return found
+                yield path, node.lineno, name.split(".")[0]
+
+
+def _third_party_imports(package: str) -> set:
+    """Top-level names of every absolute import in ``package`` that is not stdlib or ours."""
+    ours = set(OUR_PACKAGES) | {"benchmarks"}
+    return {top for _, _, top in _absolute_imports(package)
+            if top not in ours and top not in sys.stdlib_module_names and top != "__future__"}
 
 
 def test_import_attiqa_loss_loads_no_training_package():
@@ -100,21 +103,11 @@ ALLOWED_IMPORTS = {
 
 
 def _our_imports(package: str) -> dict:
-    """``{our package: [file:line, ...]}`` of every import of another of our packages in
-    ``package`` (at any depth: imports inside functions count too)."""
+    """``{our package: [file:line, ...]}`` of every import of another of our packages in ``package``."""
     found: dict = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                if top in OUR_PACKAGES and top != package:
-                    found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    for path, line, top in _absolute_imports(package):
+        if top in OUR_PACKAGES and top != package:
+            found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{line}")
     return found
 
 
