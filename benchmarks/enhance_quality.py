@@ -6,7 +6,8 @@ real dark shots without) and measures each output with judges that no method opt
 PSNR and SSIM against the reference (pairs), NIQE (``attiqa_loss.measures``, Mittal et
 al. 2013, pristine model fitted on this project's photos: compare ranks, lower is
 better), colourfulness (Hasler and Suesstrunk), detail (Laplacian variance of the
-luminance), a noise estimate, mean luminance and the fraction of clipped pixels. The
+luminance), RMS contrast (structure kept?), a noise estimate, mean luminance and the
+fraction of clipped pixels. The
 attiqa scores (the embedded model) are listed beside them, marked ``*``: they are the
 judge that ``AttiqaLoss`` runs optimise, so they cannot settle a comparison.
 
@@ -37,7 +38,7 @@ from attiqa_loss import measures as m
 from benchmarks import _common as common
 from benchmarks._enhance_sets import BASELINES, load_set
 
-MEASURES = ("psnr", "ssim", "niqe", "colourfulness", "detail", "noise", "luminance", "clipped")
+MEASURES = ("psnr", "ssim", "niqe", "colourfulness", "detail", "contrast", "noise", "luminance", "clipped")
 COLUMNS = ("set", "method", "image", *MEASURES, *(f"attiqa_{a}" for a in ATTRIBUTES))
 
 
@@ -50,6 +51,7 @@ def measure(out: torch.Tensor, reference: Optional[torch.Tensor], quality: Attiq
         "niqe": float(m.niqe(x)[0]) if min(x.shape[-2:]) >= 192 else float("nan"),
         "colourfulness": float(m.colourfulness(x)[0]),
         "detail": float(m.laplacian_variance(x)[0]),
+        "contrast": float(m.rms_contrast(x)[0]),
         "noise": float(m.noise_sigma(x)[0]),
         "luminance": float(m.mean_luminance(x)[0]),
         "clipped": float(m.clipped_fraction(x)[0]),
@@ -101,7 +103,7 @@ def summarise(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
 
 def markdown(summary: List[Dict[str, object]]) -> str:
     head = ("| set | method | PSNR | SSIM | NIQE (lower better) | colourfulness | detail (Lap. var. x1e3) | "
-            "noise sigma x1e3 | mean luminance | clipped % | attiqa mean* |")
+            "RMS contrast | noise sigma x1e3 | mean luminance | clipped % | attiqa mean* |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def f(v, fmt):
@@ -111,6 +113,7 @@ def markdown(summary: List[Dict[str, object]]) -> str:
         attiqa = sum(float(r[f"attiqa_{a}"]) for a in ATTRIBUTES) / len(ATTRIBUTES)
         lines.append(f"| {r['set']} | {r['method']} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | "
                      f"{f(r['niqe'], '.2f')} | {f(r['colourfulness'] * 100, '.1f')} | {f(r['detail'] * 1e3, '.2f')} | "
+                     f"{f(r['contrast'], '.3f')} | "
                      f"{f(r['noise'] * 1e3, '.2f')} | {f(r['luminance'], '.3f')} | {f(r['clipped'] * 100, '.2f')} | "
                      f"{f(attiqa, '.3f')} |")
     return "\n".join(lines) + "\n\n*: the attiqa scores are what AttiqaLoss runs optimise: not a judge of them.\n"

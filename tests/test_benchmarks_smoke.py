@@ -225,7 +225,7 @@ def test_enhance_quality_judges_every_method_with_unoptimised_measures(bench, tm
     assert float(pairs_in["luminance"]) < float(rows[("pairs", "reference")]["luminance"])
     assert float(pairs_gamma["psnr"]) > float(pairs_in["psnr"])
     assert rows[("pairs", "reference")]["psnr"] in ("", "nan") and rows[("dark", "input")]["psnr"] in ("", "nan")
-    assert all(rows[k][c] not in ("", "nan") for k in rows for c in ("niqe", "colourfulness", "detail", "attiqa_noisiness"))
+    assert all(rows[k][c] not in ("", "nan") for k in rows for c in ("niqe", "colourfulness", "detail", "contrast", "attiqa_noisiness"))
     assert (out / "strip_pairs.png").is_file() and (out / "strip_dark.png").is_file()
     assert "attiqa mean*" in (out / "summary.md").read_text()
     with pytest.raises(SystemExit, match="--enhancer expects NAME=PATH, got 'oops'"):
