@@ -8,12 +8,12 @@ drawn from it (:class:`StepBatchSampler`), never from the global torch generator
 
 from __future__ import annotations
 
-from typing import Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["step_generator", "StepBatchSampler", "random_crop_box"]
+__all__ = ["step_generator", "StepBatchSampler", "random_crop_box", "split_every_nth"]
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -58,3 +58,17 @@ def random_crop_box(height: int, width: int, size: int, generator: torch.Generat
     top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
     return top, left
+
+
+def split_every_nth(items: Sequence[Any], every: int, key: Optional[Callable[[Any], Any]] = None) -> tuple:
+    """The project's one hold-out rule: sort ``items`` (by ``key``) and hold out every
+    ``every``-th. Returns ``(kept, held_out)``; ``every <= 0`` holds nothing out.
+
+    Pretraining (``synthetic.holdout_every``), the enhancer's ``data.exclude_every`` and
+    ``benchmarks/enhance_quality.py`` all use it, so the images one holds out are the
+    images the others never train on."""
+    items = sorted(items, key=key)
+    if every <= 0:
+        return list(items), []
+    return ([it for i, it in enumerate(items) if i % every != every - 1],
+            [it for i, it in enumerate(items) if i % every == every - 1])

@@ -1,7 +1,7 @@
 """The photos and baselines of ``benchmarks/enhance_quality.py``.
 
 Two held-out sets, each chosen by one fixed rule (every ``holdout_every``-th file in sorted
-order, as ``pretrain.synthetic.split_every_nth``), so a training run can leave them out:
+order, :func:`attiqa_train.sampling.split_every_nth`), so a training run can leave them out:
 
 - ``pairs``: clean photos darkened by :func:`camera_darken`, a camera-like pipeline that
   differs from the enhancer's training synthesis (``enhancement.synthesis``, which scales
@@ -25,14 +25,15 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 
 from attiqa_loss.io import list_images, read_image
+from attiqa_train.sampling import split_every_nth
 
 __all__ = ["holdout", "camera_darken", "BASELINES", "load_set"]
 
 
 def holdout(files: Sequence[Path], every: int) -> Tuple[List[Path], List[Path]]:
-    """``(training side, held out)``: every ``every``-th file of the sorted list is held out."""
-    files = sorted(files)
-    return [f for i, f in enumerate(files) if i % every != every - 1], files[every - 1 :: every]
+    """``(training side, held out)``: every ``every``-th file of the sorted list is held out
+    (:func:`attiqa_train.sampling.split_every_nth`, the rule training runs use)."""
+    return split_every_nth(files, every)
 
 
 def _to_linear(x: torch.Tensor) -> torch.Tensor:

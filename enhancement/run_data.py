@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from attiqa_loss.io import ImageListing
+from attiqa_train.sampling import split_every_nth
 
 from .config import MIN_CROP, EnhanceConfig
 from .data import EnhanceDataset, check_items, list_items, load_validation, split_random_holdout
@@ -27,8 +28,7 @@ def exclude_every_nth(items: List[Any], every: int) -> List[Any]:
     without every ``every``-th one (0 = keep all): the benchmark's hold-out rule."""
     if every == 0:
         return list(items)
-    ordered = sorted(items, key=lambda it: str(it[1] if isinstance(it, tuple) else it))
-    return [it for i, it in enumerate(ordered) if i % every != every - 1]
+    return split_every_nth(items, every, key=lambda it: str(it[1] if isinstance(it, tuple) else it))[0]
 
 
 def _degrade_fn(cfg: EnhanceConfig):

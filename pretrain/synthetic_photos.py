@@ -16,21 +16,9 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from attiqa_loss.io import read_image
+from attiqa_train.sampling import split_every_nth  # re-exported: the hold-out rule lives there
 
 __all__ = ["check_photos", "load_photos", "split_every_nth"]
-
-
-def split_every_nth(files: Sequence[Path], every: int) -> tuple:
-    """Deterministic split of a sorted file list: every ``every``-th file is held out.
-
-    Returns ``(train_files, heldout_files)``; ``every <= 0`` holds nothing out.
-    """
-    files = sorted(files)
-    if every <= 0:
-        return list(files), []
-    held = [f for i, f in enumerate(files) if i % every == every - 1]
-    train = [f for i, f in enumerate(files) if i % every != every - 1]
-    return train, held
 
 
 def check_photos(
