@@ -25,6 +25,11 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   The perturbed image joins its group with the label of its start (an image optimised
   for a score keeps the label it had), and :func:`no_gain_loss` forbids any of its
   five scores to rise above the unperturbed image's.
+- **Input-gradient penalty** (``sensitivity``, :func:`sensitivity_penalty`): for some
+  images of the synthetic groups, the gain a perturbation of radius ``sensitivity_eps``
+  earns to first order (``eps * ||d score / d x||_1``, Ross & Doshi-Velez 2018 penalise
+  the input gradient's norm) may not exceed ``sensitivity_margin``. Unlike the twins it
+  pushes no score up or down, only flattens the score around each image.
 
 This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
 the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
@@ -39,11 +44,11 @@ from dataclasses import dataclass
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
 from .hardening_terms import (adversarial_twins, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
-                              frozen_batchnorm, no_gain_loss)
+                              first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
 
 __all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
-           "edge_invariance_loss", "edge_ranking_loss", "frozen_batchnorm", "no_gain_loss", "sample_anchors",
-           "sample_edge_pairs"]
+           "edge_invariance_loss", "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss",
+           "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
 
 
 @dataclass
@@ -84,23 +89,36 @@ class HardeningConfig:
     #: flat-field anchors also get the positive labels: bright ones brightness 1,
     #: saturated ones colourfulness 1 (thresholds ``BRIGHT``, ``SATURATED``)
     full_labels: bool = False
+    #: images per step (graded levels of the synthetic groups, else CLIP crops) whose
+    #: first-order attack gain is penalised (input-gradient penalty; a double backward)
+    sensitivity: int = 0
+    #: weight of that penalty
+    sensitivity_weight: float = 1.0
+    #: the attack radius it is measured at, in 1/255 units
+    sensitivity_eps: float = 4.0
+    #: first-order gain (score units) allowed before the penalty starts
+    sensitivity_margin: float = 0.05
 
 
 def check_hardening(h: HardeningConfig, batch: int) -> None:
     """Raise ``ValueError`` naming the key and value of an invalid setting (``batch``: the batch size)."""
-    for key in ("anchors", "adversarial", "edge_pairs", "large_anchors"):
+    for key in ("anchors", "adversarial", "edge_pairs", "large_anchors", "sensitivity"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
     if h.adversarial > batch:
         raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
-    if not 0 < h.adv_eps <= 255:
-        raise ValueError(f"hardening.adv_eps must be in (0, 255] (1/255 units), got {h.adv_eps}")
+    if h.sensitivity > batch:
+        raise ValueError(f"hardening.sensitivity must be <= train.batch_size ({batch}), got {h.sensitivity}")
+    for key in ("adv_eps", "sensitivity_eps"):
+        if not 0 < getattr(h, key) <= 255:
+            raise ValueError(f"hardening.{key} must be in (0, 255] (1/255 units), got {getattr(h, key)}")
     if h.large_anchor_size < 32:
         raise ValueError(f"hardening.large_anchor_size must be >= 32 (pixels), got {h.large_anchor_size}")
     if h.adv_steps < 1:
         raise ValueError(f"hardening.adv_steps must be >= 1, got {h.adv_steps}")
     if not 0 <= h.adv_target_prob <= 1:
         raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
-    for key in ("anchor_weight", "no_gain", "edge_invariance", "edge_margin"):
+    for key in ("anchor_weight", "no_gain", "edge_invariance", "edge_margin", "sensitivity_weight",
+                "sensitivity_margin"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")

@@ -6,7 +6,10 @@ The edge-pair terms (:func:`edge_ranking_loss` on the sharpness logits,
 steps on the input only; :func:`adversarial_twins`: which images get a twin, which
 attribute it attacks and at what radius, drawn from the generator passed in) and the
 term that forbids a twin's scores to rise (:func:`no_gain_loss`); and
-:func:`frozen_batchnorm`, BatchNorm in eval mode for the large anchors' forward pass.
+:func:`frozen_batchnorm`, BatchNorm in eval mode for the large anchors' forward pass;
+and the input-gradient penalty (:func:`first_order_gain`, :func:`sensitivity_penalty`):
+the gain an L-infinity perturbation of radius eps earns to first order,
+``eps * ||d score / d x||_1``, made differentiable in the parameters (double backward).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "frozen_batchnorm",
-           "no_gain_loss"]
+__all__ = ["adversarial_twins", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+           "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
 
 
 def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -118,12 +121,53 @@ def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, tar
     Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
     (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
     from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device)``."""
-    n = min(h.adversarial, len(candidates))
-    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
-    own = torch.rand(n, generator=g) < h.adv_target_prob
-    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
-    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
+    pick, attr = _pick_attacked(h, h.adversarial, targets, candidates, g)
+    n = len(pick)
     eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
     return pick, twins
+
+
+def _pick_attacked(h: HardeningConfig, n_wanted: int, targets: Optional[torch.Tensor], candidates: List[int],
+                   g: torch.Generator):
+    """Which ``candidates`` are attacked and along which attribute (``adv_target_prob`` of
+    them along their ``targets`` entry, the rest along a random one)."""
+    n = min(n_wanted, len(candidates))
+    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
+    own = torch.rand(n, generator=g) < h.adv_target_prob
+    random_attr = torch.randint(len(ATTRIBUTES), (n,), generator=g)
+    attr = torch.where(own, targets[pick], random_attr) if targets is not None else random_attr
+    return pick, attr
+
+
+def first_order_gain(net: nn.Module, images: torch.Tensor, attribute: torch.Tensor, eps: float) -> torch.Tensor:
+    """``eps * ||d sigmoid(logit_a) / d x||_1`` per image: what the best L-infinity
+    perturbation of radius ``eps`` raises score ``a`` by, to first order (a one-step
+    sign attack earns exactly this on a locally linear model).
+
+    Differentiable in ``net``'s parameters (the input gradient is built with
+    ``create_graph=True``), so it can be trained down (double backward). ``net`` maps
+    images to logits ``(B, 5)``; ``attribute`` ``(B,)`` indexes the score.
+
+    Shape: images ``(B, 3, H, W)``, attribute ``(B,)`` -> ``(B,)``.
+    """
+    x = images.detach().requires_grad_(True)
+    scores = torch.sigmoid(net(x).float())
+    chosen = scores.gather(1, attribute.view(-1, 1).to(scores.device)).sum()
+    (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
+    return eps * grad.abs().flatten(1).sum(1)
+
+
+def sensitivity_penalty(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
+                        candidates: List[int], g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The input-gradient penalty of ``h.sensitivity`` of ``candidates`` (indices into ``x``):
+    mean of ``relu(first_order_gain - h.sensitivity_margin)`` at radius ``h.sensitivity_eps / 255``,
+    the attribute chosen as for the twins (``adv_target_prob``). BatchNorm runs on its
+    running statistics (:func:`frozen_batchnorm`), as an attack at inference sees it.
+
+    Shape: x ``(N, 3, H, W)`` -> scalar."""
+    pick, attr = _pick_attacked(h, h.sensitivity, targets, candidates, g)
+    with frozen_batchnorm(plain):
+        gain = first_order_gain(plain, x[pick].to(device), attr, h.sensitivity_eps / 255)
+    return F.relu(gain - h.sensitivity_margin).mean()

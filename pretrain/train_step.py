@@ -8,7 +8,7 @@ Batch layout: the synthetic groups (graded levels + one overlapping crop each), 
 adversarial twins (hardening, off by default), then CLIP-labelled crops, all ranked;
 after them the anchors and edge pairs of the hardening (outside the ranking), scored in
 the same forward pass. Large anchors (another size) get a second pass with BatchNorm on
-its running statistics.
+its running statistics, and so does the input-gradient penalty (a double backward).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from attiqa_train.optim import autocast
 from attiqa_train.sampling import step_generator
 
 from .hardening import (HardeningConfig, adversarial_twins, edge_invariance_loss, edge_ranking_loss, frozen_batchnorm,
-                        no_gain_loss, sample_anchors, sample_edge_pairs)
+                        no_gain_loss, sample_anchors, sample_edge_pairs, sensitivity_penalty)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .teachers import ClipLabelled
 from .train_config import RankingLossConfig
@@ -65,7 +65,8 @@ class PretrainStep:
         self.weights = {"ranking": loss.ranking, "calibration": loss.calibration, "consistency": loss.consistency,
                         "specificity": loss.specificity, "anchor": hard.anchor_weight,
                         "anchor_large": hard.anchor_weight, "edge": hard.anchor_weight,
-                        "edge_invariance": hard.edge_invariance, "no_gain": hard.no_gain}
+                        "edge_invariance": hard.edge_invariance, "no_gain": hard.no_gain,
+                        "sensitivity": hard.sensitivity_weight}
         #: images scored so far (for the images/s figure)
         self.seen = 0
 
@@ -84,12 +85,13 @@ class PretrainStep:
         # Adversarial twins follow the synthetic images (and share their groups, labels
         # and targets: specificity covers them); anchors and edge pairs come last, outside the ranking.
         pick = None
+        if synthetic is not None:  # one of the graded levels of each group, never the pair crop
+            gs = synthetic.group_size
+            candidates = [i for i in range(len(b.labels)) if i % gs < gs - 1]
+        else:
+            candidates = list(range(self.n_clip))
+        sens_x, sens_target = (torch.cat(images), target) if hard.sensitivity > 0 else (None, None)
         if hard.adversarial > 0:
-            if synthetic is not None:  # one of the graded levels of each group, never the pair crop
-                gs = synthetic.group_size
-                candidates = [i for i in range(len(b.labels)) if i % gs < gs - 1]
-            else:
-                candidates = list(range(self.n_clip))
             src_x, src_y, src_g = torch.cat(images), torch.cat(labels), torch.cat(groups)
             pick, twins = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device, self.bf16)
             at = 1 if synthetic is not None else len(images)
@@ -143,6 +145,10 @@ class PretrainStep:
             with frozen_batchnorm(self.plain), autocast(self.bf16, device):
                 large_logits = self.plain(large_x.to(device, non_blocking=True))
             terms["anchor_large"] = calibration_loss(large_logits.float(), large_y.to(device))
+        if hard.sensitivity > 0:  # drawn last (after the large anchors): the other draws are unchanged
+            # Through ``plain`` with BatchNorm on its running statistics, as the large anchors.
+            with autocast(self.bf16, device):
+                terms["sensitivity"] = sensitivity_penalty(self.plain, hard, sens_x, sens_target, candidates, g, device)
         loss = sum(self.weights[k] * v for k, v in terms.items())
         self.seen += len(x)
         return loss, terms

@@ -340,6 +340,52 @@ def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_al
     assert (recorded["large_anchors"], recorded["large_anchor_size"], recorded["full_labels"]) == (2, 64, True)
 
 
+def test_sensitivity_penalty_trains_after_every_other_draw(photo_dir, tmp_path, monkeypatch):
+    """The input-gradient penalty is drawn after everything else (the batch is the same
+    with it), runs with BatchNorm on its running statistics, is learnt and logged as
+    loss/sensitivity (margin 0: any gain counts); with margin 1 (no first-order gain of a
+    score can exceed it) it is exactly 0 and changes nothing."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import attiqa_train.loop as loop_module
+    import pretrain.hardening_terms as terms_module
+    import pretrain.train_step as train_module
+
+    states, values = {}, []
+    real_save, real_penalty, real_gain = loop_module.save_state, train_module.sensitivity_penalty, terms_module.first_order_gain
+
+    def keep(path, *, step, **objects):
+        real_save(path, step=step, **objects)
+        states[(path.parent.name, step)] = {k: v.clone() for k, v in objects["model"].state_dict().items()}
+
+    def penalty(plain, h, *args):
+        values.append(real_penalty(plain, h, *args))
+        assert all(m.training for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))  # restored
+        return values[-1]
+
+    def gain(net, *args):
+        assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        return real_gain(net, *args)
+
+    monkeypatch.setattr(loop_module, "save_state", keep)
+    monkeypatch.setattr(terms_module, "first_order_gain", gain)
+    monkeypatch.setattr(train_module, "sensitivity_penalty", penalty)
+    train(_cfg(photo_dir, 1, **{"train.state_every": 1}), tmp_path / "plain", progress=False)
+    train(_cfg(photo_dir, 1, **{"train.state_every": 1, "hardening.sensitivity": 3,
+                                "hardening.sensitivity_margin": 0.0}), tmp_path / "sens", progress=False)
+    train(_cfg(photo_dir, 1, **{"train.state_every": 1, "hardening.sensitivity": 3,
+                                "hardening.sensitivity_margin": 1.0}), tmp_path / "off", progress=False)
+    plain, sens, off = states[("plain", 1)], states[("sens", 1)], states[("off", 1)]
+    stats = [k for k in plain if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(plain[k], sens[k]) for k in stats)  # the same batch, nothing else counted
+    assert float(values[0]) > 0 and float(values[1]) == 0
+    assert any(not torch.equal(plain[k], sens[k]) for k in plain if k not in stats)  # the penalty was learnt
+    assert all(torch.equal(plain[k], off[k]) for k in plain)  # a zero penalty changes nothing
+    acc = EventAccumulator(str(tmp_path / "sens" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/sensitivity")] == [1]
+
+
 def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, tmp_path):
     """A run folder whose config.yaml predates ``large_anchors``, ``large_anchor_size`` and
     ``full_labels`` resumes (missing keys are their defaults, which train as before); a
@@ -375,6 +421,9 @@ def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, 
     ("hardening.large_anchors", -1, "hardening.large_anchors must be >= 0, got -1"),
     ("hardening.large_anchor_size", 16, r"hardening.large_anchor_size must be >= 32 \(pixels\), got 16"),
     ("model.aa_layer", "max", "model.aa_layer must be null, 'avg' or 'blur', got 'max'"),
+    ("hardening.sensitivity", 9, r"hardening.sensitivity must be <= train.batch_size \(8\), got 9"),
+    ("hardening.sensitivity_eps", 300, r"hardening.sensitivity_eps must be in \(0, 255\] \(1/255 units\), got 300"),
+    ("hardening.sensitivity_margin", -0.1, "hardening.sensitivity_margin must be >= 0, got -0.1"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
     with pytest.raises(ValueError, match=message):
