@@ -46,7 +46,8 @@ class UNetConfig:
     ``residual`` (a bounded residual), ``curves`` (``curve_iterations`` Zero-DCE-style
     curves per pixel and channel) or ``gain`` (one smooth, edge-aware exposure gain per
     pixel on ``gain_scale``-pixel blocks, within ``[1/gain_max, gain_max]``, plus a residual
-    of amplitude ``gain_residual`` when > 0)."""
+    of amplitude ``gain_residual`` when > 0; ``gain_param``: ``log``, the head's channel is
+    the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``)."""
 
     width: int = 32
     depth: int = 3
@@ -57,6 +58,7 @@ class UNetConfig:
     gain_scale: int = 8
     gain_max: float = 16.0
     gain_residual: float = 0.0
+    gain_param: Literal["log", "tanh"] = "log"
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "blocks", "max_width", "curve_iterations", "gain_scale"):

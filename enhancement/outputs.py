@@ -18,7 +18,11 @@ gradient), and the identity when the head's output is zero (the network starts t
   ``scale`` x ``scale`` blocks, then brought back to full resolution with a fast
   guided filter (He and Sun, 2015) steered by the input's luminance, so it can follow
   the input's edges (no halos) but cannot add structure of its own: a flat input
-  gives a flat output.
+  gives a flat output. The log-gain is the head's output itself (``gain_param="log"``,
+  clamped to ``+-log(gain_max)`` with the gradient passed straight through), so it never
+  loses its gradient;
+  ``"tanh"`` (``log(gain_max) * tanh(logit)``, the first version) flattens near the
+  bound and a run that pushes every pixel there stays stuck at ``gain_max``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import torch.nn.functional as F
 
 from attiqa_loss.measures import luminance
 
-__all__ = ["OUTPUTS", "head_channels", "bounded_residual", "apply_curves", "exposure_curve", "guided_upsample",
+__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "log_gain", "bounded_residual", "apply_curves", "exposure_curve", "guided_upsample",
            "apply_gain"]
 
 #: The output formulations.
 OUTPUTS = ("residual", "curves", "gain")
+#: How the gain head's channel becomes a log-gain (:func:`apply_gain`).
+GAIN_PARAMS = ("log", "tanh")
 
 
 def head_channels(output: str, curve_iterations: int = 8, gain_residual: float = 0.0) -> int:
@@ -122,8 +128,24 @@ def guided_upsample(source_low: torch.Tensor, guide_low: torch.Tensor, guide: to
     return a * guide + b
 
 
+def log_gain(logit: torch.Tensor, gain_max: float, gain_param: str = "log") -> torch.Tensor:
+    """The log-gain of the head's gain channel, within ``+-log(gain_max)``.
+
+    ``"log"``: the logit itself, clamped to the cap in the forward pass, with the
+    gradient passed straight through (slope 1 everywhere: a pixel pushed past the cap still
+    hears a loss that wants it darker, so nothing sticks there); ``"tanh"``:
+    ``log(gain_max) * tanh(logit)`` (slope ``log(gain_max)`` at 0, vanishing near the
+    bound). Shape-preserving."""
+    bound = math.log(gain_max)
+    if gain_param == "log":
+        return logit - (logit - logit.clamp(-bound, bound)).detach()
+    if gain_param == "tanh":
+        return bound * torch.tanh(logit)
+    raise ValueError(f"gain_param must be one of {list(GAIN_PARAMS)}, got {gain_param!r}")
+
+
 def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain_max: float = 16.0,
-               residual: float = 0.0) -> torch.Tensor:
+               residual: float = 0.0, gain_param: str = "log") -> torch.Tensor:
     """The ``gain`` output (see the module docstring).
 
     Args:
@@ -131,7 +153,8 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
         head: ``(B, 1 or 4, H, W)``: channel 0 the log-gain logits; channels 1-3 a
             residual used when ``residual > 0``.
         scale: block size of the low-resolution gain map (1 = full resolution).
-        gain_max: the gain lies in ``[1 / gain_max, gain_max]`` (``exp(log(gain_max) * tanh)``).
+        gain_max: the gain lies in ``[1 / gain_max, gain_max]``.
+        gain_param: ``"log"`` or ``"tanh"``: how channel 0 becomes the log-gain (:func:`log_gain`).
         residual: amplitude of an extra :func:`bounded_residual` (``residual * tanh``) for
             what a gain cannot do (noise); 0 = none.
 
@@ -147,7 +170,7 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
         logit_low = F.adaptive_avg_pool2d(logit, size)
         guide_low = F.adaptive_avg_pool2d(guide, size)
         logit = guided_upsample(logit_low, guide_low, guide)
-    gain = torch.exp(math.log(gain_max) * torch.tanh(logit))
+    gain = torch.exp(log_gain(logit, gain_max, gain_param))
     value = images.amax(dim=1, keepdim=True)
     out = images * (gain / (1 + (gain - 1) * value))  # = images * f(v) / v, also at v = 0
     if residual > 0:

@@ -3,6 +3,7 @@ layer is turned into the image by one of the formulations of :mod:`enhancement.o
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 
 from attiqa_loss.checks import check_images
 
-from .outputs import OUTPUTS, apply_curves, apply_gain, bounded_residual, head_channels
+from .outputs import GAIN_PARAMS, OUTPUTS, apply_curves, apply_gain, bounded_residual, head_channels, log_gain
 
 __all__ = ["UNet", "create_unet", "bounded_residual"]
 
@@ -43,6 +44,8 @@ class UNet(nn.Module):
         curve_iterations: curves applied one after another (``curves``).
         gain_scale, gain_max, gain_residual: block size and range of the gain map, and
             the amplitude of its optional extra residual (``gain``; see :func:`apply_gain`).
+        gain_param: ``"log"`` (the head's channel is the log-gain) or ``"tanh"`` (the
+            first version, which saturates at ``gain_max``; files without the key use it).
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], any ``H, W >= 1``.
@@ -56,7 +59,7 @@ class UNet(nn.Module):
 
     def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256,
                  output: str = "residual", curve_iterations: int = 8, gain_scale: int = 8, gain_max: float = 16.0,
-                 gain_residual: float = 0.0) -> None:
+                 gain_residual: float = 0.0, gain_param: str = "log") -> None:
         super().__init__()
         if min(width, depth, blocks, max_width) < 1:
             raise ValueError(
@@ -64,12 +67,15 @@ class UNet(nn.Module):
             )
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+        if gain_param not in GAIN_PARAMS:
+            raise ValueError(f"gain_param must be one of {list(GAIN_PARAMS)}, got {gain_param!r}")
         if curve_iterations < 1 or gain_scale < 1 or not gain_max > 1 or not 0 <= gain_residual < 1:
             raise ValueError("need curve_iterations >= 1, gain_scale >= 1, gain_max > 1 and 0 <= gain_residual < 1, "
                              f"got {curve_iterations}, {gain_scale}, {gain_max}, {gain_residual}")
         self.width, self.depth, self.blocks, self.max_width = width, depth, blocks, max_width
         self.output, self.curve_iterations = output, curve_iterations
         self.gain_scale, self.gain_max, self.gain_residual = gain_scale, float(gain_max), float(gain_residual)
+        self.gain_param = gain_param
         widths = [min(width * 2**i, max_width) for i in range(depth + 1)]
         self.stem = _conv_block(3, widths[0], blocks)
         self.down = nn.ModuleList(
@@ -92,12 +98,12 @@ class UNet(nn.Module):
         """Constructor arguments (stored beside exported weights)."""
         return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width,
                 "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
-                "gain_max": self.gain_max, "gain_residual": self.gain_residual}
+                "gain_max": self.gain_max, "gain_residual": self.gain_residual, "gain_param": self.gain_param}
 
     def forward(self, images: torch.Tensor, *, check: bool = True, return_maps: bool = False):
         """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]; with
-        ``return_maps``, ``(enhanced, maps)``: the head's maps after ``tanh`` (the curve
-        parameters of ``curves``, the gain logits' ``tanh`` of ``gain``), for regularisers."""
+        ``return_maps``, ``(enhanced, maps)``: the head's maps in [-1, 1] (the curve
+        parameters of ``curves``, the log-gain over ``log(gain_max)`` of ``gain``), for regularisers."""
         if check:
             check_images(images, min_size=1)
         h, w = images.shape[-2:]
@@ -120,11 +126,14 @@ class UNet(nn.Module):
             out = apply_curves(images, torch.tanh(head.float())).to(images.dtype)
         elif self.output == "gain":
             out = apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
-                             residual=self.gain_residual).to(images.dtype)
+                             residual=self.gain_residual, gain_param=self.gain_param).to(images.dtype)
         else:
             out = bounded_residual(images, torch.tanh(head).to(images.dtype))
         if return_maps:
-            return out, torch.tanh(head.float()[:, :1] if self.output == "gain" else head.float())
+            if self.output == "gain":  # the log-gain over its bound, in [-1, 1] (tanh(logit) for "tanh")
+                bound = math.log(self.gain_max)
+                return out, log_gain(head.float()[:, :1], self.gain_max, self.gain_param) / bound
+            return out, torch.tanh(head.float())
         return out
 
 

@@ -68,6 +68,8 @@ def load_enhancer(run_or_file: PathLike, *, map_location: Union[str, torch.devic
     state, meta = read_weights_file(path, format=ENHANCER_FORMAT, version=ENHANCER_FORMAT_VERSION,
                                     what="an attiqa enhancer", noun="enhancer weights")
     config = json_metadata(path, meta, "unet")["unet"]
+    if isinstance(config, dict) and config.get("output") == "gain":
+        config.setdefault("gain_param", "tanh")  # written before the key existed: the first parametrisation
     try:
         model = UNet(**config)
     except (TypeError, ValueError) as exc:

@@ -59,14 +59,33 @@ def test_exposure_curve_is_bounded_keeps_black_and_white_and_has_slope_gain_at_b
 def test_the_gain_output_keeps_hue_and_saturation_exactly():
     x = torch.tensor([0.02, 0.04, 0.01]).view(1, 3, 1, 1).expand(1, 3, 16, 16).contiguous()
     head = torch.full((1, 1, 16, 16), 2.0)
-    y = apply_gain(x, head, scale=4, gain_max=16.0)
-    gain = math.exp(math.log(16.0) * math.tanh(2.0))
-    assert float(y[0, 1, 5, 5]) > 5 * float(x[0, 1, 5, 5])  # much brighter
-    assert torch.allclose(x[0, :, 5, 5] / x[0, 1, 5, 5], y[0, :, 5, 5] / y[0, 1, 5, 5], rtol=1e-5)  # R:G:B kept
-    # the largest channel follows the exposure curve; nothing passes 1 even at full gain
-    assert float(y[0, 1, 5, 5]) == pytest.approx(float(exposure_curve(torch.tensor(0.04), torch.tensor(gain))))
+    for param, gain in (("log", math.exp(2.0)), ("tanh", math.exp(math.log(16.0) * math.tanh(2.0)))):
+        y = apply_gain(x, head, scale=4, gain_max=16.0, gain_param=param)
+        assert float(y[0, 1, 5, 5]) > 5 * float(x[0, 1, 5, 5])  # much brighter
+        assert torch.allclose(x[0, :, 5, 5] / x[0, 1, 5, 5], y[0, :, 5, 5] / y[0, 1, 5, 5], rtol=1e-5)  # R:G:B kept
+        # the largest channel follows the exposure curve; nothing passes 1 even at full gain
+        assert float(y[0, 1, 5, 5]) == pytest.approx(float(exposure_curve(torch.tensor(0.04), torch.tensor(gain))))
     bright = apply_gain(torch.rand(1, 3, 16, 16), torch.full((1, 1, 16, 16), 9.0), scale=1)
     assert float(bright.max()) <= 1.0 + 1e-6
+
+
+def test_the_log_gain_keeps_its_gradient_up_to_the_cap_where_tanh_loses_it():
+    """Why ``gain_param: log``: with ``tanh`` a head pushed near the bound (tanh > 0.99)
+    gets almost no gradient back (runs stuck at gain_max); the log-gain passes its
+    gradient straight through the cap, which is ``gain_max`` for both."""
+    from enhancement.outputs import log_gain
+
+    bound = math.log(16.0)
+    near = torch.tensor([0.5, 2.7, 9.0], requires_grad=True)  # below the cap (log 16 = 2.77) and past it
+    log_gain(near, 16.0, "log").sum().backward()
+    assert near.grad.tolist() == [1.0, 1.0, 1.0]  # past the cap too: straight through
+    far = torch.tensor([3.0], requires_grad=True)  # tanh(3.0) = 0.995
+    log_gain(far, 16.0, "tanh").sum().backward()
+    assert float(far.grad) < 0.03 * bound
+    assert float(log_gain(torch.tensor(50.0), 16.0, "log")) == pytest.approx(bound)
+    assert float(log_gain(torch.tensor(50.0), 16.0, "tanh")) == pytest.approx(bound)
+    with pytest.raises(ValueError, match=r"gain_param must be one of \['log', 'tanh'\], got 'exp'"):
+        log_gain(near, 16.0, "exp")
 
 
 def test_a_gain_map_cannot_paint_structure_on_a_flat_field():
@@ -102,11 +121,36 @@ def test_a_gain_enhancer_saves_and_loads_with_its_output_settings(tmp_path):
     assert torch.equal(loaded(x), net.eval()(x))
 
 
+def test_a_gain_file_written_before_gain_param_existed_loads_with_the_tanh_parametrisation(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    torch.manual_seed(2)
+    net = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=2, gain_param="tanh")
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.5)
+    path = save_enhancer(net, tmp_path / "new.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    unet = json.loads(meta["unet"])
+    del unet["gain_param"]
+    meta["unet"] = json.dumps(unet)
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    old = load_enhancer(tmp_path / "old.safetensors")
+    assert old.gain_param == "tanh"
+    x = _photo(2)
+    assert torch.equal(old(x), net.eval()(x))
+
+
 def test_bad_output_settings_are_refused():
     with pytest.raises(ValueError, match=r"output must be one of \['residual', 'curves', 'gain'\], got 'lut'"):
         UNet(output="lut")
     with pytest.raises(ValueError, match="need curve_iterations >= 1, gain_scale >= 1, gain_max > 1"):
         UNet(output="gain", gain_max=1.0)
+    with pytest.raises(ValueError, match=r"gain_param must be one of \['log', 'tanh'\], got 'sigmoid'"):
+        UNet(output="gain", gain_param="sigmoid")
 
 
 def test_luminance_guide_shape():

@@ -75,7 +75,8 @@ def test_enhancer_round_trip_without_pickle(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     assert json.loads(meta["unet"]) == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256, "output": "residual",
-                                        "curve_iterations": 8, "gain_scale": 8, "gain_max": 16.0, "gain_residual": 0.0}
+                                        "curve_iterations": 8, "gain_scale": 8, "gain_max": 16.0, "gain_residual": 0.0,
+                                        "gain_param": "log"}
     loaded = load_enhancer(tmp_path)  # a run folder works as well as the file
     training = loaded.training_info
     assert training == {"steps": 3}
