@@ -161,7 +161,6 @@ def _label_files(files, out_dir, teacher, prompt_set, *, shard_size, batch_size,
     num_shards = plan["num_shards"]
     mine = [k for k in range(num_shards) if k % info.world_size == info.rank]
     pending = [k for k in mine if not shard_path(out_dir, k).is_file()]
-    resumed = len(mine) - len(pending)
 
     items: List[str] = []
     batches: List[List[int]] = []
