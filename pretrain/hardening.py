@@ -26,10 +26,12 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   for a score keeps the label it had), and :func:`no_gain_loss` forbids any of its
   five scores to rise above the unperturbed image's.
 - **Input-gradient penalty** (``sensitivity``, :func:`sensitivity_penalty`): for some
-  images of the synthetic groups, the gain a perturbation of radius ``sensitivity_eps``
-  earns to first order (``eps * ||d score / d x||_1``, Ross & Doshi-Velez 2018 penalise
-  the input gradient's norm) may not exceed ``sensitivity_margin``. Unlike the twins it
-  pushes no score up or down, only flattens the score around each image.
+  images of the synthetic groups, the logit gain a perturbation of radius
+  ``sensitivity_eps`` earns to first order (``eps * ||d logit / d x||_1``, Ross &
+  Doshi-Velez 2018 penalise the input gradient's norm) may not exceed
+  ``sensitivity_margin``. Unlike the twins it pushes no score up or down, only flattens
+  the logits around each image. (On the scores instead, the network met the penalty by
+  saturating the sigmoid: every score 0 or 1.)
 
 This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
 the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
@@ -96,8 +98,9 @@ class HardeningConfig:
     sensitivity_weight: float = 1.0
     #: the attack radius it is measured at, in 1/255 units
     sensitivity_eps: float = 4.0
-    #: first-order gain (score units) allowed before the penalty starts
-    sensitivity_margin: float = 0.05
+    #: first-order logit gain allowed before the penalty starts (a score moves at most a
+    #: quarter of its logit: the sigmoid's largest slope)
+    sensitivity_margin: float = 0.25
 
 
 def check_hardening(h: HardeningConfig, batch: int) -> None:

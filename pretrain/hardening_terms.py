@@ -9,7 +9,7 @@ term that forbids a twin's scores to rise (:func:`no_gain_loss`); and
 :func:`frozen_batchnorm`, BatchNorm in eval mode for the large anchors' forward pass;
 and the input-gradient penalty (:func:`first_order_gain`, :func:`sensitivity_penalty`):
 the gain an L-infinity perturbation of radius eps earns to first order,
-``eps * ||d score / d x||_1``, made differentiable in the parameters (double backward).
+``eps * ||d logit / d x||_1``, made differentiable in the parameters (double backward).
 """
 
 from __future__ import annotations
@@ -141,20 +141,25 @@ def _pick_attacked(h: HardeningConfig, n_wanted: int, targets: Optional[torch.Te
     return pick, attr
 
 
-def first_order_gain(net: nn.Module, images: torch.Tensor, attribute: torch.Tensor, eps: float) -> torch.Tensor:
-    """``eps * ||d sigmoid(logit_a) / d x||_1`` per image: what the best L-infinity
-    perturbation of radius ``eps`` raises score ``a`` by, to first order (a one-step
-    sign attack earns exactly this on a locally linear model).
+def first_order_gain(net: nn.Module, images: torch.Tensor, attribute: torch.Tensor, eps: float, *,
+                     on_scores: bool = False) -> torch.Tensor:
+    """``eps * ||d logit_a / d x||_1`` per image: what the best L-infinity perturbation of
+    radius ``eps`` raises logit ``a`` by, to first order (a one-step sign attack earns
+    exactly this on a locally linear model). ``on_scores``: of the score
+    ``sigmoid(logit_a)`` instead, which a network can flatten by saturating the sigmoid
+    (scores pinned at 0 or 1), so the penalty is taken on the logits.
 
     Differentiable in ``net``'s parameters (the input gradient is built with
     ``create_graph=True``), so it can be trained down (double backward). ``net`` maps
-    images to logits ``(B, 5)``; ``attribute`` ``(B,)`` indexes the score.
+    images to logits ``(B, 5)``; ``attribute`` ``(B,)`` indexes the logit.
 
     Shape: images ``(B, 3, H, W)``, attribute ``(B,)`` -> ``(B,)``.
     """
     x = images.detach().requires_grad_(True)
-    scores = torch.sigmoid(net(x).float())
-    chosen = scores.gather(1, attribute.view(-1, 1).to(scores.device)).sum()
+    out = net(x).float()
+    if on_scores:
+        out = torch.sigmoid(out)
+    chosen = out.gather(1, attribute.view(-1, 1).to(out.device)).sum()
     (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
     return eps * grad.abs().flatten(1).sum(1)
 
@@ -162,7 +167,8 @@ def first_order_gain(net: nn.Module, images: torch.Tensor, attribute: torch.Tens
 def sensitivity_penalty(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
                         candidates: List[int], g: torch.Generator, device: torch.device) -> torch.Tensor:
     """The input-gradient penalty of ``h.sensitivity`` of ``candidates`` (indices into ``x``):
-    mean of ``relu(first_order_gain - h.sensitivity_margin)`` at radius ``h.sensitivity_eps / 255``,
+    mean of ``relu(first_order_gain - h.sensitivity_margin)`` of the logits at radius
+    ``h.sensitivity_eps / 255``,
     the attribute chosen as for the twins (``adv_target_prob``). BatchNorm runs on its
     running statistics (:func:`frozen_batchnorm`), as an attack at inference sees it.
 

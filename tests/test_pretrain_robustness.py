@@ -313,9 +313,10 @@ def test_no_gain_loss_only_punishes_rises():
 
 
 def test_first_order_gain_is_what_a_small_sign_attack_earns_and_training_it_down_works():
-    """``eps * ||grad||_1`` equals the score gain of the one-step sign attack at a tiny
-    radius (the definition), and a few optimiser steps on it make a real 4/255 sign
-    attack earn less: the penalty is differentiable in the parameters (double backward)."""
+    """``eps * ||grad||_1`` equals the gain of the one-step sign attack at a tiny radius
+    (the definition), on the logits and on the scores, and a few optimiser steps on the
+    logits' gain make a real 4/255 sign attack earn less: the penalty is differentiable in
+    the parameters (double backward)."""
     from pretrain.train_step import Logits as _Logits
 
     net = build_tiny_net(0).eval()
@@ -324,17 +325,17 @@ def test_first_order_gain_is_what_a_small_sign_attack_earns_and_training_it_down
     logits.double()
     attr = torch.tensor([0, 1, 3, 4])
 
-    def sign_attack_gain(eps):
+    def sign_attack_gain(eps, f=lambda t: t):
         xr = x.clone().requires_grad_(True)
-        s = torch.sigmoid(logits(xr)).gather(1, attr[:, None]).sum()
-        (grad,) = torch.autograd.grad(s, xr)
+        (grad,) = torch.autograd.grad(f(logits(xr)).gather(1, attr[:, None]).sum(), xr)
         with torch.no_grad():
-            return (torch.sigmoid(logits(x + eps * grad.sign())) - torch.sigmoid(logits(x))).gather(1, attr[:, None])[:, 0]
+            return (f(logits(x + eps * grad.sign())) - f(logits(x))).gather(1, attr[:, None])[:, 0]
 
-    eps = 1e-5
-    predicted = first_order_gain(logits, x, attr, eps)
-    assert predicted.shape == (4,) and (predicted > 0).all()
-    assert torch.allclose(predicted.detach(), sign_attack_gain(eps), rtol=1e-3)
+    eps = 1e-7  # small enough that no ReLU changes side
+    for on_scores, f in ((False, lambda t: t), (True, torch.sigmoid)):
+        predicted = first_order_gain(logits, x, attr, eps, on_scores=on_scores)
+        assert predicted.shape == (4,) and (predicted > 0).all()
+        assert torch.allclose(predicted.detach(), sign_attack_gain(eps, f), rtol=1e-3)
     before = sign_attack_gain(4 / 255)
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     for _ in range(20):
