@@ -2,9 +2,10 @@
 
 Trains the low-light U-Net (300 steps by default, under a minute on a 2-core CPU) on
 synthetic pairs (clean photos darkened on the fly: exposure and gamma, colour cast,
-sensor noise) with fidelity terms plus the default ``AttiqaLoss``, then prints a
-before/after table of attribute scores on held-out photos and says where the
-TensorBoard logs and the enhanced images are.
+sensor noise) with fidelity terms plus the default ``AttiqaLoss``, runs the enhancer
+shipped in the package (trained for two hours by the committed recipe) on the same
+held-out photos, prints a table of attribute scores (input, short run, shipped, clean)
+with PSNR/SSIM, and writes a picture of the four side by side.
 
 Photos: ``--data DIR``, or, by default, the sample photographs that ship inside
 scikit-image (no download). Scores are quality-aligned: 1 = sharp, high contrast, well
@@ -40,6 +41,8 @@ DEMO_OVERRIDES = (
     "model.width=16",
     "model.depth=3",
     "model.blocks=1",
+    "model.output=gain",
+    "model.gain_residual=0.1",
     "loss.lpips_weight=0.0",
     "val.lpips=false",
     "loss.attiqa_weight=0.1",
@@ -77,34 +80,47 @@ def sample_photos(dest: Path) -> Path:
 _OLD_ROLE_NAMES = {"reference": "target"}
 
 
-def format_table(metrics: Dict[str, float]) -> str:
-    """Before/after table: one row per attribute, columns input | output | reference.
+#: Table columns: metric role -> heading.
+_COLUMNS = {"input": "input", "output": "output", "shipped": "shipped", "reference": "reference"}
 
-    ``metrics`` as in ``metrics.json``; the older ``attributes/<name>/target`` keys are
-    read as ``reference``.
+
+def format_table(metrics: Dict[str, float]) -> str:
+    """Attribute table: one row per attribute, columns input | output | shipped | reference
+    (those present in ``metrics``).
+
+    ``metrics`` as in ``metrics.json`` (``attributes/<name>/<role>``, ``val/psnr``, ...),
+    plus the shipped enhancer's ``attributes/<name>/shipped``, ``val/psnr_shipped`` and
+    ``val/ssim_shipped`` (:func:`shipped_metrics`); the older ``attributes/<name>/target``
+    keys are read as ``reference``.
     """
     metrics = dict(metrics)
     for new, old in _OLD_ROLE_NAMES.items():
         for a in ATTRIBUTES:
             if f"attributes/{a}/{old}" in metrics:
                 metrics.setdefault(f"attributes/{a}/{new}", metrics[f"attributes/{a}/{old}"])
-    roles = [r for r in ("input", "output", "reference") if any(f"attributes/{a}/{r}" in metrics for a in ATTRIBUTES)]
-    header = f"{'attribute':<13}" + "".join(f"{r:>10}" for r in roles)
+    roles = [r for r in _COLUMNS if any(f"attributes/{a}/{r}" in metrics for a in ATTRIBUTES)]
+    header = f"{'attribute':<13}" + "".join(f"{_COLUMNS[r]:>10}" for r in roles)
     lines = [header, "-" * len(header)]
     for a in ATTRIBUTES:
         lines.append(f"{a:<13}" + "".join(f"{metrics.get(f'attributes/{a}/{r}', float('nan')):>10.3f}" for r in roles))
     if "val/psnr" in metrics:
+        nan = float("nan")
+        shipped = "val/psnr_shipped" in metrics
         lines.append("")
         lines.append(
-            f"PSNR {metrics.get('val/psnr_input', float('nan')):.2f} -> {metrics['val/psnr']:.2f} dB, "
-            f"SSIM {metrics.get('val/ssim_input', float('nan')):.3f} -> {metrics.get('val/ssim', float('nan')):.3f} "
-            "(input -> output, against the clean reference)"
+            f"PSNR {metrics.get('val/psnr_input', nan):.2f} -> {metrics['val/psnr']:.2f} dB"
+            + (f" (shipped {metrics['val/psnr_shipped']:.2f})" if shipped else "")
+            + f", SSIM {metrics.get('val/ssim_input', nan):.3f} -> {metrics.get('val/ssim', nan):.3f}"
+            + (f" (shipped {metrics['val/ssim_shipped']:.3f})" if shipped else "")
+            + " (input -> output, against the clean reference)"
         )
     return "\n".join(lines)
 
 
-def save_samples(cfg, out: Path) -> Path:
-    """Write the held-out photos as ``<name>_input|output|reference.png`` under ``out/samples``."""
+def save_samples(cfg, out: Path, shipped=None) -> Path:
+    """Write the held-out photos as ``<name>_input|output|shipped|reference.png`` under
+    ``out/samples`` (``shipped``: the shipped enhancer, or None) and ``out/comparison.png``:
+    one row per photo, input | output | shipped | reference, each 256 px high."""
     import torch
 
     from attiqa_loss.io import save_image
@@ -115,16 +131,57 @@ def save_samples(cfg, out: Path) -> Path:
     _, val, _ = build_data(cfg)
     model = load_enhancer(out)
     folder = out / "samples"
+    rows = []
     with torch.no_grad():
         for sample in val:
             stem = Path(str(sample["name"])).stem
-            output = model(sample["input"][None]).clamp(0, 1)[0]
-            for role, image in (("input", sample["input"]), ("output", output), ("reference", sample.get("target"))):
-                if image is not None:
-                    save_image(image, folder / f"{stem}_{role}.png")
+            images = {"input": sample["input"], "output": model(sample["input"][None]).clamp(0, 1)[0]}
+            if shipped is not None:
+                images["shipped"] = shipped(sample["input"][None]).clamp(0, 1)[0]
+            if sample.get("target") is not None:
+                images["reference"] = sample["target"]
+            for role, image in images.items():
+                save_image(image, folder / f"{stem}_{role}.png")
             for old in _OLD_ROLE_NAMES.values():  # an earlier demo's name for the same image
                 (folder / f"{stem}_{old}.png").unlink(missing_ok=True)
+            rows.append(torch.cat([_to_height(im, 256) for im in images.values()], dim=-1))
+    if rows:
+        width = max(r.shape[-1] for r in rows)
+        save_image(torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2),
+                   out / "comparison.png")
     return folder
+
+
+def _to_height(image, height: int):
+    """``(3, H, W)`` -> ``(3, height, W * height / H)``, bilinear with antialiasing."""
+    import torch.nn.functional as F
+
+    h, w = image.shape[-2:]
+    return F.interpolate(image[None], size=(height, max(1, round(w * height / h))), mode="bilinear",
+                         antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def shipped_metrics(cfg, quality_checkpoint: Optional[str]):
+    """The shipped enhancer and its metrics on the demo's held-out photos, in
+    :func:`format_table`'s keys, scored by the same quality model as the short run;
+    ``(None, {})`` when this install has no shipped enhancer."""
+    import torch
+
+    from attiqa_loss import AttiqaLoss
+
+    from .heldout import evaluate
+    from .run_data import build_data
+    from .weights import DEFAULT_ENHANCER_PATH, load_enhancer
+
+    if not DEFAULT_ENHANCER_PATH.is_file():
+        return None, {}
+    shipped = load_enhancer()
+    _, val, _ = build_data(cfg)
+    quality = AttiqaLoss(checkpoint=quality_checkpoint)
+    metrics, scores, _ = evaluate(shipped, val, quality=quality, device=torch.device("cpu"))
+    out = {f"attributes/{a}/shipped": v for a, v in scores.get("output", {}).items()}
+    out.update({f"val/{k}_shipped": metrics[k] for k in ("psnr", "ssim") if k in metrics})
+    return shipped, out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,20 +237,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:  # another process holds --out, ...
         raise SystemExit(f"attiqa-enhance demo: {exc}") from None
     minutes = (time.perf_counter() - t0) / 60
-    samples = save_samples(cfg, args.out)
+    shipped, extra = shipped_metrics(cfg, args.checkpoint)
+    samples = save_samples(cfg, args.out, shipped)
     print()
-    print(f"Attribute scores on {cfg.data.val_images} held-out photos, darkened (input), enhanced (output), "
-          "clean (reference);")
+    print(f"Attribute scores on {cfg.data.val_images} held-out photos, darkened (input), enhanced by this short "
+          "run (output)" + (" and by the shipped enhancer (shipped)" if shipped is not None else "")
+          + ", clean (reference);")
     print("quality-aligned: 1 = sharp, high contrast, well lit, colourful, noise-free.")
     print()
-    print(format_table(metrics))
+    print(format_table({**metrics, **extra}))
     print()
     print(f"trained in {minutes:.1f} min")
     print(f"TensorBoard: tensorboard --logdir {args.out / 'tb'}")
-    print(f"images (input | output | reference): {samples}")
+    columns = "input | output | shipped | reference" if shipped is not None else "input | output | reference"
+    print(f"picture ({columns}): {args.out / 'comparison.png'}")
+    print(f"images: {samples}")
     print(f"enhancer weights: {args.out / 'enhancer.safetensors'}")
-    print(f"enhance a folder: attiqa-enhance infer --checkpoint {args.out / 'enhancer.safetensors'} "
-          f"--data PHOTOS --out {args.out / 'enhanced'}")
+    print(f"enhance a folder: attiqa-enhance infer --data PHOTOS --out {args.out / 'enhanced'} "
+          f"(the shipped enhancer; --checkpoint {args.out / 'enhancer.safetensors'} for this run's)")
     return 0
 
 

@@ -18,13 +18,16 @@ from attiqa_loss.weights_file import CheckpointError, json_metadata, load_strict
 
 from .unet import UNet
 
-__all__ = ["ENHANCER_FILENAME", "ENHANCER_FORMAT", "ENHANCER_FORMAT_VERSION", "save_enhancer", "load_enhancer",
-           "resolve_enhancer_path"]
+__all__ = ["DEFAULT_ENHANCER_PATH", "ENHANCER_FILENAME", "ENHANCER_FORMAT", "ENHANCER_FORMAT_VERSION", "save_enhancer",
+           "load_enhancer", "resolve_enhancer_path"]
 
 ENHANCER_FILENAME = "enhancer.safetensors"
 ENHANCER_FORMAT = "attiqa-enhancer"
 ENHANCER_FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
+#: The enhancer shipped in the package (docs/enhancement.md, "The shipped enhancer"):
+#: what ``load_enhancer()`` and ``attiqa-enhance infer`` without ``--checkpoint`` use.
+DEFAULT_ENHANCER_PATH = Path(__file__).resolve().parent / "weights" / "enhancer_default.safetensors"
 
 
 def save_enhancer(model: UNet, path: PathLike, *, training: Optional[Mapping[str, Any]] = None) -> Path:
@@ -34,8 +37,14 @@ def save_enhancer(model: UNet, path: PathLike, *, training: Optional[Mapping[str
                               metadata={"unet": model.config(), "training": dict(training or {})})
 
 
-def resolve_enhancer_path(run_or_file: PathLike) -> Path:
-    """A run folder (holding ``enhancer.safetensors``) or the file itself -> the file."""
+def resolve_enhancer_path(run_or_file: Optional[PathLike] = None) -> Path:
+    """A run folder (holding ``enhancer.safetensors``) or the file itself -> the file;
+    None -> the shipped enhancer (:data:`DEFAULT_ENHANCER_PATH`)."""
+    if run_or_file is None:
+        if not DEFAULT_ENHANCER_PATH.is_file():
+            raise FileNotFoundError(f"the shipped enhancer {DEFAULT_ENHANCER_PATH} is missing from this install; "
+                                    "pass a run folder or an enhancer .safetensors file")
+        return DEFAULT_ENHANCER_PATH
     p = Path(run_or_file)
     if p.is_dir():
         p = p / ENHANCER_FILENAME
@@ -46,11 +55,13 @@ def resolve_enhancer_path(run_or_file: PathLike) -> Path:
     return p
 
 
-def load_enhancer(run_or_file: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> UNet:
+def load_enhancer(run_or_file: Optional[PathLike] = None, *,
+                  map_location: Union[str, torch.device] = "cpu") -> UNet:
     """Rebuild the U-Net saved by :func:`save_enhancer` (strict; nothing unpickled).
 
     Args:
-        run_or_file: the ``.safetensors`` file or a run folder holding ``enhancer.safetensors``.
+        run_or_file: the ``.safetensors`` file or a run folder holding ``enhancer.safetensors``;
+            None: the enhancer shipped in the package.
         map_location: device for the returned model.
 
     Returns:

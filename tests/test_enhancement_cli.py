@@ -26,11 +26,11 @@ def test_train_help_names_its_options(capsys):
         assert option in out
 
 
-def test_infer_requires_checkpoint_data_and_out(capsys):
+def test_infer_requires_data_and_out(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["infer", "--data", "x"])
     assert exc.value.code == 2
-    assert "--checkpoint" in capsys.readouterr().err
+    assert "--out" in capsys.readouterr().err
 
 
 def test_demo_is_delegated_lazily_with_its_arguments(monkeypatch):

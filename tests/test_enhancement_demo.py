@@ -49,3 +49,38 @@ def test_demo_rejects_bad_steps(tmp_path):
 
     with pytest.raises(SystemExit, match="--steps must be >= 1, got 0"):
         main(["--out", str(tmp_path), "--steps", "0"])
+
+
+def test_demo_sets_the_shipped_enhancer_beside_its_short_run(tmp_path, tiny_checkpoint_path, capsys, monkeypatch):
+    """With a shipped enhancer in the install, the table gains its column (scored by the
+    same quality model), the PSNR line its figures, and comparison.png shows the four
+    images of each held-out photo in one row."""
+    pytest.importorskip("skimage")
+    import torch
+
+    import enhancement.weights as weights
+    from attiqa_loss.io import read_image
+    from enhancement.demo import main
+    from enhancement.unet import UNet
+
+    torch.manual_seed(0)
+    shipped = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=2)
+    with torch.no_grad():
+        shipped.head.bias.fill_(1.0)  # a gain of e: brighter than its input
+    monkeypatch.setattr(weights, "DEFAULT_ENHANCER_PATH", weights.save_enhancer(shipped, tmp_path / "shipped.safetensors"))
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--steps", "1", "--checkpoint", str(tiny_checkpoint_path),
+                 "--set", "train.progress=false"]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("attribute"))
+    assert header.split() == ["attribute", "input", "output", "shipped", "reference"]
+    psnr = next(line for line in printed.splitlines() if line.startswith("PSNR"))
+    assert "(shipped " in psnr and "input | output | shipped | reference" in printed
+    names = sorted(p.name for p in (out / "samples").iterdir())
+    assert len(names) == 8
+    strip = read_image(out / "comparison.png")
+    assert strip.shape[-2] == 2 * 256  # two held-out photos, one row each
+    first = sorted((out / "samples").glob("*_input.png"))[0]
+    stem = first.name[: -len("_input.png")]
+    dark, bright = read_image(first), read_image(out / "samples" / f"{stem}_shipped.png")
+    assert bright.mean() > dark.mean()

@@ -122,3 +122,18 @@ def test_format_is_checked_by_the_parser(setup, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         _infer(setup, tmp_path / "o", "--format", "gif")
     assert exc.value.code == 2 and "invalid choice: 'gif'" in capsys.readouterr().err
+
+
+def test_without_checkpoint_infer_uses_the_shipped_enhancer(setup, tmp_path, monkeypatch, capsys):
+    import enhancement.weights as weights
+
+    monkeypatch.setattr(weights, "DEFAULT_ENHANCER_PATH", setup["enhancer"])
+    out = tmp_path / "o"
+    assert cli.main(["infer", "--data", str(setup["data"]), "--out", str(out), "--no-progress",
+                     "--attiqa-checkpoint", str(setup["quality"])]) == 0
+    expected = weights.load_enhancer(setup["enhancer"])(read_image(setup["data"] / "sub" / "b.png")[None])[0]
+    assert (read_image(out / "sub" / "b.png") - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNG of it
+    monkeypatch.setattr(weights, "DEFAULT_ENHANCER_PATH", tmp_path / "absent.safetensors")
+    assert cli.main(["infer", "--data", str(setup["data"]), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the shipped enhancer" in err and "is missing from this install" in err
