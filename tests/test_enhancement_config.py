@@ -8,7 +8,8 @@ from attiqa_train.config import ConfigError, load_config
 
 from enhancement_helpers import REPO
 
-CONFIGS = ["enhance_lowlight.yaml", "enhance_denoise.yaml", "enhance_lowlight_unpaired.yaml"]
+CONFIGS = ["enhance_lowlight.yaml", "enhance_denoise.yaml", "enhance_lowlight_unpaired.yaml", "enhance_zerodce.yaml",
+           "enhance_shipped.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
