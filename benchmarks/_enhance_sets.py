@@ -10,6 +10,8 @@ order, :func:`attiqa_train.sampling.split_every_nth`), so a training run can lea
   and quantised to 8 bits. The clean photo is the reference.
 - ``dark``: real under-exposed shots (no reference): the held-out files whose mean
   luminance is below a threshold (0.25 by default).
+- ``normal`` (optional): the held-out clean photos as they are, each its own reference:
+  does a method leave a well-exposed photo alone?
 
 Baselines that need no training: ``input`` (do nothing), ``gamma`` (one global gamma per
 image bringing its mean luminance to about 0.45) and ``clahe`` (kornia's contrast-limited
@@ -97,6 +99,8 @@ def load_set(kind: str, folder: Path, every: int, max_side: int, limit: int,
         image = read_image(path, max_side=max_side)
         if kind == "pairs":
             items.append({"name": path.stem, "input": camera_darken(image, seed=i), "reference": image})
+        elif kind == "normal":
+            items.append({"name": path.stem, "input": image, "reference": image})
         elif float(mean_luminance(image[None])) < max_luminance:
             items.append({"name": path.stem, "input": image})
     return items

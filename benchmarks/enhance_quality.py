@@ -2,7 +2,7 @@
 
 Runs every method on two held-out sets (``benchmarks/_enhance_sets.py``: clean photos
 darkened by a camera-like pipeline the enhancer never saw, with their references; and
-real dark shots without) and measures each output with judges that no method optimised:
+real dark shots without; with ``--normal`` also the clean photos as they are) and measures each output with judges that no method optimised:
 PSNR and SSIM against the reference (pairs), NIQE (``attiqa_loss.measures``, Mittal et
 al. 2013, pristine model fitted on this project's photos: compare ranks, lower is
 better), colourfulness (Hasler and Suesstrunk), detail (Laplacian variance of the
@@ -124,6 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=Path, help="clean photos: the held-out ones are darkened (the pairs set)")
     p.add_argument("--dark", type=Path, help="real dark shots: the held-out ones form the dark set")
+    p.add_argument("--normal", action="store_true",
+                   help="also run every method on the held-out clean photos as they are (the normal set: PSNR/SSIM "
+                   "against the photo itself say how much a method changes a well-exposed photo)")
     p.add_argument("--enhancer", action="append", default=[], metavar="NAME=PATH", help="a trained enhancer (repeatable)")
     p.add_argument("--holdout-every", type=int, default=5, help="every N-th sorted file is held out (default 5)")
     p.add_argument("--dark-max-luminance", type=float, default=0.25,
@@ -146,7 +149,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     methods = _methods(args.enhancer)
     quality = AttiqaLoss()
     rows: List[Dict[str, object]] = []
-    for kind, folder in (("pairs", args.photos), ("dark", args.dark)):
+    if args.normal and not args.photos:
+        p.error("--normal needs --photos")
+    for kind, folder in (("pairs", args.photos), ("dark", args.dark), ("normal", args.photos if args.normal else None)):
         if folder is None:
             continue
         items = load_set(kind, folder, args.holdout_every, args.max_side, args.limit, args.dark_max_luminance)

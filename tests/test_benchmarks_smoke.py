@@ -228,6 +228,16 @@ def test_enhance_quality_judges_every_method_with_unoptimised_measures(bench, tm
     assert all(rows[k][c] not in ("", "nan") for k in rows for c in ("niqe", "colourfulness", "detail", "contrast", "attiqa_noisiness"))
     assert (out / "strip_pairs.png").is_file() and (out / "strip_dark.png").is_file()
     assert "attiqa mean*" in (out / "summary.md").read_text()
+    # --normal: the clean photos as they are, each its own reference: doing nothing is perfect.
+    normal = tmp_path / "normal"
+    assert bench("enhance_quality").main(["--photos", str(photos), "--normal", "--limit", "2", "--strips", "0",
+                                          "--threads", "1", "--out", str(normal)]) == 0
+    with open(normal / "summary.csv") as f:
+        rows = {(r["set"], r["method"]): r for r in csv.DictReader(f)}
+    assert float(rows[("normal", "input")]["ssim"]) == pytest.approx(1.0)
+    assert float(rows[("normal", "gamma")]["ssim"]) < 1.0
+    with pytest.raises(SystemExit):
+        bench("enhance_quality").main(["--dark", str(photos), "--normal", "--out", str(normal)])
     with pytest.raises(SystemExit, match="--enhancer expects NAME=PATH, got 'oops'"):
         bench("enhance_quality").main(["--photos", str(photos), "--enhancer", "oops", "--out", str(out)])
 
