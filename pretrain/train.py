@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, save_checkpoint
+from attiqa_loss import ATTRIBUTES, AttiqaNet, create_attiqa_net, load_checkpoint, save_checkpoint
 from attiqa_loss.io import ImageListing, read_image
 from attiqa_loss.network import AA_LAYERS
 from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict
@@ -115,6 +115,22 @@ def _teachers(cfg: PretrainConfig, is_main: bool):
     return synthetic, n_sources, clip, n_clip, list(held), skipped
 
 
+def _init_from(net: AttiqaNet, path: str) -> None:
+    """Copy an exported quality model's weights into ``net`` (``model.init_checkpoint``;
+    ``default``: the model embedded in the package); ``ValueError`` naming both when the
+    architectures differ."""
+    from attiqa_loss.loss import default_checkpoint_path
+
+    source = load_checkpoint(default_checkpoint_path() if path == "default" else path)
+    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in source.state_dict().items()}
+    if mine != theirs:
+        diff = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+        raise ValueError(f"model.init_checkpoint {path} holds a {source.backbone_name!r} network that does not fit "
+                         f"model.backbone / model.aa_layer of this config (first differences: {diff})")
+    net.load_state_dict(source.state_dict())
+
+
 def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True) -> Path:
     """Run the training described by ``cfg``; returns the exported checkpoint path.
@@ -138,7 +154,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
                 cfg.model.backbone, pretrained=cfg.model.pretrained or bool(cfg.model.pretrained_file),
                 pretrained_cfg_overlay={"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None,
                 backbone_kwargs={"aa_layer": cfg.model.aa_layer} if cfg.model.aa_layer else None,
-            ).to(device)
+            )
+            if cfg.model.init_checkpoint:
+                _init_from(net, cfg.model.init_checkpoint)
+            net = net.to(device)
         plain = model = Logits(net)
         if dist.distributed:
             model = nn.parallel.DistributedDataParallel(plain, device_ids=[device.index] if device.type == "cuda" else None)

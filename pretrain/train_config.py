@@ -29,6 +29,10 @@ class ModelConfig:
     pretrained_file: Optional[str] = None
     #: anti-aliased downsampling in the backbone (timm ``aa_layer``): null, "avg" or "blur"
     aa_layer: Optional[str] = None
+    #: start from this exported quality model (``.safetensors``, or ``default``: the one
+    #: embedded in the package, e.g. to harden it by fine-tuning): its backbone, heads and BatchNorm
+    #: statistics replace the fresh network's; ``backbone`` and ``aa_layer`` must match it
+    init_checkpoint: Optional[str] = None
 
 
 @dataclass

@@ -428,3 +428,17 @@ def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, 
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
     with pytest.raises(ValueError, match=message):
         train(_cfg(photo_dir, 1, **{key: value}), tmp_path / "run", progress=False)
+
+
+def test_init_checkpoint_starts_from_an_exported_model_and_refuses_another_architecture(photo_dir, tmp_path):
+    """``model.init_checkpoint``: the run's first state is the exported model's weights
+    (a zero learning rate keeps them to the end), and another backbone is refused by name."""
+    first = train(_cfg(photo_dir, 2), tmp_path / "first", progress=False)
+    second = train(_cfg(photo_dir, 1, **{"model.init_checkpoint": str(first), "train.lr": 0.0,
+                                         "train.warmup_steps": 0}), tmp_path / "second", progress=False)
+    a, b = load_file(str(first)), load_file(str(second))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+    with pytest.raises(ValueError, match="model.init_checkpoint .* does not fit model.backbone"):
+        train(_cfg(photo_dir, 1, **{"model.init_checkpoint": str(first), "model.backbone": "resnet10t"}),
+              tmp_path / "third", progress=False)
