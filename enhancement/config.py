@@ -83,8 +83,12 @@ class LowLightSynthesisConfig:
     color_cast: float = 0.1
     shot_noise: Tuple[float, float] = (0.0, 0.01)
     read_noise: Tuple[float, float] = (0.0, 0.02)
+    #: chance that a training image keeps its exposure (no darkening or cast, noise only)
+    keep: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.keep < 1:
+            raise ValueError(f"lowlight.keep must be in [0, 1), got {self.keep}")
         _check_range("lowlight.exposure", self.exposure, 1e-4, 1.0)
         _check_range("lowlight.gamma", self.gamma, 1e-2)
         _check_range("lowlight.shot_noise", self.shot_noise, 0.0)

@@ -91,6 +91,7 @@ def synthesize_low_light(
     color_cast: float = 0.1,
     shot_noise: Tuple[float, float] = (0.0, 0.01),
     read_noise: Tuple[float, float] = (0.0, 0.02),
+    keep: float = 0.0,
 ) -> torch.Tensor:
     """Turn well-exposed photos into plausible low-light shots.
 
@@ -99,9 +100,13 @@ def synthesize_low_light(
     brightness), then Poisson-Gaussian sensor noise on the dark signal. Each parameter is
     drawn uniformly from its ``(min, max)`` range.
 
+    With probability ``keep`` an image is left at its exposure (no darkening, no cast; the
+    noise is still added), so an enhancer also learns to leave a well-exposed photo alone.
+
     Args:
         clean: ``(B, 3, H, W)`` float RGB in [0, 1].
-        generator: CPU generator (all draws, including the noise).
+        generator: CPU generator (all draws, including the noise; ``keep > 0`` draws once
+            more per image, before the noise).
 
     Returns:
         ``(B, 3, H, W)`` in [0, 1].
@@ -111,6 +116,10 @@ def synthesize_low_light(
     cast = 1 + (2 * torch.rand(b, 3, generator=generator) - 1) * color_cast
     cast = cast / cast.mean(dim=1, keepdim=True)
     shot, read = uniform(shot_noise, b, generator), uniform(read_noise, b, generator)
+    if keep > 0:
+        kept = torch.rand(b, generator=generator) < keep
+        gain, gam = torch.where(kept, 1.0, gain), torch.where(kept, 1.0, gam)
+        cast = torch.where(kept[:, None], 1.0, cast)
     low = apply_color_cast(darken(clean, gain, gam), cast)
     return add_poisson_gaussian_noise(low, shot, read, generator)
 

@@ -43,6 +43,19 @@ def test_low_light_darkens_by_the_exposure_range(clean, exposure):
     assert (ratio > exposure[0] - 0.02).all() and (ratio < exposure[1] + 0.02).all()
 
 
+def test_keep_leaves_some_images_at_their_exposure_and_changes_nothing_when_zero(clean):
+    """``keep``: a kept image gets noise only (its mean stays), the others are darkened;
+    ``keep=0`` draws nothing extra (the same images as before the option)."""
+    batch = clean.repeat(8, 1, 1, 1)  # 32 images
+    low = synthesize_low_light(batch, gen(2), exposure=(0.1, 0.2), shot_noise=(0, 0), read_noise=(0.001, 0.001),
+                               keep=0.5)
+    ratio = low.mean(dim=(1, 2, 3)) / batch.mean(dim=(1, 2, 3))
+    kept = ratio > 0.9
+    assert 4 <= int(kept.sum()) <= 28 and (ratio[~kept] < 0.25).all()
+    assert (low[kept] - batch[kept]).abs().max() < 0.01  # noise only, no cast
+    assert torch.equal(synthesize_low_light(clean, gen(3)), synthesize_low_light(clean, gen(3), keep=0.0))
+
+
 def test_lower_exposure_range_is_darker(clean):
     dim = synthesize_low_light(clean, gen(1), exposure=(0.05, 0.1))
     bright = synthesize_low_light(clean, gen(1), exposure=(0.4, 0.5))
