@@ -82,6 +82,9 @@ class HardeningConfig:
     adv_target_prob: float = 0.5
     #: weight of the term that forbids a twin's scores to rise above its start's
     no_gain: float = 1.0
+    #: the no-gain term covers only the attribute each twin attacked (the other four
+    #: scores may move with the twin: no pull of every score down at once)
+    no_gain_attacked_only: bool = False
     #: extra anchors per step at ``large_anchor_size``, scored in a forward pass of their
     #: own with BatchNorm in eval mode (weight: ``anchor_weight``; logged as anchor_large)
     large_anchors: int = 0

@@ -105,13 +105,18 @@ def frozen_batchnorm(net: nn.Module) -> Iterator[None]:
             m.train()
 
 
-def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor) -> torch.Tensor:
+def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor,
+                 attacked: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
+    ``attacked`` ``(K,)``: only each twin's attacked attribute counts (the others may move).
 
     Shape: ``(K, 5)`` x2 -> scalar (0 when ``K == 0``)."""
     if adv_scores.numel() == 0:
         return adv_scores.sum() * 0.0
-    return F.relu(adv_scores - start_scores.detach()).mean()
+    rise = F.relu(adv_scores - start_scores.detach())
+    if attacked is not None:
+        rise = rise.gather(1, attacked.view(-1, 1).to(rise.device))
+    return rise.mean()
 
 
 def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
@@ -120,13 +125,14 @@ def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, tar
 
     Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
     (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
-    from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device)``."""
+    from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device,
+    attacked attributes (K,))``."""
     pick, attr = _pick_attacked(h, h.adversarial, targets, candidates, g)
     n = len(pick)
     eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
-    return pick, twins
+    return pick, twins, attr
 
 
 def _pick_attacked(h: HardeningConfig, n_wanted: int, targets: Optional[torch.Tensor], candidates: List[int],

@@ -93,7 +93,7 @@ class PretrainStep:
         sens_x, sens_target = (torch.cat(images), target) if hard.sensitivity > 0 else (None, None)
         if hard.adversarial > 0:
             src_x, src_y, src_g = torch.cat(images), torch.cat(labels), torch.cat(groups)
-            pick, twins = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device, self.bf16)
+            pick, twins, attacked = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device, self.bf16)
             at = 1 if synthetic is not None else len(images)
             images.insert(at, twins), labels.insert(at, src_y[pick]), groups.insert(at, src_g[pick])
             if target is not None:
@@ -128,7 +128,8 @@ class PretrainStep:
             # ``pick`` indexes the first block (synthetic, else CLIP); the twins follow it.
             twin_at = len(b.labels) if synthetic is not None else self.n_clip
             scores = torch.sigmoid(logits.float())
-            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[pick.to(device)])
+            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[pick.to(device)],
+                                            attacked if hard.no_gain_attacked_only else None)
         if hard.anchors > 0:
             terms["anchor"] = calibration_loss(logits[n_main : n_main + hard.anchors].float(), anchor_y.to(device))
         if hard.edge_pairs > 0:

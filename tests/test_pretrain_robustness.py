@@ -310,6 +310,10 @@ def test_no_gain_loss_only_punishes_rises():
     loss.backward()
     assert start.grad is None and adv.grad is not None
     assert no_gain_loss(torch.empty(0, 5), torch.empty(0, 5)) == 0
+    # Attacked attribute only: a rise elsewhere is free.
+    both = start.detach() + torch.tensor([[0.5, 0.2, 0, 0, 0]])
+    assert no_gain_loss(both, start, torch.tensor([1])).item() == pytest.approx(0.2)
+    assert no_gain_loss(both, start, torch.tensor([2])).item() == 0
 
 
 def test_first_order_gain_is_what_a_small_sign_attack_earns_and_training_it_down_works():

@@ -278,9 +278,9 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
         seen["specific"] = len(scores)
         return real_spec(scores, groups, target)
 
-    def gain(adv, start):
-        seen["twins"] = len(adv)
-        return real_gain(adv, start)
+    def gain(adv, start, attacked=None):
+        seen["twins"], seen["attacked"] = len(adv), attacked
+        return real_gain(adv, start, attacked)
 
     def edges(sharpness_logits, margin):
         seen["edges"] = len(sharpness_logits)
@@ -295,8 +295,11 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
                                       "hardening.edge_pairs": 2}), tmp_path / "run", progress=False)
     # batch 8 = 2 groups of 3 levels + 1 pair crop; 3 twins join the groups; anchors and
     # the 2 edge pairs (4 images) are not ranked.
-    assert seen == {"ranked": 11, "specific": 11, "twins": 3, "edges": 4, "groups": seen["groups"]}
+    assert seen == {"ranked": 11, "specific": 11, "twins": 3, "edges": 4, "groups": seen["groups"], "attacked": None}
     assert set(seen["groups"]) == {0, 1}
+    train(_cfg(photo_dir, 1, **{"hardening.adversarial": 3, "hardening.no_gain_attacked_only": True}),
+          tmp_path / "attacked", progress=False)
+    assert seen["twins"] == 3 and seen["attacked"].shape == (3,)  # each twin's attacked attribute
     recorded = read_checkpoint_metadata(out)["training"]["config"]["hardening"]
     assert recorded["anchors"] == 3 and recorded["adversarial"] == 3
 
