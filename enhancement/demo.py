@@ -253,8 +253,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"picture ({columns}): {args.out / 'comparison.png'}")
     print(f"images: {samples}")
     print(f"enhancer weights: {args.out / 'enhancer.safetensors'}")
-    print(f"enhance a folder: attiqa-enhance infer --data PHOTOS --out {args.out / 'enhanced'} "
-          f"(the shipped enhancer; --checkpoint {args.out / 'enhancer.safetensors'} for this run's)")
+    if shipped is not None:
+        print(f"enhance a folder: attiqa-enhance infer --data PHOTOS --out {args.out / 'enhanced'} "
+              f"(the shipped enhancer; --checkpoint {args.out / 'enhancer.safetensors'} for this run's)")
+    else:
+        print(f"enhance a folder: attiqa-enhance infer --checkpoint {args.out / 'enhancer.safetensors'} "
+              f"--data PHOTOS --out {args.out / 'enhanced'}")
     return 0
 
 
