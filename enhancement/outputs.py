@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from attiqa_loss.measures import luminance
 
-__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "log_gain", "bounded_residual", "apply_curves", "exposure_curve", "guided_upsample",
-           "apply_gain"]
+__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "log_gain", "bounded_residual", "apply_curves", "exposure_curve",
+           "guided_upsample", "apply_gain"]
 
 #: The output formulations.
 OUTPUTS = ("residual", "curves", "gain")
