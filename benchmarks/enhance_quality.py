@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"--holdout-every must be >= 2, got {args.holdout_every}")
     common.set_threads(args.threads)
     from attiqa_train.files import write_text
-    from enhancement.tensorboard_utils import labelled_strip
+    from enhancement.tensorboard_utils import labelled_strip, stack_rows
     from tqdm import tqdm
 
     methods = _methods(args.enhancer)
@@ -172,12 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if strips:
             from PIL import Image
 
-            width = max(s.shape[-1] for s in strips)
-            canvas = torch.full((3, sum(s.shape[-2] for s in strips), width), 255, dtype=torch.uint8)
-            top = 0
-            for s in strips:
-                canvas[:, top : top + s.shape[-2], : s.shape[-1]] = s
-                top += s.shape[-2]
+            canvas = stack_rows(strips, 255)
             args.out.mkdir(parents=True, exist_ok=True)
             Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(args.out / f"strip_{kind}.png")
     summary = summarise(rows)

@@ -2,10 +2,11 @@
 
 Trains the low-light U-Net (300 steps by default, under a minute on a 2-core CPU) on
 synthetic pairs (clean photos darkened on the fly: exposure and gamma, colour cast,
-sensor noise) with fidelity terms plus the default ``AttiqaLoss``, runs the enhancer
-shipped in the package (trained for two hours by the committed recipe) on the same
-held-out photos, prints a table of attribute scores (input, short run, shipped, clean)
-with PSNR/SSIM, and writes a picture of the four side by side.
+sensor noise) with fidelity terms plus the default ``AttiqaLoss``, then prints a table
+of attribute scores on held-out photos (input, this short run, clean) with PSNR/SSIM and
+writes a picture of them side by side. When the package ships an enhancer
+(``enhancement/weights/enhancer_default.safetensors``, trained by the committed recipe
+``configs/enhance_shipped.yaml``) it runs on the same photos and gets a column of its own.
 
 Photos: ``--data DIR``, or, by default, the sample photographs that ship inside
 scikit-image (no download). Scores are quality-aligned: 1 = sharp, high contrast, well
@@ -117,18 +118,18 @@ def format_table(metrics: Dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def save_samples(cfg, out: Path, shipped=None) -> Path:
-    """Write the held-out photos as ``<name>_input|output|shipped|reference.png`` under
-    ``out/samples`` (``shipped``: the shipped enhancer, or None) and ``out/comparison.png``:
-    one row per photo, input | output | shipped | reference, each 256 px high."""
+def save_samples(val, out: Path, shipped=None) -> Path:
+    """Write the held-out photos ``val`` (the decoded validation set of the run in ``out``)
+    as ``<name>_input|output|shipped|reference.png`` under ``out/samples`` (``shipped``:
+    the shipped enhancer, or None) and ``out/comparison.png``: one row per photo, input |
+    output | shipped | reference, each 256 px high."""
     import torch
 
     from attiqa_loss.io import save_image
 
-    from .run_data import build_data
+    from .tensorboard_utils import stack_rows
     from .weights import load_enhancer
 
-    _, val, _ = build_data(cfg)
     model = load_enhancer(out)
     folder = out / "samples"
     rows = []
@@ -146,9 +147,7 @@ def save_samples(cfg, out: Path, shipped=None) -> Path:
                 (folder / f"{stem}_{old}.png").unlink(missing_ok=True)
             rows.append(torch.cat([_to_height(im, 256) for im in images.values()], dim=-1))
     if rows:
-        width = max(r.shape[-1] for r in rows)
-        save_image(torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2),
-                   out / "comparison.png")
+        save_image(stack_rows(rows, 1.0), out / "comparison.png")
     return folder
 
 
@@ -161,8 +160,8 @@ def _to_height(image, height: int):
                          antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
-def shipped_metrics(cfg, quality_checkpoint: Optional[str]):
-    """The shipped enhancer and its metrics on the demo's held-out photos, in
+def shipped_metrics(val, quality_checkpoint: Optional[str]):
+    """The shipped enhancer and its metrics on the demo's held-out photos ``val``, in
     :func:`format_table`'s keys, scored by the same quality model as the short run;
     ``(None, {})`` when this install has no shipped enhancer."""
     import torch
@@ -170,13 +169,11 @@ def shipped_metrics(cfg, quality_checkpoint: Optional[str]):
     from attiqa_loss import AttiqaLoss
 
     from .heldout import evaluate
-    from .run_data import build_data
     from .weights import DEFAULT_ENHANCER_PATH, load_enhancer
 
     if not DEFAULT_ENHANCER_PATH.is_file():
         return None, {}
     shipped = load_enhancer()
-    _, val, _ = build_data(cfg)
     quality = AttiqaLoss(checkpoint=quality_checkpoint)
     metrics, scores, _ = evaluate(shipped, val, quality=quality, device=torch.device("cpu"))
     out = {f"attributes/{a}/shipped": v for a, v in scores.get("output", {}).items()}
@@ -237,8 +234,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:  # another process holds --out, ...
         raise SystemExit(f"attiqa-enhance demo: {exc}") from None
     minutes = (time.perf_counter() - t0) / 60
-    shipped, extra = shipped_metrics(cfg, args.checkpoint)
-    samples = save_samples(cfg, args.out, shipped)
+    from .run_data import build_data
+
+    _, val, _ = build_data(cfg)  # the run's held-out photos, decoded once for both
+    shipped, extra = shipped_metrics(val, args.checkpoint)
+    samples = save_samples(val, args.out, shipped)
     print()
     print(f"Attribute scores on {cfg.data.val_images} held-out photos, darkened (input), enhanced by this short "
           "run (output)" + (" and by the shipped enhancer (shipped)" if shipped is not None else "")

@@ -47,6 +47,7 @@ __all__ = [
     "VAL_METRICS",
     "attribute_tag",
     "labelled_strip",
+    "stack_rows",
     "hparams_of",
     "HPARAMS_SHOWN",
     "EnhanceLogger",
@@ -127,6 +128,18 @@ def labelled_strip(images: Sequence[torch.Tensor], labels: Sequence[str] = ROLES
         y = (band - (bottom - top)) / 2 - top
         draw.text((x, y), text, fill=_HEADER_FG, font=font)
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)
+
+
+def stack_rows(rows: Sequence[torch.Tensor], fill) -> torch.Tensor:
+    """Strips ``(3, h_i, w_i)`` one under another, left-aligned; narrower rows are padded
+    on the right with ``fill`` (a value of the rows' dtype). Returns ``(3, sum h_i, max w_i)``."""
+    width = max(r.shape[-1] for r in rows)
+    canvas = torch.full((3, sum(r.shape[-2] for r in rows), width), fill, dtype=rows[0].dtype)
+    top = 0
+    for r in rows:
+        canvas[:, top : top + r.shape[-2], : r.shape[-1]] = r
+        top += r.shape[-2]
+    return canvas
 
 
 def header_height(panel_width: int) -> int:

@@ -122,13 +122,12 @@ def _init_from(net: AttiqaNet, path: str) -> None:
     from attiqa_loss.loss import default_checkpoint_path
 
     source = load_checkpoint(default_checkpoint_path() if path == "default" else path)
-    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in source.state_dict().items()}
-    if mine != theirs:
-        diff = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+    try:
+        net.load_state_dict(source.state_dict())
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches, listed by torch
+        first = str(exc).strip().splitlines()[-1].strip()
         raise ValueError(f"model.init_checkpoint {path} holds a {source.backbone_name!r} network that does not fit "
-                         f"model.backbone / model.aa_layer of this config (first differences: {diff})")
-    net.load_state_dict(source.state_dict())
+                         f"model.backbone / model.aa_layer of this config ({first})") from None
 
 
 def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,

@@ -90,9 +90,10 @@ class PretrainStep:
             candidates = [i for i in range(len(b.labels)) if i % gs < gs - 1]
         else:
             candidates = list(range(self.n_clip))
-        sens_x, sens_target = (torch.cat(images), target) if hard.sensitivity > 0 else (None, None)
+        # The images the twins and the input-gradient penalty are drawn from (before the twins join).
+        src_x, src_target = (torch.cat(images), target) if hard.adversarial > 0 or hard.sensitivity > 0 else (None, None)
         if hard.adversarial > 0:
-            src_x, src_y, src_g = torch.cat(images), torch.cat(labels), torch.cat(groups)
+            src_y, src_g = torch.cat(labels), torch.cat(groups)
             pick, twins, attacked = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device, self.bf16)
             at = 1 if synthetic is not None else len(images)
             images.insert(at, twins), labels.insert(at, src_y[pick]), groups.insert(at, src_g[pick])
@@ -149,7 +150,7 @@ class PretrainStep:
         if hard.sensitivity > 0:  # drawn last (after the large anchors): the other draws are unchanged
             # Through ``plain`` with BatchNorm on its running statistics, as the large anchors.
             with autocast(self.bf16, device):
-                terms["sensitivity"] = sensitivity_penalty(self.plain, hard, sens_x, sens_target, candidates, g, device)
+                terms["sensitivity"] = sensitivity_penalty(self.plain, hard, src_x, src_target, candidates, g, device)
         loss = sum(self.weights[k] * v for k, v in terms.items())
         self.seen += len(x)
         return loss, terms
