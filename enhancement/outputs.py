@@ -18,11 +18,12 @@ gradient), and the identity when the head's output is zero (the network starts t
   ``scale`` x ``scale`` blocks, then brought back to full resolution with a fast
   guided filter (He and Sun, 2015) steered by the input's luminance, so it can follow
   the input's edges (no halos) but cannot add structure of its own: a flat input
-  gives a flat output. The log-gain is the head's output itself (``gain_param="log"``,
-  clamped to ``+-log(gain_max)`` with the gradient passed straight through), so it never
-  loses its gradient;
-  ``"tanh"`` (``log(gain_max) * tanh(logit)``, the first version) flattens near the
-  bound and a run that pushes every pixel there stays stuck at ``gain_max``.
+  gives a flat output. The log-gain is the head's output itself (``gain_param="log"``),
+  capped at ``+-log(gain_max)`` by :func:`inward_clamp` *before* the upsampling and again
+  after it: past the cap a pixel still hears a loss that wants it back inside (nothing
+  sticks there), but nothing pushes it further out, and the upsampling only ever sees
+  bounded values. ``"tanh"`` (``log(gain_max) * tanh(logit)``, the first version)
+  flattens near the bound and a run that pushes every pixel there stays stuck at ``gain_max``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from attiqa_loss.measures import luminance
 
-__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "log_gain", "bounded_residual", "apply_curves", "exposure_curve",
+__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "inward_clamp", "log_gain", "bounded_residual", "apply_curves", "exposure_curve",
            "guided_upsample", "apply_gain"]
 
 #: The output formulations.
@@ -128,17 +129,44 @@ def guided_upsample(source_low: torch.Tensor, guide_low: torch.Tensor, guide: to
     return a * guide + b
 
 
+class _InwardClamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        # descent moves x along -grad: past the upper cap keep only grad > 0 (x goes down),
+        # past the lower cap only grad < 0 (x goes up); inside, everything
+        keep = ((x <= ctx.bound) | (grad > 0)) & ((x >= -ctx.bound) | (grad < 0))
+        return grad * keep, None
+
+
+def inward_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``x.clamp(-bound, bound)`` whose gradient passes wherever it points back inside.
+
+    Inside the bound the gradient is the identity's; past it, a gradient that would move
+    ``x`` back towards the bound (under gradient descent) passes unchanged and one that
+    would move it further out is zeroed. So a value pushed past the cap is never stuck
+    there (unlike a plain clamp or ``tanh``) and, unlike a straight-through clamp, never
+    driven further out by a loss that wants more than the cap allows: the logits of a run
+    that keeps asking for more gain stay near the cap instead of drifting without bound.
+    Shape-preserving."""
+    return _InwardClamp.apply(x, float(bound))
+
+
 def log_gain(logit: torch.Tensor, gain_max: float, gain_param: str = "log") -> torch.Tensor:
     """The log-gain of the head's gain channel, within ``+-log(gain_max)``.
 
-    ``"log"``: the logit itself, clamped to the cap in the forward pass, with the
-    gradient passed straight through (slope 1 everywhere: a pixel pushed past the cap still
-    hears a loss that wants it darker, so nothing sticks there); ``"tanh"``:
-    ``log(gain_max) * tanh(logit)`` (slope ``log(gain_max)`` at 0, vanishing near the
-    bound). Shape-preserving."""
+    ``"log"``: the logit itself, capped by :func:`inward_clamp` (slope 1 inside the cap and
+    for any gradient that points back inside); ``"tanh"``: ``log(gain_max) * tanh(logit)``
+    (slope ``log(gain_max)`` at 0, vanishing near the bound). Shape-preserving."""
     bound = math.log(gain_max)
     if gain_param == "log":
-        return logit - (logit - logit.clamp(-bound, bound)).detach()
+        return inward_clamp(logit, bound)
     if gain_param == "tanh":
         return bound * torch.tanh(logit)
     raise ValueError(f"gain_param must be one of {list(GAIN_PARAMS)}, got {gain_param!r}")
@@ -168,6 +196,10 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
         h, w = images.shape[-2:]
         size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
         logit_low = F.adaptive_avg_pool2d(logit, size)
+        if gain_param == "log":
+            # capped before the upsampling: a guided filter fitted to unbounded logits
+            # extrapolates them along the guide's edges to both caps (a bang-bang map)
+            logit_low = inward_clamp(logit_low, math.log(gain_max))
         guide_low = F.adaptive_avg_pool2d(guide, size)
         logit = guided_upsample(logit_low, guide_low, guide)
     gain = torch.exp(log_gain(logit, gain_max, gain_param))

@@ -71,14 +71,14 @@ def test_the_gain_output_keeps_hue_and_saturation_exactly():
 
 def test_the_log_gain_keeps_its_gradient_up_to_the_cap_where_tanh_loses_it():
     """Why ``gain_param: log``: with ``tanh`` a head pushed near the bound (tanh > 0.99)
-    gets almost no gradient back (runs stuck at gain_max); the log-gain passes its
-    gradient straight through the cap, which is ``gain_max`` for both."""
+    gets almost no gradient back (runs stuck at gain_max); the log-gain passes every
+    gradient that points back inside the cap, which is ``gain_max`` for both."""
     from enhancement.outputs import log_gain
 
     bound = math.log(16.0)
     near = torch.tensor([0.5, 2.7, 9.0], requires_grad=True)  # below the cap (log 16 = 2.77) and past it
-    log_gain(near, 16.0, "log").sum().backward()
-    assert near.grad.tolist() == [1.0, 1.0, 1.0]  # past the cap too: straight through
+    log_gain(near, 16.0, "log").sum().backward()  # descent lowers all three: back inside for 9.0
+    assert near.grad.tolist() == [1.0, 1.0, 1.0]  # past the cap too: nothing sticks there
     far = torch.tensor([3.0], requires_grad=True)  # tanh(3.0) = 0.995
     log_gain(far, 16.0, "tanh").sum().backward()
     assert float(far.grad) < 0.03 * bound
@@ -86,6 +86,36 @@ def test_the_log_gain_keeps_its_gradient_up_to_the_cap_where_tanh_loses_it():
     assert float(log_gain(torch.tensor(50.0), 16.0, "tanh")) == pytest.approx(bound)
     with pytest.raises(ValueError, match=r"gain_param must be one of \['log', 'tanh'\], got 'exp'"):
         log_gain(near, 16.0, "exp")
+
+
+def test_past_the_cap_the_log_gain_is_pulled_back_but_never_pushed_further_out():
+    """A loss that wants more gain than the cap allows must not drive the logits further
+    (the first 6000-step run's logits drifted without bound under a straight-through cap and
+    its gain map went bang-bang); one that wants less must reach them."""
+    from enhancement.outputs import inward_clamp
+
+    x = torch.tensor([-9.0, -1.0, 0.0, 1.0, 9.0], requires_grad=True)
+    y = inward_clamp(x, 2.0)
+    assert y.tolist() == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    (-y.sum()).backward()  # descent raises everything: only -9 (back inside) and the inside values move
+    assert x.grad.tolist() == [-1.0, -1.0, -1.0, -1.0, 0.0]
+    x.grad = None
+    inward_clamp(x, 2.0).sum().backward()  # descent lowers everything: 9 comes back, -9 is left alone
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_a_gain_head_far_past_the_cap_gives_the_cap_everywhere():
+    """Huge logits (all asking for more gain) are capped before the guided upsampling, so
+    the map is ``gain_max`` on every pixel, whatever the input's edges, and the head hears
+    no gradient asking for still more."""
+    x = _photo(1) * 0.1
+    head = (30 + 1000 * torch.rand(1, 1, *x.shape[-2:], generator=torch.Generator().manual_seed(3)))
+    head.requires_grad_(True)
+    y = apply_gain(x, head, scale=8, gain_max=16.0)
+    expected = x * (16.0 / (1 + 15.0 * x.amax(dim=1, keepdim=True)))
+    assert torch.allclose(y, expected, atol=1e-5)
+    (-y.mean()).backward()  # wants brighter still
+    assert float(head.grad.abs().max()) == 0.0
 
 
 def test_a_gain_map_cannot_paint_structure_on_a_flat_field():
