@@ -122,12 +122,12 @@ def save_samples(val, out: Path, shipped=None) -> Path:
     """Write the held-out photos ``val`` (the decoded validation set of the run in ``out``)
     as ``<name>_input|output|shipped|reference.png`` under ``out/samples`` (``shipped``:
     the shipped enhancer, or None) and ``out/comparison.png``: one row per photo, input |
-    output | shipped | reference, each 256 px high."""
+    output | shipped | reference, each 256 px high, under a header band naming the columns."""
     import torch
 
     from attiqa_loss.io import save_image
 
-    from .tensorboard_utils import stack_rows
+    from .tensorboard_utils import labelled_strip, stack_rows
     from .weights import load_enhancer
 
     model = load_enhancer(out)
@@ -145,9 +145,13 @@ def save_samples(val, out: Path, shipped=None) -> Path:
                 save_image(image, folder / f"{stem}_{role}.png")
             for old in _OLD_ROLE_NAMES.values():  # an earlier demo's name for the same image
                 (folder / f"{stem}_{old}.png").unlink(missing_ok=True)
-            rows.append(torch.cat([_to_height(im, 256) for im in images.values()], dim=-1))
+            panels = [_to_height(im, 256) for im in images.values()]
+            if rows:
+                rows.append((torch.cat(panels, dim=-1).clamp(0, 1) * 255).round().to(torch.uint8))
+            else:  # the first row carries the header naming the columns
+                rows.append(labelled_strip(panels, list(images)))
     if rows:
-        save_image(stack_rows(rows, 1.0), out / "comparison.png")
+        save_image(stack_rows(rows, 255).float() / 255, out / "comparison.png")
     return folder
 
 

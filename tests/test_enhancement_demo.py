@@ -78,8 +78,13 @@ def test_demo_sets_the_shipped_enhancer_beside_its_short_run(tmp_path, tiny_chec
     assert "(shipped " in psnr and "input | output | shipped | reference" in printed
     names = sorted(p.name for p in (out / "samples").iterdir())
     assert len(names) == 8
+    from enhancement.tensorboard_utils import header_height
+
     strip = read_image(out / "comparison.png")
-    assert strip.shape[-2] == 2 * 256  # two held-out photos, one row each
+    inputs = [read_image(p) for p in sorted((out / "samples").glob("*_input.png"))]
+    bands = {header_height(round(im.shape[-1] * 256 / im.shape[-2])) for im in inputs}
+    # two held-out photos, one row each, under the header band naming the four columns
+    assert strip.shape[-2] - 2 * 256 in bands
     first = sorted((out / "samples").glob("*_input.png"))[0]
     stem = first.name[: -len("_input.png")]
     dark, bright = read_image(first), read_image(out / "samples" / f"{stem}_shipped.png")
