@@ -68,6 +68,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="replace the run in OUT (its config, state, weights, metrics and tb/ are deleted); without "
         "--resume or --overwrite an OUT holding a run is refused",
     )
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide the progress bar (the same as --set train.progress=false)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +96,10 @@ def run_train(args: argparse.Namespace) -> int:
     saved = args.out / "config.yaml"
     if args.resume and args.config is None and saved.is_file():
         args.config = saved
-    cfg = config_from_args(EnhanceConfig, args,
-                           values={"data.train_dir": str(args.data)} if args.data is not None else None)
+    values = {"data.train_dir": str(args.data)} if args.data is not None else {}
+    if args.no_progress:
+        values["train.progress"] = False
+    cfg = config_from_args(EnhanceConfig, args, values=values or None)
     import torch
 
     # Process-wide state is the command's business: AttiqaLoss(views > 0) draws its views

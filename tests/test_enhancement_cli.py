@@ -58,3 +58,13 @@ def test_infer_reports_missing_checkpoint(tmp_path, capsys):
     args = ["infer", "--checkpoint", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     assert cli.main(args) == 2
     assert "no enhancer weights at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, shown", [([], True), (["--no-progress"], False)])
+def test_no_progress_turns_the_bar_off(flag, shown, tmp_path, monkeypatch):
+    import enhancement.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda cfg, out, **kw: seen.setdefault("cfg", cfg) and {})
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path), *flag]) == 0
+    assert seen["cfg"].train.progress is shown and seen["cfg"].data.train_dir == str(tmp_path)
