@@ -7,9 +7,13 @@ import pytest
 from attiqa_loss import ATTRIBUTES
 
 
-def test_demo_runs_offline_on_bundled_photos(tmp_path, tiny_checkpoint_path, capsys):
+def test_demo_runs_offline_on_bundled_photos(tmp_path, tiny_checkpoint_path, capsys, monkeypatch):
+    """An install without a shipped enhancer: three columns (the next test: with one)."""
     pytest.importorskip("skimage")
+    from enhancement import weights
     from enhancement.demo import main
+
+    monkeypatch.setattr(weights, "DEFAULT_ENHANCER_PATH", tmp_path / "absent.safetensors")
 
     out = tmp_path / "demo"
     code = main(["--out", str(out), "--steps", "2", "--checkpoint", str(tiny_checkpoint_path),
