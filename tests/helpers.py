@@ -38,6 +38,19 @@ def make_texture(height: int, width: int, seed: int = 0, *, smoothness: int = 8)
     return (base + detail).clamp(0, 1)[0]
 
 
+def skimage_photos(names, *, max_side=None, height: int, width: int) -> torch.Tensor:
+    """scikit-image's bundled sample photos ``names``, read with ``max_side`` and cropped to
+    their top-left ``height`` x ``width``: ``(len(names), 3, height, width)`` in [0, 1].
+    Skips the calling test when scikit-image (the dev extra) is not installed."""
+    import pytest
+
+    from attiqa_loss.io import read_image
+
+    skimage = pytest.importorskip("skimage")
+    folder = Path(skimage.__file__).parent / "data"
+    return torch.stack([read_image(folder / n, max_side=max_side)[:, :height, :width] for n in names])
+
+
 def build_tiny_net(seed: int = 0, backbone: str = TINY_BACKBONE) -> AttiqaNet:
     """A tiny randomly initialised :class:`AttiqaNet` in eval mode, reproducible from ``seed``."""
     torch.manual_seed(seed)

@@ -289,11 +289,9 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def photos():
-    skimage = pytest.importorskip("skimage")
-    from attiqa_loss.io import read_image
+    from helpers import skimage_photos
 
-    folder = Path(skimage.__file__).parent / "data"
-    return torch.stack([read_image(folder / n)[:, :288, :384] for n in ("astronaut.png", "chelsea.png", "coffee.png")])
+    return skimage_photos(("astronaut.png", "chelsea.png", "coffee.png"), height=288, width=384)
 
 
 def test_niqe_rises_under_blur_and_strong_noise(photos):

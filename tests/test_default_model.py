@@ -13,18 +13,17 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaLoss, default_checkpoint_path, load_attiqa, read_checkpoint_metadata
-from attiqa_loss.io import read_image
 from pretrain.degradations import degrade
+
+from helpers import skimage_photos
 
 pytestmark = pytest.mark.skipif(not default_checkpoint_path().is_file(), reason="no embedded default model")
 
 
 @pytest.fixture(scope="module")
 def photos():
-    skimage = pytest.importorskip("skimage")
-    folder = Path(skimage.__file__).parent / "data"
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
-    return torch.stack([read_image(folder / n, max_side=256)[:, :160, :160] for n in names])
+    return skimage_photos(names, max_side=256, height=160, width=160)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from attiqa_loss.io import read_image
 from attiqa_loss.measures import luminance
+from enhancement.heldout import psnr
 from enhancement.weights import DEFAULT_ENHANCER_PATH, load_enhancer
+
+from helpers import skimage_photos
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "enhance_shipped.yaml"
 
@@ -28,16 +30,10 @@ def enhancer():
 
 @pytest.fixture(scope="module")
 def photos():
-    skimage = pytest.importorskip("skimage")
-    folder = Path(skimage.__file__).parent / "data"
     # well-exposed daylight photos (mean luminance 0.39 to 0.49); rocket.jpg, a dusk shot at 0.24,
     # is brightened by the enhancer and is not one
     names = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png"]
-    return torch.stack([read_image(folder / n, max_side=256)[:, :160, :160] for n in names])
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return -10 * torch.log10((a - b).pow(2).flatten(1).mean(1))
+    return skimage_photos(names, max_side=256, height=160, width=160)
 
 
 def test_the_shipped_enhancer_is_in_the_package_and_small():
@@ -70,7 +66,7 @@ def test_a_dark_photo_comes_out_brighter_closer_to_the_clean_one_and_unclipped(e
     lum_dark, lum_out, lum_clean = (luminance(t).flatten(1).mean(1) for t in (dark, out, photos))
     assert bool((lum_out > lum_dark + 0.1).all()), (lum_dark, lum_out)
     assert bool((lum_out < lum_clean + 0.15).all()), (lum_out, lum_clean)  # not over-exposed
-    assert bool((_psnr(out, photos) > _psnr(dark, photos) + 5).all())
+    assert bool((psnr(out, photos) > psnr(dark, photos) + 5).all())
     # no clipping: hardly a pixel at white that was not white in the clean photo
     assert float((out.amax(1) > 0.99).float().mean()) <= float((photos.amax(1) > 0.99).float().mean()) + 0.01
 
@@ -94,7 +90,7 @@ def test_a_dark_photo_keeps_its_colours(enhancer, photos):
 def test_a_well_exposed_photo_is_left_nearly_alone(enhancer, photos):
     with torch.no_grad():
         out = enhancer(photos)
-    assert bool((_psnr(out, photos) > 20).all()), _psnr(out, photos)
+    assert bool((psnr(out, photos) > 20).all()), psnr(out, photos)
 
 
 def test_a_flat_field_stays_flat(enhancer):
