@@ -99,7 +99,11 @@ def report(result: Dict[str, object], stall: float) -> str:
         lines.append(f"| {phase} | {statistics.median(values):.1f} | {_quantile(values, 0.95):.1f} | {max(values):.1f} |")
     vals = result["validation"]
     if vals:
-        lines.append(f"| validation pass | {statistics.median(vals) * 1e3:.0f} | - | {max(vals) * 1e3:.0f} |")
+        # the first pass also scores the inputs and references (cached for the later ones)
+        lines.append(f"| validation pass, first | {vals[0] * 1e3:.0f} | - | - |")
+        if len(vals) > 1:
+            later = [v * 1e3 for v in vals[1:]]
+            lines.append(f"| validation pass, later | {statistics.median(later):.0f} | - | {max(later):.0f} |")
     median_total = statistics.median(r["total"] for r in rows)
     slow = [(i, r) for i, r in enumerate(rows) if r["total"] > stall * median_total]
     lines.append("")

@@ -47,7 +47,9 @@ class UNetConfig:
     curves per pixel and channel) or ``gain`` (one smooth, edge-aware exposure gain per
     pixel on ``gain_scale``-pixel blocks, within ``[1/gain_max, gain_max]``, plus a residual
     of amplitude ``gain_residual`` when > 0; ``gain_param``: ``log``, the head's channel is
-    the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``)."""
+    the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``);
+    ``global_context``: the bottleneck also sees the whole image's averaged features
+    (how dark the whole shot is; against halos next to bright objects)."""
 
     width: int = 32
     depth: int = 3
@@ -59,6 +61,7 @@ class UNetConfig:
     gain_max: float = 16.0
     gain_residual: float = 0.0
     gain_param: Literal["log", "tanh"] = "log"
+    global_context: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "blocks", "max_width", "curve_iterations", "gain_scale"):

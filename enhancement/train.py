@@ -120,6 +120,7 @@ class _Trainer:
         self.ema = ModelEma(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
         self.last_metrics: Dict[str, float] = {}
+        self.val_cache: Dict[int, Dict[str, float]] = {}  # the input's and reference's figures, computed once
         self.validated_at = -1  # on every rank, so all ranks agree on the barriers to enter
 
     def state_objects(self) -> Dict[str, object]:
@@ -145,6 +146,7 @@ class _Trainer:
                 device=self.device,
                 lpips_model=self.lpips if self.cfg.val.lpips else None,
                 keep=self.cfg.val.grid_images,
+                cache=self.val_cache,
             )
             log.validation_metrics(metrics, self.step)
             log.attribute_scores(scores, self.step)

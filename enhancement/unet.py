@@ -46,6 +46,13 @@ class UNet(nn.Module):
             the amplitude of its optional extra residual (``gain``; see :func:`apply_gain`).
         gain_param: ``"log"`` (the head's channel is the log-gain) or ``"tanh"`` (the
             first version, which saturates at ``gain_max``; files without the key use it).
+        global_context: add an image-level context to the bottleneck: its features are
+            averaged over the whole image, passed through two 1x1 convolutions (the last
+            zero-initialised, so the network starts as without it) and added back at every
+            position. Every pixel then knows how dark the *whole* image is, not only its
+            receptive field: a dark pixel next to a lamp is brightened like the rest of a
+            dark shot instead of read as part of a well-exposed scene (the dark halos
+            around bright objects of a purely local network). Files without the key: off.
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], any ``H, W >= 1``.
@@ -59,7 +66,7 @@ class UNet(nn.Module):
 
     def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256,
                  output: str = "residual", curve_iterations: int = 8, gain_scale: int = 8, gain_max: float = 16.0,
-                 gain_residual: float = 0.0, gain_param: str = "log") -> None:
+                 gain_residual: float = 0.0, gain_param: str = "log", global_context: bool = False) -> None:
         super().__init__()
         if min(width, depth, blocks, max_width) < 1:
             raise ValueError(
@@ -75,7 +82,7 @@ class UNet(nn.Module):
         self.width, self.depth, self.blocks, self.max_width = width, depth, blocks, max_width
         self.output, self.curve_iterations = output, curve_iterations
         self.gain_scale, self.gain_max, self.gain_residual = gain_scale, float(gain_max), float(gain_residual)
-        self.gain_param = gain_param
+        self.gain_param, self.global_context = gain_param, bool(global_context)
         widths = [min(width * 2**i, max_width) for i in range(depth + 1)]
         self.stem = _conv_block(3, widths[0], blocks)
         self.down = nn.ModuleList(
@@ -86,6 +93,12 @@ class UNet(nn.Module):
             )
             for i in range(depth)
         )
+        self.context = None
+        if self.global_context:
+            self.context = nn.Sequential(nn.Conv2d(widths[-1], widths[-1], 1), nn.LeakyReLU(0.2, inplace=True),
+                                         nn.Conv2d(widths[-1], widths[-1], 1))
+            nn.init.zeros_(self.context[-1].weight)
+            nn.init.zeros_(self.context[-1].bias)
         self.reduce = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(depth))
         self.up = nn.ModuleList(_conv_block(2 * widths[i], widths[i], blocks) for i in range(depth))
         self.head = nn.Conv2d(widths[0], head_channels(output, curve_iterations, gain_residual), 3, padding=1)
@@ -98,7 +111,8 @@ class UNet(nn.Module):
         """Constructor arguments (stored beside exported weights)."""
         return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width,
                 "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
-                "gain_max": self.gain_max, "gain_residual": self.gain_residual, "gain_param": self.gain_param}
+                "gain_max": self.gain_max, "gain_residual": self.gain_residual, "gain_param": self.gain_param,
+                "global_context": self.global_context}
 
     def forward(self, images: torch.Tensor, *, check: bool = True, return_maps: bool = False):
         """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]; with
@@ -117,6 +131,8 @@ class UNet(nn.Module):
         for down in self.down:
             feats.append(down(feats[-1]))
         y = feats.pop()
+        if self.context is not None:  # (B, C, 1, 1) image-level features, broadcast to every position
+            y = y + self.context(y.mean(dim=(2, 3), keepdim=True))
         for i in reversed(range(self.depth)):
             skip = feats.pop()
             y = F.interpolate(self.reduce[i](y), size=skip.shape[-2:], mode="bilinear", align_corners=False)

@@ -76,7 +76,7 @@ def test_enhancer_round_trip_without_pickle(tmp_path):
         meta = f.metadata()
     assert json.loads(meta["unet"]) == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256, "output": "residual",
                                         "curve_iterations": 8, "gain_scale": 8, "gain_max": 16.0, "gain_residual": 0.0,
-                                        "gain_param": "log"}
+                                        "gain_param": "log", "global_context": False}
     loaded = load_enhancer(tmp_path)  # a run folder works as well as the file
     training = loaded.training_info
     assert training == {"steps": 3}
@@ -98,3 +98,65 @@ def test_load_enhancer_errors(tmp_path):
     save_file(state, str(tmp_path / "partial.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="missing keys \\['head.bias', 'head.weight'\\]"):
         load_enhancer(tmp_path / "partial.safetensors")
+
+
+def test_global_context_starts_as_the_plain_network():
+    torch.manual_seed(0)
+    net = create_unet(width=4, depth=2, blocks=1, output="gain", global_context=True)
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.5)
+    x = torch.rand(2, 3, 40, 56)
+    with_context = net(x)
+    net.context = None  # the same weights without the image-level branch
+    assert torch.equal(with_context, net(x))
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+def test_only_the_global_context_lets_a_far_corner_change_a_pixel(global_context):
+    """A depth-2 U-Net sees a few dozen pixels around each pixel; with the global context a
+    change at the far corner of a 128 px image reaches the opposite corner (every pixel
+    knows what the whole image looks like)."""
+    torch.manual_seed(0)
+    net = create_unet(width=4, depth=2, blocks=1, output="gain", gain_scale=1, global_context=global_context)
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.05)  # inside the gain cap: a capped gain would hide the change
+        if global_context:
+            net.context[-1].weight.normal_(std=0.5)
+    x = torch.full((1, 3, 128, 128), 0.1)
+    y = x.clone()
+    y[..., 96:, 96:] = 0.9  # a bright patch in the bottom-right corner
+    change = (net(y) - net(x))[..., :16, :16].abs().max()  # top-left corner
+    # exactly zero without the branch (nothing else reaches that far); with it, small at
+    # random initialisation (the features barely respond yet) but not zero
+    assert (change > 0) if global_context else (change == 0)
+
+
+def test_global_context_round_trips_and_old_files_load_without_it(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(3)
+    net = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=2, global_context=True)
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.5)
+        net.context[-1].weight.normal_(std=0.5)
+    loaded = load_enhancer(save_enhancer(net, tmp_path / "gc.safetensors"))
+    assert loaded.global_context and loaded.config() == net.config()
+    x = torch.rand(1, 3, 33, 47)
+    assert torch.equal(loaded(x), net.eval()(x))
+    plain = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=2)
+    path = save_enhancer(plain, tmp_path / "plain.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    unet = json.loads(meta["unet"])
+    del unet["global_context"]  # a file written before the key existed
+    meta["unet"] = json.dumps(unet)
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    assert load_enhancer(tmp_path / "old.safetensors").global_context is False
+    # the branch's weights in a file whose config says it has none are named, not ignored
+    with pytest.raises(ValueError, match="unexpected keys \\['context"):
+        save_file(load_file(str(tmp_path / "gc.safetensors")), str(tmp_path / "bad.safetensors"),
+                  metadata={**meta, "unet": json.dumps({**net.config(), "global_context": False})})
+        load_enhancer(tmp_path / "bad.safetensors")
