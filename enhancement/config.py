@@ -88,10 +88,19 @@ class LowLightSynthesisConfig:
     read_noise: Tuple[float, float] = (0.0, 0.02)
     #: chance that a training image keeps its exposure (no darkening or cast, noise only)
     keep: float = 0.0
+    #: chance that a training image gets bright light sources (lamps), the same in the
+    #: target and the dark shot: a bright region must not mean "well exposed"
+    light_sources: float = 0.0
+    #: chance that a training image keeps its exposure in one large region (a backlit
+    #: scene: a sunlit window in a dark room), the rest darkened
+    bright_regions: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.keep < 1:
             raise ValueError(f"lowlight.keep must be in [0, 1), got {self.keep}")
+        for name in ("light_sources", "bright_regions"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"lowlight.{name} must be in [0, 1], got {getattr(self, name)}")
         _check_range("lowlight.exposure", self.exposure, 1e-4, 1.0)
         _check_range("lowlight.gamma", self.gamma, 1e-2)
         _check_range("lowlight.shot_noise", self.shot_noise, 0.0)

@@ -34,7 +34,9 @@ MODES = ("paired", "synthetic", "unpaired")
 PathLike = Union[str, os.PathLike]
 #: One training item: an image path, or a ``(low, high)`` pair of paths.
 Item = Union[Path, Tuple[Path, Path]]
-Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+#: ``(clean (B, 3, H, W), generator) -> degraded``, or ``-> (degraded, target)`` when the
+#: synthesis changes the target too (light sources)
+Degrade = Callable[[torch.Tensor, torch.Generator], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]
 
 
 def _check_mode(mode: str) -> None:
@@ -164,7 +166,8 @@ class EnhanceDataset(Dataset):
         items: from :func:`list_items`.
         mode: ``"paired"`` | ``"synthetic"`` | ``"unpaired"``.
         crop_size: side of the square training crop.
-        degrade: ``(clean (1, 3, H, W), generator) -> degraded`` for ``synthetic`` mode.
+        degrade: ``(clean (1, 3, H, W), generator) -> degraded`` (or ``(degraded, target)``)
+            for ``synthetic`` mode.
         max_side: downscale photos whose longer side exceeds this before cropping.
         flips, rot90: geometric augmentation, applied identically to input and target.
 
@@ -212,7 +215,17 @@ class EnhanceDataset(Dataset):
             return {"input": crops[0], "target": crops[1]}
         if self.mode == "unpaired":
             return {"input": crops[0]}
-        return {"input": self.degrade(crops[0][None], g)[0].contiguous(), "target": crops[0]}
+        low, target = degrade_pair(self.degrade, crops[0], g)
+        return {"input": low.contiguous(), "target": target.contiguous()}
+
+
+def degrade_pair(degrade: Degrade, clean: torch.Tensor, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(input, target)`` of one ``(3, H, W)`` clean image: ``degrade`` returns the degraded
+    batch, or ``(degraded, target)`` when it changes the target too (light sources)."""
+    out = degrade(clean[None], generator)
+    if isinstance(out, tuple):
+        return out[0][0], out[1][0]
+    return out[0], clean
 
 
 def _center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -251,5 +264,6 @@ def load_validation(
             out.append({"name": item.name, "input": image})
         else:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * (i + 1))
-            out.append({"name": item.name, "input": degrade(image[None], g)[0], "target": image})
+            low, target = degrade_pair(degrade, image, g)
+            out.append({"name": item.name, "input": low, "target": target})
     return out

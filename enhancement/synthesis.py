@@ -18,6 +18,8 @@ __all__ = [
     "apply_color_cast",
     "add_gaussian_noise",
     "add_poisson_gaussian_noise",
+    "add_light_sources",
+    "keep_bright_regions",
     "synthesize_low_light",
     "synthesize_noise",
     "augment_together",
@@ -82,6 +84,95 @@ def add_poisson_gaussian_noise(
     return (images + var.sqrt() * _randn_like(images, generator)).clamp(0, 1)
 
 
+def add_light_sources(
+    clean: torch.Tensor,
+    low: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    probability: float,
+    count: Tuple[int, int] = (1, 3),
+    radius: Tuple[float, float] = (0.03, 0.12),
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Paste the same bright light sources (lamps, lit windows) into a clean photo and its
+    darkened version.
+
+    A light source is far brighter than the scene around it: a shorter exposure that
+    darkens the scene leaves it near white. Darkening a well-exposed photo never makes
+    such a picture (every pixel of the dark version is dim), so an enhancer trained on it
+    learns "a bright region means the image is well exposed" and leaves the dark pixels
+    around a lamp dark (a halo). With probability ``probability`` an image gets
+    ``count[0]`` to ``count[1]`` soft-edged discs of radius ``radius`` (fractions of the
+    shorter side) in a pale random tint (each channel 0.75 to 1 of the largest, which is
+    0.85 to 1), blended into both images with the same mask.
+
+    Args:
+        clean, low: ``(B, 3, H, W)`` in [0, 1]: the target and the darkened input.
+        generator: CPU generator (draws nothing when ``probability`` is 0).
+
+    Returns:
+        ``(clean, low)`` with the light sources.
+    """
+    if probability <= 0:
+        return clean, low
+    b, _, h, w = clean.shape
+    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, w)
+    clean, low = clean.clone(), low.clone()
+    for i in range(b):
+        if float(torch.rand(1, generator=generator)) >= probability:
+            continue
+        for _ in range(int(torch.randint(count[0], count[1] + 1, (1,), generator=generator))):
+            cy, cx = float(torch.rand(1, generator=generator)) * h, float(torch.rand(1, generator=generator)) * w
+            r = max(1.5, float(uniform(radius, 1, generator)) * min(h, w))
+            tint = 1 - 0.25 * torch.rand(3, generator=generator)
+            colour = tint / tint.max() * float(uniform((0.85, 1.0), 1, generator))
+            dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt()
+            alpha = ((r - dist) / max(1.0, 0.3 * r) + 0.5).clamp(0, 1).to(clean.device, clean.dtype)
+            paint = colour.to(clean.device, clean.dtype).view(3, 1, 1)
+            clean[i] = clean[i] * (1 - alpha) + paint * alpha
+            low[i] = low[i] * (1 - alpha) + paint * alpha
+    return clean, low
+
+
+def keep_bright_regions(clean: torch.Tensor, low: torch.Tensor, generator: torch.Generator, *,
+                        probability: float) -> torch.Tensor:
+    """Give back a region of the darkened shot its original exposure: a backlit scene.
+
+    A shot of a dark room with a sunlit window is under-exposed inside and well exposed
+    (or over-exposed) in the window; the enhancer must brighten the one and leave the
+    other. Whole-image darkening never shows that. With probability ``probability`` an
+    image gets one soft-edged rectangle (each side 25 to 70% of the image's, anywhere)
+    in which ``low`` is replaced by ``clean``; the target stays ``clean``.
+
+    Args:
+        clean, low: ``(B, 3, H, W)`` in [0, 1].
+        generator: CPU generator (draws nothing when ``probability`` is 0).
+
+    Returns:
+        ``low`` with the regions restored, ``(B, 3, H, W)``.
+    """
+    if probability <= 0:
+        return low
+    b, _, h, w = clean.shape
+    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, w)
+    low = low.clone()
+    for i in range(b):
+        if float(torch.rand(1, generator=generator)) >= probability:
+            continue
+        rh, rw = (float(v) for v in uniform((0.25, 0.7), 2, generator))
+        top, left = (float(v) for v in torch.rand(2, generator=generator))
+        top, left = top * (1 - rh) * h, left * (1 - rw) * w
+        edge = max(1.0, 0.05 * min(h, w))
+
+        def ramp(coord: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+            return (((coord - lo) / edge).clamp(0, 1) * ((hi - coord) / edge).clamp(0, 1))
+
+        mask = (ramp(ys, top, top + rh * h) * ramp(xs, left, left + rw * w)).to(low.device, low.dtype)
+        low[i] = low[i] * (1 - mask) + clean[i] * mask
+    return low
+
+
 def synthesize_low_light(
     clean: torch.Tensor,
     generator: torch.Generator,
@@ -92,7 +183,9 @@ def synthesize_low_light(
     shot_noise: Tuple[float, float] = (0.0, 0.01),
     read_noise: Tuple[float, float] = (0.0, 0.02),
     keep: float = 0.0,
-) -> torch.Tensor:
+    light_sources: float = 0.0,
+    bright_regions: float = 0.0,
+):
     """Turn well-exposed photos into plausible low-light shots.
 
     Per image: exposure gain and gamma darkening (:func:`darken`), a colour cast (channel
@@ -103,13 +196,21 @@ def synthesize_low_light(
     With probability ``keep`` an image is left at its exposure (no darkening, no cast; the
     noise is still added), so an enhancer also learns to leave a well-exposed photo alone.
 
+    With ``light_sources > 0`` that fraction of the images also gets bright light sources,
+    the same in the target and the dark shot (:func:`add_light_sources`, before the
+    noise), and the function returns the target too. With ``bright_regions > 0`` that
+    fraction keeps its exposure in one large region (a backlit scene,
+    :func:`keep_bright_regions`, before the light sources).
+
     Args:
         clean: ``(B, 3, H, W)`` float RGB in [0, 1].
         generator: CPU generator (all draws, including the noise; ``keep > 0`` draws once
-            more per image, before the noise).
+            more per image, ``bright_regions > 0`` and ``light_sources > 0`` more again,
+            all before the noise, so with all three 0 the draws are those of the first
+            version).
 
     Returns:
-        ``(B, 3, H, W)`` in [0, 1].
+        ``(B, 3, H, W)`` in [0, 1]; with ``light_sources > 0`` the pair ``(low, target)``.
     """
     b = clean.shape[0]
     gain, gam = uniform(exposure, b, generator), uniform(gamma, b, generator)
@@ -121,6 +222,10 @@ def synthesize_low_light(
         gain, gam = torch.where(kept, 1.0, gain), torch.where(kept, 1.0, gam)
         cast = torch.where(kept[:, None], 1.0, cast)
     low = apply_color_cast(darken(clean, gain, gam), cast)
+    low = keep_bright_regions(clean, low, generator, probability=bright_regions)
+    if light_sources > 0:
+        target, low = add_light_sources(clean, low, generator, probability=light_sources)
+        return add_poisson_gaussian_noise(low, shot, read, generator), target
     return add_poisson_gaussian_noise(low, shot, read, generator)
 
 

@@ -63,6 +63,9 @@ def test_overrides_win_and_are_typed():
     ("data.mode=paried", "must be one of"),
     ("loss.ssim_window=4", "odd integer"),
     ("loss.attiqa_views=-1", r"loss.attiqa_views must be an integer >= 0, got -1"),
+    ("data.lowlight.light_sources=1.5", r"lowlight.light_sources must be in \[0, 1\], got 1.5"),
+    ("data.lowlight.bright_regions=-0.1", r"lowlight.bright_regions must be in \[0, 1\], got -0.1"),
+    ("model.global_context=maybe", "global_context"),
 ])
 def test_bad_values_are_rejected_by_name(override, message):
     with pytest.raises(ConfigError, match=message):

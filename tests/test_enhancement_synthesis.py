@@ -56,6 +56,56 @@ def test_keep_leaves_some_images_at_their_exposure_and_changes_nothing_when_zero
     assert torch.equal(synthesize_low_light(clean, gen(3)), synthesize_low_light(clean, gen(3), keep=0.0))
 
 
+def test_light_sources_are_bright_in_the_dark_shot_and_the_same_in_the_target(clean):
+    """A lamp stays near white in the dark shot (the scene around it is darkened) and is
+    pasted identically into the target; images without one are as before; 0 draws nothing."""
+    batch = clean.repeat(4, 1, 1, 1)  # 16 images
+    no_noise = dict(shot_noise=(0, 0), read_noise=(0, 0), color_cast=0.0, exposure=(0.1, 0.1), gamma=(1, 1))
+    low, target = synthesize_low_light(batch, gen(5), light_sources=0.5, **no_noise)
+    plain = synthesize_low_light(batch, gen(5), **no_noise)
+    lit = (target - batch).abs().flatten(1).amax(1) > 0  # images that got a light source
+    assert 3 <= int(lit.sum()) <= 13
+    assert torch.equal(target[~lit], batch[~lit]) and torch.allclose(low[~lit], plain[~lit])
+    lamp = (low.amax(1) > 0.8) & lit[:, None, None]  # the lamps' cores in the dark shots
+    assert lamp.any() and (plain.amax(1) < 0.11).all()  # without lamps nothing is that bright
+    diff = (low - target).abs().amax(1)
+    assert diff[lamp].max() < 0.15  # the lamp is the same in both (its soft edge blends a little)
+    assert (diff[lit].mean() > 0.3) and low[lit].mean() < 0.5 * target[lit].mean()  # the scene is still dark
+    assert torch.equal(synthesize_low_light(clean, gen(3)), synthesize_low_light(clean, gen(3), light_sources=0.0))
+
+
+def test_bright_regions_keep_a_large_part_of_some_images_at_its_exposure(clean):
+    """A backlit scene: inside one large region the dark shot is the clean photo, outside
+    it is darkened as before; the target is untouched; 0 draws nothing."""
+    batch = clean.repeat(4, 1, 1, 1)
+    no_noise = dict(shot_noise=(0, 0), read_noise=(0, 0), color_cast=0.0, exposure=(0.1, 0.1), gamma=(1, 1))
+    low = synthesize_low_light(batch, gen(4), bright_regions=0.5, **no_noise)
+    plain = synthesize_low_light(batch, gen(4), **no_noise)
+    restored = (low - batch).abs().amax(1) < 1e-6  # (B, H, W): pixels at their exposure
+    share = restored.flatten(1).float().mean(1)
+    lit = share > 0
+    assert 3 <= int(lit.sum()) <= 13 and (share[lit] > 0.03).all() and (share < 0.5).all()
+    untouched = (low - plain).abs().amax(1) < 1e-6
+    assert (restored | untouched).flatten(1).float().mean(1).min() > 0.85  # the rest: a soft edge only
+    assert torch.equal(low[~lit], plain[~lit])
+    assert torch.equal(synthesize_low_light(clean, gen(3)), synthesize_low_light(clean, gen(3), bright_regions=0.0))
+
+
+def test_a_synthesis_that_changes_the_target_reaches_the_dataset_and_validation(tmp_path):
+    import functools
+
+    write_images(tmp_path, 2, size=(48, 60))
+    degrade = functools.partial(synthesize_low_light, light_sources=1.0, exposure=(0.1, 0.1))
+    ds = EnhanceDataset(list_items(tmp_path, "synthetic"), "synthetic", 32, degrade=degrade)
+    item = ds[(0, 99)]
+    from attiqa_loss.io import read_image
+
+    (crop,) = augment_together([read_image(ds.items[0])], 32, gen(99))
+    assert not torch.equal(item["target"], crop) and item["input"].amax() > 0.8  # a lamp in both
+    val = load_validation(list_items(tmp_path, "synthetic"), "synthetic", degrade=degrade)
+    assert all(v["input"].amax() > 0.8 and v["target"].shape == v["input"].shape for v in val)
+
+
 def test_lower_exposure_range_is_darker(clean):
     dim = synthesize_low_light(clean, gen(1), exposure=(0.05, 0.1))
     bright = synthesize_low_light(clean, gen(1), exposure=(0.4, 0.5))
