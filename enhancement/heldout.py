@@ -60,9 +60,8 @@ def evaluate(
     """
     model.eval()
     sums: Dict[str, float] = defaultdict(float)
-    counts: Dict[str, int] = defaultdict(int)
-    score_sums: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    score_count = 0
+    score_sums: Dict[str, Dict[str, float]] = {}
+    references = scored_count = 0
     kept: List[Tuple[torch.Tensor, ...]] = []
     for index, sample in enumerate(samples):
         x = sample["input"][None].to(device)
@@ -71,39 +70,38 @@ def evaluate(
         scored = min(x.shape[-2:]) >= MIN_SIZE
         known = cache.get(index) if cache is not None else None
         if known is None:  # what does not depend on the model: the input's and the reference's figures
-            known = _figures(x, y, "_input", "input", quality, lpips_model, scored)
+            metrics, scores = _figures(x, y, "_input", quality, lpips_model, scored)
+            known = {"metrics": metrics, "scores": {"input": scores}}
             if y is not None and scored:
-                known.update(_figures(y, None, "", "reference", quality, None, scored))
+                known["scores"]["reference"] = _figures(y, None, "", quality, None, scored)[1]
             if cache is not None:
                 cache[index] = known
-        for key, value in {**known, **_figures(out, y, "", "output", quality, lpips_model, scored)}.items():
-            if "/" in key:
-                role, name = key.split("/", 1)
-                score_sums[role][name] += value
-            else:
-                sums[key] += value
-        counts["ref"] += y is not None
-        score_count += scored
+        metrics, scores = _figures(out, y, "", quality, lpips_model, scored)
+        for key, value in {**known["metrics"], **metrics}.items():
+            sums[key] += value
+        for role, per in (("input", known["scores"]["input"]), ("output", scores),
+                          ("reference", known["scores"].get("reference", {}))):
+            for name, value in per.items():
+                score_sums.setdefault(role, defaultdict(float))[name] += value
+        references += y is not None
+        scored_count += scored
         if len(kept) < keep:
             images = (x, out) if y is None else (x, out, y)
             kept.append(tuple(im[0].cpu() for im in images))
-    metrics = {k: v / counts["ref"] for k, v in sums.items()}
-    scores = {role: {n: v / score_count for n, v in score_sums[role].items()}
-              for role in ("input", "output", "reference") if role in score_sums}
+    metrics = {k: v / references for k, v in sums.items()}
+    scores = {role: {n: v / scored_count for n, v in per.items()} for role, per in score_sums.items()}
     return metrics, scores, kept
 
 
-def _figures(pred: Optional[torch.Tensor], target: Optional[torch.Tensor], suffix: str, role: str,
-             quality: AttiqaLoss, lpips_model: Optional[nn.Module], scored: bool) -> Dict[str, float]:
-    """``psnr<suffix>``, ``ssim<suffix>`` (``lpips<suffix>``) of ``pred`` against ``target``
-    (when there is one) and, when ``scored``, the ``<role>/<attribute>`` scores of ``pred``."""
-    figures: Dict[str, float] = {}
-    if pred is not None and target is not None:
-        figures["psnr" + suffix] = float(psnr(pred, target)[0])
-        figures["ssim" + suffix] = float(ssim(pred, target)[0])
+def _figures(pred: torch.Tensor, target: Optional[torch.Tensor], suffix: str, quality: AttiqaLoss,
+             lpips_model: Optional[nn.Module], scored: bool) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """``({psnr<suffix>, ssim<suffix>(, lpips<suffix>)}, {attribute: score})`` of ``pred``:
+    the first against ``target`` (empty without one), the second when ``scored``."""
+    metrics: Dict[str, float] = {}
+    if target is not None:
+        metrics["psnr" + suffix] = float(psnr(pred, target)[0])
+        metrics["ssim" + suffix] = float(ssim(pred, target)[0])
         if lpips_model is not None:
-            figures["lpips" + suffix] = float(lpips_model(pred, target, normalize=True).mean())
-    if scored:
-        for name, value in quality.scores(pred).items():
-            figures[f"{role}/{name}"] = float(value[0])
-    return figures
+            metrics["lpips" + suffix] = float(lpips_model(pred, target, normalize=True).mean())
+    scores = {name: float(value[0]) for name, value in quality.scores(pred).items()} if scored else {}
+    return metrics, scores

@@ -18,7 +18,7 @@ from attiqa_train.sampling import split_every_nth
 
 from .config import MIN_CROP, EnhanceConfig
 from .data import EnhanceDataset, check_items, list_items, load_validation, split_random_holdout
-from .synthesis import synthesize_low_light, synthesize_noise
+from .synthesis import synthesize_low_light_pair, synthesize_noise
 
 __all__ = ["build_data", "exclude_every_nth"]
 
@@ -35,7 +35,7 @@ def _degrade_fn(cfg: EnhanceConfig):
     if cfg.data.mode != "synthetic":
         return None
     if cfg.data.task == "lowlight":
-        return functools.partial(synthesize_low_light, **dataclasses.asdict(cfg.data.lowlight))
+        return functools.partial(synthesize_low_light_pair, **dataclasses.asdict(cfg.data.lowlight))
     return functools.partial(synthesize_noise, **dataclasses.asdict(cfg.data.noise))
 
 

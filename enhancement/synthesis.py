@@ -21,6 +21,7 @@ __all__ = [
     "add_light_sources",
     "keep_bright_regions",
     "synthesize_low_light",
+    "synthesize_low_light_pair",
     "synthesize_noise",
     "augment_together",
 ]
@@ -84,6 +85,11 @@ def add_poisson_gaussian_noise(
     return (images + var.sqrt() * _randn_like(images, generator)).clamp(0, 1)
 
 
+def _pixel_grid(h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Row and column coordinates, ``(h, 1)`` and ``(1, w)`` float32, for masks drawn per image."""
+    return torch.arange(h, dtype=torch.float32).view(h, 1), torch.arange(w, dtype=torch.float32).view(1, w)
+
+
 def add_light_sources(
     clean: torch.Tensor,
     low: torch.Tensor,
@@ -115,8 +121,7 @@ def add_light_sources(
     if probability <= 0:
         return clean, low
     b, _, h, w = clean.shape
-    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, w)
+    ys, xs = _pixel_grid(h, w)
     clean, low = clean.clone(), low.clone()
     for i in range(b):
         if float(torch.rand(1, generator=generator)) >= probability:
@@ -154,8 +159,7 @@ def keep_bright_regions(clean: torch.Tensor, low: torch.Tensor, generator: torch
     if probability <= 0:
         return low
     b, _, h, w = clean.shape
-    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, w)
+    ys, xs = _pixel_grid(h, w)
     low = low.clone()
     for i in range(b):
         if float(torch.rand(1, generator=generator)) >= probability:
@@ -173,7 +177,7 @@ def keep_bright_regions(clean: torch.Tensor, low: torch.Tensor, generator: torch
     return low
 
 
-def synthesize_low_light(
+def synthesize_low_light_pair(
     clean: torch.Tensor,
     generator: torch.Generator,
     *,
@@ -185,8 +189,8 @@ def synthesize_low_light(
     keep: float = 0.0,
     light_sources: float = 0.0,
     bright_regions: float = 0.0,
-):
-    """Turn well-exposed photos into plausible low-light shots.
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Turn well-exposed photos into plausible low-light shots: ``(low, target)``.
 
     Per image: exposure gain and gamma darkening (:func:`darken`), a colour cast (channel
     gains ``1 + U(-color_cast, color_cast)`` rescaled to mean 1, so it shifts hue, not
@@ -198,7 +202,7 @@ def synthesize_low_light(
 
     With ``light_sources > 0`` that fraction of the images also gets bright light sources,
     the same in the target and the dark shot (:func:`add_light_sources`, before the
-    noise), and the function returns the target too. With ``bright_regions > 0`` that
+    noise); without, the target is ``clean`` itself. With ``bright_regions > 0`` that
     fraction keeps its exposure in one large region (a backlit scene,
     :func:`keep_bright_regions`, before the light sources).
 
@@ -210,7 +214,7 @@ def synthesize_low_light(
             version).
 
     Returns:
-        ``(B, 3, H, W)`` in [0, 1]; with ``light_sources > 0`` the pair ``(low, target)``.
+        ``(low, target)``, each ``(B, 3, H, W)`` in [0, 1].
     """
     b = clean.shape[0]
     gain, gam = uniform(exposure, b, generator), uniform(gamma, b, generator)
@@ -223,10 +227,21 @@ def synthesize_low_light(
         cast = torch.where(kept[:, None], 1.0, cast)
     low = apply_color_cast(darken(clean, gain, gam), cast)
     low = keep_bright_regions(clean, low, generator, probability=bright_regions)
-    if light_sources > 0:
-        target, low = add_light_sources(clean, low, generator, probability=light_sources)
-        return add_poisson_gaussian_noise(low, shot, read, generator), target
-    return add_poisson_gaussian_noise(low, shot, read, generator)
+    target, low = add_light_sources(clean, low, generator, probability=light_sources)
+    return add_poisson_gaussian_noise(low, shot, read, generator), target
+
+
+def synthesize_low_light(clean: torch.Tensor, generator: torch.Generator, **settings) -> torch.Tensor:
+    """The dark shots of :func:`synthesize_low_light_pair` (same keywords, same draws),
+    ``(B, 3, H, W)`` in [0, 1], for syntheses whose target is ``clean`` itself.
+
+    Raises:
+        ValueError: ``light_sources > 0``, which changes the target too (use the pair).
+    """
+    if settings.get("light_sources", 0.0) > 0:
+        raise ValueError("light_sources > 0 paints the target too: use synthesize_low_light_pair, "
+                         f"got light_sources={settings['light_sources']}")
+    return synthesize_low_light_pair(clean, generator, **settings)[0]
 
 
 def synthesize_noise(

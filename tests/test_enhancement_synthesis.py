@@ -13,6 +13,7 @@ from enhancement.synthesis import (
     augment_together,
     darken,
     synthesize_low_light,
+    synthesize_low_light_pair,
     synthesize_noise,
 )
 
@@ -61,7 +62,7 @@ def test_light_sources_are_bright_in_the_dark_shot_and_the_same_in_the_target(cl
     pasted identically into the target; images without one are as before; 0 draws nothing."""
     batch = clean.repeat(4, 1, 1, 1)  # 16 images
     no_noise = dict(shot_noise=(0, 0), read_noise=(0, 0), color_cast=0.0, exposure=(0.1, 0.1), gamma=(1, 1))
-    low, target = synthesize_low_light(batch, gen(5), light_sources=0.5, **no_noise)
+    low, target = synthesize_low_light_pair(batch, gen(5), light_sources=0.5, **no_noise)
     plain = synthesize_low_light(batch, gen(5), **no_noise)
     lit = (target - batch).abs().flatten(1).amax(1) > 0  # images that got a light source
     assert 3 <= int(lit.sum()) <= 13
@@ -72,6 +73,12 @@ def test_light_sources_are_bright_in_the_dark_shot_and_the_same_in_the_target(cl
     assert diff[lamp].max() < 0.15  # the lamp is the same in both (its soft edge blends a little)
     assert (diff[lit].mean() > 0.3) and low[lit].mean() < 0.5 * target[lit].mean()  # the scene is still dark
     assert torch.equal(synthesize_low_light(clean, gen(3)), synthesize_low_light(clean, gen(3), light_sources=0.0))
+
+
+def test_the_single_output_synthesis_refuses_light_sources(clean):
+    with pytest.raises(ValueError, match=r"light_sources > 0 paints the target too: use synthesize_low_light_pair, "
+                                         r"got light_sources=0.3"):
+        synthesize_low_light(clean, gen(), light_sources=0.3)
 
 
 def test_bright_regions_keep_a_large_part_of_some_images_at_its_exposure(clean):
@@ -95,7 +102,7 @@ def test_a_synthesis_that_changes_the_target_reaches_the_dataset_and_validation(
     import functools
 
     write_images(tmp_path, 2, size=(48, 60))
-    degrade = functools.partial(synthesize_low_light, light_sources=1.0, exposure=(0.1, 0.1))
+    degrade = functools.partial(synthesize_low_light_pair, light_sources=1.0, exposure=(0.1, 0.1))
     ds = EnhanceDataset(list_items(tmp_path, "synthetic"), "synthetic", 32, degrade=degrade)
     item = ds[(0, 99)]
     from attiqa_loss.io import read_image

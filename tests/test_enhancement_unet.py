@@ -156,7 +156,7 @@ def test_global_context_round_trips_and_old_files_load_without_it(tmp_path):
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
     assert load_enhancer(tmp_path / "old.safetensors").global_context is False
     # the branch's weights in a file whose config says it has none are named, not ignored
+    save_file(load_file(str(tmp_path / "gc.safetensors")), str(tmp_path / "bad.safetensors"),
+              metadata={**meta, "unet": json.dumps({**net.config(), "global_context": False})})
     with pytest.raises(ValueError, match="unexpected keys \\['context"):
-        save_file(load_file(str(tmp_path / "gc.safetensors")), str(tmp_path / "bad.safetensors"),
-                  metadata={**meta, "unet": json.dumps({**net.config(), "global_context": False})})
         load_enhancer(tmp_path / "bad.safetensors")
