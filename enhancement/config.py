@@ -24,6 +24,8 @@ __all__ = [
 ]
 
 MIN_CROP = 32  # the quality network's smallest accepted input
+#: loss terms that need no reference image (``loss.<name>_weight``): the only ones unpaired images train
+NO_REFERENCE_TERMS = ("attiqa", "exposure", "tv", "spatial", "color", "smooth")
 
 
 def _check_range(name: str, value: Tuple[float, float], low: float, high: Optional[float] = None) -> None:
@@ -145,6 +147,8 @@ class DataConfig:
     task: Literal["lowlight", "denoise"] = "lowlight"
     train_dir: str = ""
     val_dir: str = ""
+    unpaired_dir: str = ""
+    unpaired_batch: int = 0
     val_images: int = 4
     exclude_every: int = 0
     crop_size: int = 128
@@ -164,6 +168,16 @@ class DataConfig:
             raise ValueError(f"data.max_side must be >= data.crop_size ({self.crop_size}), got {self.max_side}")
         if self.exclude_every == 1 or self.exclude_every < 0:
             raise ValueError(f"data.exclude_every must be 0 (off) or >= 2, got {self.exclude_every}")
+        if self.unpaired_batch < 0:
+            raise ValueError(f"data.unpaired_batch must be >= 0, got {self.unpaired_batch}")
+        if bool(self.unpaired_dir) != (self.unpaired_batch > 0):
+            raise ValueError(
+                "data.unpaired_dir and data.unpaired_batch go together (a folder and how many of its images "
+                f"per step, >= 1), got unpaired_dir={self.unpaired_dir!r} and unpaired_batch={self.unpaired_batch}"
+            )
+        if self.unpaired_dir and self.mode == "unpaired":
+            raise ValueError("data.unpaired_dir mixes unpaired photos into paired or synthetic training; in "
+                             f"data.mode 'unpaired' put them in data.train_dir (got unpaired_dir={self.unpaired_dir!r})")
         if self.val_images < 0 or self.num_workers < 0:
             raise ValueError(
                 f"data.val_images and data.num_workers must be >= 0, got {self.val_images} and {self.num_workers}"
@@ -319,3 +333,9 @@ class EnhanceConfig:
                     f"data.mode 'unpaired' has no reference images, so reference terms must be 0; "
                     f"got {', '.join(f'loss.{n}={getattr(self.loss, n)}' for n in used)}"
                 )
+        if self.data.unpaired_dir and not any(getattr(self.loss, f"{n}_weight") > 0 for n in NO_REFERENCE_TERMS):
+            raise ValueError(
+                f"data.unpaired_dir images have no references, so only no-reference terms train on them, "
+                f"but every one is 0: set one of {', '.join(f'loss.{n}_weight' for n in NO_REFERENCE_TERMS)} > 0 "
+                "(or leave data.unpaired_dir empty)"
+            )

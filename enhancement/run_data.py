@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from attiqa_loss.io import ImageListing
 from attiqa_train.sampling import split_every_nth
@@ -20,7 +20,7 @@ from .config import MIN_CROP, EnhanceConfig
 from .data import EnhanceDataset, check_items, list_items, load_validation, split_random_holdout
 from .synthesis import synthesize_low_light_pair, synthesize_noise
 
-__all__ = ["build_data", "exclude_every_nth"]
+__all__ = ["build_data", "build_unpaired", "exclude_every_nth"]
 
 
 def exclude_every_nth(items: List[Any], every: int) -> List[Any]:
@@ -70,3 +70,19 @@ def build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]]
         val_items, d.mode, crop_size=cfg.val.crop_size, degrade=degrade, max_side=d.max_side, seed=cfg.train.seed
     )
     return dataset, val, skipped
+
+
+def build_unpaired(cfg: EnhanceConfig, skipped: List[Tuple[Path, str]]) -> Optional[EnhanceDataset]:
+    """The ``data.unpaired_dir`` photos mixed into paired or synthetic training (None when
+    the folder is not set), listed and checked as :func:`build_data` does, with the same
+    ``exclude_every`` hold-out; files left out are appended to ``skipped``."""
+    d = cfg.data
+    if not d.unpaired_dir:
+        return None
+    listed = exclude_every_nth(list_items(d.unpaired_dir, "unpaired", skipped), d.exclude_every)
+    items, bad = check_items(listed, "unpaired", min_side=d.crop_size, max_side=d.max_side)
+    skipped += bad
+    if not items:
+        raise ValueError(f"no usable images in data.unpaired_dir {d.unpaired_dir}: all {len(listed)} were left out: "
+                         + ImageListing(skipped=bad).summary())
+    return EnhanceDataset(items, "unpaired", d.crop_size, max_side=d.max_side, flips=d.flips, rot90=d.rot90)

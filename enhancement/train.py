@@ -37,9 +37,9 @@ from attiqa_train.optim import adamw, autocast, use_bf16, warmup_cosine_schedule
 from attiqa_train.sampling import StepBatchSampler
 from attiqa_train.state import STATE_NAME
 
-from .config import EnhanceConfig
+from .config import NO_REFERENCE_TERMS, EnhanceConfig
 from .objectives import EnhancementObjective, resolve_lpips
-from .run_data import build_data
+from .run_data import build_data, build_unpaired
 from .tensorboard_utils import ROLES, EnhanceLogger, attribute_tag, hparams_of
 from .unet import UNet, create_unet
 from .heldout import evaluate
@@ -56,6 +56,10 @@ RUN_FILES = ("config.yaml", STATE_NAME, LEGACY_STATE_NAME, ENHANCER_FILENAME, "m
 #: not depend on them - and the validation section).
 RESUME_FREE_KEYS = ("train.log_every", "train.state_every", "train.ckpt_every", "train.progress",
                     "data.num_workers", "val.")
+
+
+#: added to ``train.seed`` for the sampler of ``data.unpaired_dir`` (independent of the pairs' batches)
+UNPAIRED_SEED_OFFSET = 7919
 
 
 def _loss_weights(cfg: EnhanceConfig, lpips_available: bool) -> Dict[str, float]:
@@ -103,17 +107,19 @@ class _Trainer:
         )
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         weights = _loss_weights(cfg, self.lpips is not None)
-        self.objective = EnhancementObjective(
-            weights,
-            fidelity=cfg.loss.fidelity,
-            charbonnier_eps=cfg.loss.charbonnier_eps,
-            ssim_window=cfg.loss.ssim_window,
-            exposure_level=cfg.loss.exposure_level,
-            exposure_patch=cfg.loss.exposure_patch,
-            lpips_model=self.lpips if weights["lpips"] > 0 else None,
-            attiqa=self.quality if weights["attiqa"] > 0 else None,
-        )
+        settings = dict(fidelity=cfg.loss.fidelity, charbonnier_eps=cfg.loss.charbonnier_eps,
+                        ssim_window=cfg.loss.ssim_window, exposure_level=cfg.loss.exposure_level,
+                        exposure_patch=cfg.loss.exposure_patch,
+                        attiqa=self.quality if weights["attiqa"] > 0 else None)
+        self.objective = EnhancementObjective(weights, lpips_model=self.lpips if weights["lpips"] > 0 else None,
+                                              **settings)
         self.dataset, self.val, self.skipped = build_data(cfg)
+        # Real photos without references (data.unpaired_dir): the no-reference terms only.
+        self.unpaired = build_unpaired(cfg, self.skipped)
+        self.unpaired_objective = None
+        if self.unpaired is not None:
+            self.unpaired_objective = EnhancementObjective(
+                {k: v for k, v in weights.items() if k in NO_REFERENCE_TERMS}, **settings)
         self.optimizer = adamw(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.scheduler = warmup_cosine_scheduler(self.optimizer, warmup=t.warmup_steps, total=t.steps,
                                                  min_ratio=t.min_lr / t.lr)
@@ -211,16 +217,36 @@ class _Trainer:
         log.text("config", "\n".join("    " + line for line in config_yaml.splitlines()), self.step)
         bf16 = use_bf16(t.amp, self.device)
         batches = iter(loader)
+        unpaired_batches = None
+        if self.unpaired is not None:
+            # Its own sampler and seed: the pairs' batches are the same with or without it.
+            unpaired_sampler = StepBatchSampler(len(self.unpaired), cfg.data.unpaired_batch,
+                                                seed=t.seed + UNPAIRED_SEED_OFFSET, rank=info.rank,
+                                                start_step=self.step, steps=t.steps)
+            unpaired_batches = iter(torch.utils.data.DataLoader(
+                self.unpaired, batch_sampler=unpaired_sampler, num_workers=cfg.data.num_workers,
+                pin_memory=self.device.type == "cuda"))
 
         def step_fn(step: int):
             batch = next(batches)
             x = batch["input"].to(self.device, non_blocking=True)
             y = batch["target"].to(self.device, non_blocking=True) if "target" in batch else None
+            n = x.shape[0]
+            if unpaired_batches is not None:  # one forward pass for both (the U-Net has no batch statistics)
+                x = torch.cat([x, next(unpaired_batches)["input"].to(self.device, non_blocking=True)])
             with autocast(bf16, self.device):
+                maps = None
                 if self.objective.needs_maps:
                     out, maps = ddp(x, check=False, return_maps=True)
-                    return self.objective(out, y, inputs=x, maps=maps)
-                return self.objective(ddp(x, check=False), y, inputs=x)
+                else:
+                    out = ddp(x, check=False)
+                total, terms = self.objective(out[:n], y, inputs=x[:n], maps=None if maps is None else maps[:n])
+                if self.unpaired_objective is not None:
+                    total_u, terms_u = self.unpaired_objective(out[n:], inputs=x[n:],
+                                                               maps=None if maps is None else maps[n:])
+                    total = total + total_u
+                    terms.update({f"unpaired_{k}": v for k, v in terms_u.items()})
+                return total, terms
 
         def after_step(done: int) -> None:
             if self.ema is not None:
@@ -275,7 +301,9 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
             where = f"{info.world_size} processes" if info.distributed else "1 process"
             print(
                 f"attiqa-enhance: training {cfg.data.mode}/{cfg.data.task} on {trainer.device} ({where}), "
-                f"{len(trainer.dataset)} training and {len(trainer.val)} validation images, "
+                f"{len(trainer.dataset)} training and {len(trainer.val)} validation images"
+                + (f" (+ {len(trainer.unpaired)} unpaired, {cfg.data.unpaired_batch} per step)" if trainer.unpaired is not None else "")
+                + ", "
                 f"steps {trainer.step}->{cfg.train.steps}; loss terms {trainer.objective.weights}",
                 file=sys.stderr,
             )

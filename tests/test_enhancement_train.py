@@ -241,6 +241,46 @@ def test_other_data_modes_train(assets, mode):
         assert metrics["val/psnr"] > 0 and "attributes/noisiness/reference" in metrics
 
 
+def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, monkeypatch):
+    from enhancement.run_data import build_unpaired
+    from enhancement.config import EnhanceConfig
+    from attiqa_train.config import load_config
+
+    write_images(assets["root"] / "dark", 5, size=(44, 52), seed=40)
+    calls = {}
+    real = EnhancementObjective.forward
+
+    def spy(self, output, target=None, **kwargs):
+        calls.setdefault(tag[0], []).append({
+            "reference": target is not None, "terms": sorted(self.weights), "batch": output.shape[0],
+            "inputs": kwargs["inputs"].detach().clone(), "grad": output.requires_grad})
+        return real(self, output, target, **kwargs)
+
+    monkeypatch.setattr(EnhancementObjective, "forward", spy)
+    tag = ["plain"]
+    assert _train(assets, assets["root"] / "no_unpaired", **{"train.steps": 2, "val.every": 10}) == 0
+    tag[0] = "mixed"
+    out = assets["root"] / "unpaired_mix"
+    extra = {"data.unpaired_dir": str(assets["root"] / "dark"), "data.unpaired_batch": 3, "train.steps": 2,
+             "val.every": 10, "train.log_every": 1}
+    assert _train(assets, out, **extra) == 0
+    plain, mixed = calls["plain"], calls["mixed"]
+    assert [c["reference"] for c in mixed] == [True, False, True, False]  # pairs, then the photos, each step
+    assert [c["batch"] for c in mixed] == [2, 3, 2, 3]
+    assert mixed[1]["terms"] == ["attiqa"] and "fidelity" in mixed[0]["terms"]
+    assert all(c["grad"] for c in mixed)  # the unpaired term reaches the generator
+    for p, m in zip(plain, mixed[::2]):  # the pairs' batches do not change when photos are mixed in
+        assert torch.equal(p["inputs"], m["inputs"])
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    assert "loss/unpaired_attiqa" in tags and "loss/fidelity" in tags
+    # the benchmark's hold-out rule applies to the photos too: every 2nd of 5 sorted files left out
+    cfg = load_config(EnhanceConfig, None, [f"data.unpaired_dir={assets['root'] / 'dark'}", "data.unpaired_batch=1",
+                                            "data.exclude_every=2", "data.crop_size=32"])
+    skipped = []
+    kept = build_unpaired(cfg, skipped)
+    assert [p.name for p in kept.items] == ["img00.png", "img02.png", "img04.png"] and skipped == []
+
+
 def test_attiqa_views_reach_the_loss(assets, monkeypatch):
     import attiqa_loss.loss
 
