@@ -7,8 +7,8 @@ not an hour into training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Dict, Literal, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 
 from attiqa_loss.attributes import validate_attribute_mapping
 
@@ -51,7 +51,10 @@ class UNetConfig:
     of amplitude ``gain_residual`` when > 0; ``gain_param``: ``log``, the head's channel is
     the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``);
     ``global_context``: the bottleneck also sees the whole image's averaged features
-    (how dark the whole shot is; against halos next to bright objects)."""
+    (how dark the whole shot is; against halos next to bright objects).
+    ``init_checkpoint``: start from trained enhancer weights (an ``enhancer.safetensors``
+    file or run folder; ``default``: the enhancer shipped in the package) instead of a
+    fresh initialisation, to fine-tune; its stored U-Net shape must equal this section's."""
 
     width: int = 32
     depth: int = 3
@@ -64,6 +67,11 @@ class UNetConfig:
     gain_residual: float = 0.0
     gain_param: Literal["log", "tanh"] = "log"
     global_context: bool = False
+    init_checkpoint: Optional[str] = None
+
+    def unet_kwargs(self) -> Dict[str, Any]:
+        """The :func:`enhancement.unet.create_unet` arguments (every key but ``init_checkpoint``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "init_checkpoint"}
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "blocks", "max_width", "curve_iterations", "gain_scale"):

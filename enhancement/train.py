@@ -17,7 +17,6 @@ output folder (rank 0 only):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -43,7 +42,7 @@ from .run_data import build_data, build_unpaired
 from .tensorboard_utils import ROLES, EnhanceLogger, attribute_tag, hparams_of
 from .unet import UNet, create_unet
 from .heldout import evaluate
-from .weights import ENHANCER_FILENAME, save_enhancer
+from .weights import ENHANCER_FILENAME, load_enhancer, save_enhancer
 
 __all__ = ["train", "RUN_FILES", "RESUME_FREE_KEYS", "LEGACY_STATE_NAME"]
 
@@ -60,6 +59,19 @@ RESUME_FREE_KEYS = ("train.log_every", "train.state_every", "train.ckpt_every", 
 
 #: added to ``train.seed`` for the sampler of ``data.unpaired_dir`` (independent of the pairs' batches)
 UNPAIRED_SEED_OFFSET = 7919
+
+
+def _init_from(model: UNet, source: str) -> None:
+    """Copy trained enhancer weights into ``model`` (``model.init_checkpoint``; ``default``
+    = the shipped enhancer); the stored U-Net shape must be the config's."""
+    trained = load_enhancer(None if source == "default" else source)
+    if trained.config() != model.config():
+        differ = {k: (v, trained.config().get(k)) for k, v in model.config().items() if trained.config().get(k) != v}
+        raise ValueError(f"model.init_checkpoint {source} holds a U-Net that differs from the config's: "
+                         + ", ".join(f"model.{k} is {a!r} in the config, {b!r} in the file" for k, (a, b) in differ.items()))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(trained.state_dict()[name])
 
 
 def _loss_weights(cfg: EnhanceConfig, lpips_available: bool) -> Dict[str, float]:
@@ -92,7 +104,9 @@ class _Trainer:
         t = cfg.train
         with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, from train.seed
             torch.manual_seed(t.seed)
-            self.model: UNet = create_unet(**dataclasses.asdict(cfg.model)).to(self.device)
+            self.model: UNet = create_unet(**cfg.model.unet_kwargs()).to(self.device)
+        if cfg.model.init_checkpoint:
+            _init_from(self.model, cfg.model.init_checkpoint)
         self.quality = AttiqaLoss(
             weights=cfg.loss.attiqa_weights,
             targets=cfg.loss.attiqa_targets,

@@ -281,6 +281,29 @@ def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, 
     assert [p.name for p in kept.items] == ["img00.png", "img02.png", "img04.png"] and skipped == []
 
 
+def test_init_checkpoint_starts_from_trained_weights_of_the_same_shape(run, assets, tmp_path):
+    from enhancement.train import _init_from
+    from enhancement.unet import create_unet
+
+    trained = load_enhancer(run)
+    fresh = create_unet(**trained.config())
+    assert not torch.equal(fresh.head.weight, trained.head.weight)
+    _init_from(fresh, str(run))
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    other = create_unet(**{**trained.config(), "width": trained.config()["width"] * 2})
+    with pytest.raises(ValueError, match=r"differs from the config's: model.width is 8 in the config, 4 in the file"):
+        _init_from(other, str(run))
+    # end to end: a fine-tune from the run; its validation at step 0 scores the run's final weights
+    out = tmp_path / "finetune"
+    assert _train(assets, out, **{"model.init_checkpoint": str(run), "train.steps": 1, "val.at_start": True}) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["init_checkpoint"] == str(run)
+    first = EventAccumulator(str(out / "tb" / "output")).Reload().Tensors("val/psnr")[0]
+    assert first.step == 0
+    assert float(tensor_util.make_ndarray(first.tensor_proto)) == pytest.approx(
+        json.loads((run / "metrics.json").read_text())["val/psnr"], abs=1e-4)
+
+
 def test_attiqa_views_reach_the_loss(assets, monkeypatch):
     import attiqa_loss.loss
 
