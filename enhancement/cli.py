@@ -57,6 +57,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "low/ and high/ for paired mode, low-light photos for unpaired mode",
     )
     p.add_argument(
+        "--unpaired",
+        type=Path,
+        default=None,
+        help="real photos without references (replaces data.unpaired_dir) mixed into paired or synthetic "
+        "training, data.unpaired_batch of them per step, trained by the no-reference loss terms only",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue from OUT/state.pt exactly where it stopped "
@@ -97,6 +104,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and args.config is None and saved.is_file():
         args.config = saved
     values = {"data.train_dir": str(args.data)} if args.data is not None else {}
+    if args.unpaired is not None:
+        values["data.unpaired_dir"] = str(args.unpaired)
     if args.no_progress:
         values["train.progress"] = False
     cfg = config_from_args(EnhanceConfig, args, values=values or None)

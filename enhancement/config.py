@@ -178,14 +178,13 @@ class DataConfig:
             raise ValueError(f"data.exclude_every must be 0 (off) or >= 2, got {self.exclude_every}")
         if self.unpaired_batch < 0:
             raise ValueError(f"data.unpaired_batch must be >= 0, got {self.unpaired_batch}")
-        if bool(self.unpaired_dir) != (self.unpaired_batch > 0):
-            raise ValueError(
-                "data.unpaired_dir and data.unpaired_batch go together (a folder and how many of its images "
-                f"per step, >= 1), got unpaired_dir={self.unpaired_dir!r} and unpaired_batch={self.unpaired_batch}"
-            )
-        if self.unpaired_dir and self.mode == "unpaired":
-            raise ValueError("data.unpaired_dir mixes unpaired photos into paired or synthetic training; in "
-                             f"data.mode 'unpaired' put them in data.train_dir (got unpaired_dir={self.unpaired_dir!r})")
+        if self.unpaired_dir and self.unpaired_batch == 0:
+            raise ValueError(f"data.unpaired_dir needs data.unpaired_batch >= 1 (how many of its photos join each "
+                             f"step), got unpaired_dir={self.unpaired_dir!r} and unpaired_batch=0")
+        if (self.unpaired_dir or self.unpaired_batch) and self.mode == "unpaired":
+            raise ValueError("data.unpaired_dir/unpaired_batch mix unpaired photos into paired or synthetic training; "
+                             "in data.mode 'unpaired' put them in data.train_dir (got unpaired_dir="
+                             f"{self.unpaired_dir!r}, unpaired_batch={self.unpaired_batch})")
         if self.val_images < 0 or self.num_workers < 0:
             raise ValueError(
                 f"data.val_images and data.num_workers must be >= 0, got {self.val_images} and {self.num_workers}"
@@ -341,9 +340,9 @@ class EnhanceConfig:
                     f"data.mode 'unpaired' has no reference images, so reference terms must be 0; "
                     f"got {', '.join(f'loss.{n}={getattr(self.loss, n)}' for n in used)}"
                 )
-        if self.data.unpaired_dir and not any(getattr(self.loss, f"{n}_weight") > 0 for n in NO_REFERENCE_TERMS):
+        if self.data.unpaired_batch and not any(getattr(self.loss, f"{n}_weight") > 0 for n in NO_REFERENCE_TERMS):
             raise ValueError(
-                f"data.unpaired_dir images have no references, so only no-reference terms train on them, "
+                f"data.unpaired_dir photos have no references, so only no-reference terms train on them, "
                 f"but every one is 0: set one of {', '.join(f'loss.{n}_weight' for n in NO_REFERENCE_TERMS)} > 0 "
                 "(or leave data.unpaired_dir empty)"
             )

@@ -74,11 +74,14 @@ def build_data(cfg: EnhanceConfig) -> Tuple[EnhanceDataset, List[Dict[str, Any]]
 
 def build_unpaired(cfg: EnhanceConfig, skipped: List[Tuple[Path, str]]) -> Optional[EnhanceDataset]:
     """The ``data.unpaired_dir`` photos mixed into paired or synthetic training (None when
-    the folder is not set), listed and checked as :func:`build_data` does, with the same
+    ``data.unpaired_batch`` is 0), listed and checked as :func:`build_data` does, with the same
     ``exclude_every`` hold-out; files left out are appended to ``skipped``."""
     d = cfg.data
-    if not d.unpaired_dir:
+    if not d.unpaired_batch:
         return None
+    if not d.unpaired_dir:
+        raise ValueError(f"data.unpaired_batch={d.unpaired_batch} mixes real photos into training, but none are "
+                         "given: pass --unpaired DIR or set data.unpaired_dir")
     listed = exclude_every_nth(list_items(d.unpaired_dir, "unpaired", skipped), d.exclude_every)
     items, bad = check_items(listed, "unpaired", min_side=d.crop_size, max_side=d.max_side)
     skipped += bad

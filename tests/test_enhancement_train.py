@@ -241,7 +241,7 @@ def test_other_data_modes_train(assets, mode):
         assert metrics["val/psnr"] > 0 and "attributes/noisiness/reference" in metrics
 
 
-def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, monkeypatch):
+def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, monkeypatch, capsys):
     from enhancement.run_data import build_unpaired
     from enhancement.config import EnhanceConfig
     from attiqa_train.config import load_config
@@ -261,9 +261,8 @@ def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, 
     assert _train(assets, assets["root"] / "no_unpaired", **{"train.steps": 2, "val.every": 10}) == 0
     tag[0] = "mixed"
     out = assets["root"] / "unpaired_mix"
-    extra = {"data.unpaired_dir": str(assets["root"] / "dark"), "data.unpaired_batch": 3, "train.steps": 2,
-             "val.every": 10, "train.log_every": 1}
-    assert _train(assets, out, **extra) == 0
+    extra = {"data.unpaired_batch": 3, "train.steps": 2, "val.every": 10, "train.log_every": 1}
+    assert _train(assets, out, "--unpaired", str(assets["root"] / "dark"), **extra) == 0
     plain, mixed = calls["plain"], calls["mixed"]
     assert [c["reference"] for c in mixed] == [True, False, True, False]  # pairs, then the photos, each step
     assert [c["batch"] for c in mixed] == [2, 3, 2, 3]
@@ -279,6 +278,11 @@ def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, 
     skipped = []
     kept = build_unpaired(cfg, skipped)
     assert [p.name for p in kept.items] == ["img00.png", "img02.png", "img04.png"] and skipped == []
+    # a config that asks for photos per step (as a recipe file may) but gets no folder is refused by name
+    code = _train(assets, assets["root"] / "no_folder", **{"data.unpaired_batch": 2, "train.steps": 1})
+    assert code == 2
+    assert "data.unpaired_batch=2 mixes real photos into training, but none are given: pass --unpaired DIR" \
+        in capsys.readouterr().err
 
 
 def test_init_checkpoint_starts_from_trained_weights_of_the_same_shape(run, assets, tmp_path):
