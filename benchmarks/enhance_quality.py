@@ -5,7 +5,8 @@ darkened by a camera-like pipeline the enhancer never saw, with their references
 real dark shots without; with ``--normal`` also the clean photos as they are) and measures each output with judges that no method optimised:
 PSNR and SSIM against the reference (pairs), NIQE (``attiqa_loss.measures``, Mittal et
 al. 2013, pristine model fitted on this project's photos: compare ranks, lower is
-better), colourfulness (Hasler and Suesstrunk), detail (Laplacian variance of the
+better), colourfulness (Hasler and Suesstrunk) and its cast term (the average colour's
+distance from grey: a colourfulness gain with a cast gain beside it is a tint), detail (Laplacian variance of the
 luminance), RMS contrast (structure kept?), a noise estimate, mean luminance and the
 fraction of clipped pixels. The
 attiqa scores (the embedded model) are listed beside them, marked ``*``: they are the
@@ -38,7 +39,7 @@ from attiqa_loss import measures as m
 from benchmarks import _common as common
 from benchmarks._enhance_sets import BASELINES, load_set
 
-MEASURES = ("psnr", "ssim", "niqe", "colourfulness", "detail", "contrast", "noise", "luminance", "clipped")
+MEASURES = ("psnr", "ssim", "niqe", "colourfulness", "cast", "detail", "contrast", "noise", "luminance", "clipped")
 COLUMNS = ("set", "method", "image", *MEASURES, *(f"attiqa_{a}" for a in ATTRIBUTES))
 
 
@@ -50,6 +51,7 @@ def measure(out: torch.Tensor, reference: Optional[torch.Tensor], quality: Attiq
     row = {
         "niqe": float(m.niqe(x)[0]) if min(x.shape[-2:]) >= 192 else float("nan"),
         "colourfulness": float(m.colourfulness(x)[0]),
+        "cast": float(m.colour_cast(x)[0]),
         "detail": float(m.laplacian_variance(x)[0]),
         "contrast": float(m.rms_contrast(x)[0]),
         "noise": float(m.noise_sigma(x)[0]),
@@ -102,7 +104,7 @@ def summarise(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
 
 
 def markdown(summary: List[Dict[str, object]]) -> str:
-    head = ("| set | method | PSNR | SSIM | NIQE (lower better) | colourfulness | detail (Lap. var. x1e3) | "
+    head = ("| set | method | PSNR | SSIM | NIQE (lower better) | colourfulness | colour cast | detail (Lap. var. x1e3) | "
             "RMS contrast | noise sigma x1e3 | mean luminance | clipped % | attiqa mean* |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
@@ -112,7 +114,8 @@ def markdown(summary: List[Dict[str, object]]) -> str:
     for r in summary:
         attiqa = sum(float(r[f"attiqa_{a}"]) for a in ATTRIBUTES) / len(ATTRIBUTES)
         lines.append(f"| {r['set']} | {r['method']} | {f(r['psnr'], '.2f')} | {f(r['ssim'], '.3f')} | "
-                     f"{f(r['niqe'], '.2f')} | {f(r['colourfulness'] * 100, '.1f')} | {f(r['detail'] * 1e3, '.2f')} | "
+                     f"{f(r['niqe'], '.2f')} | {f(r['colourfulness'] * 100, '.1f')} | {f(r['cast'] * 100, '.1f')} | "
+                     f"{f(r['detail'] * 1e3, '.2f')} | "
                      f"{f(r['contrast'], '.3f')} | "
                      f"{f(r['noise'] * 1e3, '.2f')} | {f(r['luminance'], '.3f')} | {f(r['clipped'] * 100, '.2f')} | "
                      f"{f(attiqa, '.3f')} |")

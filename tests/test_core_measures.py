@@ -263,6 +263,23 @@ def test_mean_luminance_and_rms_contrast_by_hand():
     assert float(M.colourfulness(torch.full((1, 3, 8, 8), 0.3))[0]) == 0.0  # grey
 
 
+def test_colour_cast_by_hand_and_a_tint_moves_only_the_cast_term():
+    tint = torch.tensor([0.6, 0.4, 0.5]).view(1, 3, 1, 1).expand(1, 3, 4, 4)  # rg = 0.2, yb = 0.5 - 0.5 = 0
+    assert float(M.colour_cast(tint)[0]) == pytest.approx(0.2)
+    assert float(M.colour_cast(torch.full((1, 3, 4, 4), 0.7))[0]) == 0.0  # grey
+    # a textured grey-world image, then the same with a uniform yellow tint (R, G up, B down):
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.4 * torch.rand(1, 3, 16, 16, generator=g)
+    x = x - x.mean(dim=(2, 3), keepdim=True) + 0.5  # every channel's mean 0.5: no cast
+    tinted = x + torch.tensor([0.05, 0.05, -0.1]).view(1, 3, 1, 1)  # yb mean 0.15, rg mean 0
+    assert float(M.colour_cast(x)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(M.colour_cast(tinted)[0]) == pytest.approx(0.15, abs=1e-6)
+    # colourfulness = spread + 0.3 cast, and the tint leaves the spread alone
+    spread = lambda im: float(M.colourfulness(im)[0] - 0.3 * M.colour_cast(im)[0])  # noqa: E731
+    assert spread(tinted) == pytest.approx(spread(x), abs=1e-6)
+    assert float(M.colourfulness(tinted)[0] - M.colourfulness(x)[0]) == pytest.approx(0.3 * 0.15, abs=1e-6)
+
+
 def test_handcrafted_pretrain_measures_are_these():
     pytest.importorskip("kornia")
     from pretrain.handcrafted import handcrafted_scores, opponent_channels

@@ -9,7 +9,7 @@ from attiqa_train.config import ConfigError, load_config
 from enhancement_helpers import REPO
 
 CONFIGS = ["enhance_lowlight.yaml", "enhance_denoise.yaml", "enhance_lowlight_unpaired.yaml", "enhance_zerodce.yaml",
-           "enhance_shipped.yaml"]
+           "enhance_shipped.yaml", "enhance_shipped_finetune.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -30,6 +30,11 @@ def test_shipped_configs_match_their_task():
     assert unp.data.mode == "unpaired" and unp.loss.fidelity_weight == 0 and unp.loss.attiqa_weight > 0
     assert unp.loss.exposure_weight > 0 and unp.loss.tv_weight > 0
     assert low.loss.lpips_allow_missing and low.loss.lpips_weight > 0
+    # the shipped enhancer's stage 2 is stage 1 with real shots and AttiqaLoss: the same U-Net and synthesis
+    one = load_config(EnhanceConfig, REPO / "configs" / "enhance_shipped.yaml")
+    two = load_config(EnhanceConfig, REPO / "configs" / "enhance_shipped_finetune.yaml")
+    assert two.model.unet_kwargs() == one.model.unet_kwargs() and two.data.lowlight == one.data.lowlight
+    assert two.data.unpaired_batch > 0 and two.loss.attiqa_weight > 0 == one.loss.attiqa_weight
 
 
 def test_unknown_key_in_file_is_rejected(tmp_path):

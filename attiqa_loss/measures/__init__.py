@@ -9,6 +9,7 @@ and :func:`niqe` return float64.
 - :func:`rms_contrast`: luminance, [0, 1] scale; higher = more contrast
 - :func:`mean_luminance`: luminance in [0, 1]; higher = brighter
 - :func:`colourfulness`: opponent-colour units, [0, 1] scale; higher = more colourful
+- :func:`colour_cast`: the average colour's distance from grey, same units (its cast term)
 - :func:`noise_sigma`: luminance noise std, [0, 1] scale; higher = noisier (worse)
 - :func:`clipped_fraction`: fraction of pixels in [0, 1]; higher = more clipped (worse)
 - :func:`niqe`: unitless distance >= 0; higher = less natural (worse), lower = better
@@ -43,6 +44,7 @@ from .niqe_model import (  # noqa: F401  (PathLike, _default_model: as before th
 from .niqe_stats import NIQE_FEATURES, aggd_fit, ggd_fit, mscn, niqe_distance, niqe_features
 from .simple import (
     clipped_fraction,
+    colour_cast,
     colourfulness,
     laplacian_variance,
     luminance,
@@ -59,6 +61,7 @@ __all__ = [
     "mean_luminance",
     "opponent_channels",
     "colourfulness",
+    "colour_cast",
     "noise_sigma",
     "clipped_fraction",
     "mscn",

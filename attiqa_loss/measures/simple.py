@@ -80,6 +80,18 @@ def colourfulness(x: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
+def colour_cast(x: torch.Tensor) -> torch.Tensor:
+    """How far the image's average colour is from grey: ``sqrt(mean(rg)^2 + mean(yb)^2)``,
+    the second term of :func:`colourfulness` without its 0.3 factor (same opponent
+    channels, same [0, 1] scale). A uniform tint raises it one for one, while the first
+    term (the spread of colours) does not move: so it tells a colourfulness gain that
+    comes from a cast from one that comes from more varied colour. ``(B, 3, H, W)`` ->
+    ``(B,)``; 0 for an image whose average colour is grey. Neither end is better (a
+    sunset has a cast); compare with the reference or the input."""
+    rg, yb = opponent_channels(_check_rgb(x))
+    return (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
+
+
 def noise_sigma(x: torch.Tensor) -> torch.Tensor:
     """Immerkaer's fast noise estimate (CVIU 64(2), 1996) on the luminance.
 
