@@ -30,7 +30,7 @@ def test_shipped_configs_match_their_task():
     assert unp.data.mode == "unpaired" and unp.loss.fidelity_weight == 0 and unp.loss.attiqa_weight > 0
     assert unp.loss.exposure_weight > 0 and unp.loss.tv_weight > 0
     assert low.loss.lpips_allow_missing and low.loss.lpips_weight > 0
-    # the shipped enhancer's stage 2 is stage 1 with real shots and AttiqaLoss: the same U-Net and synthesis
+    # the stage-2 trial is the shipped recipe plus real shots and AttiqaLoss: the same U-Net and synthesis
     one = load_config(EnhanceConfig, REPO / "configs" / "enhance_shipped.yaml")
     two = load_config(EnhanceConfig, REPO / "configs" / "enhance_shipped_finetune.yaml")
     assert two.model.unet_kwargs() == one.model.unet_kwargs() and two.data.lowlight == one.data.lowlight
