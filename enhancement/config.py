@@ -48,7 +48,9 @@ class UNetConfig:
     ``residual`` (a bounded residual), ``curves`` (``curve_iterations`` Zero-DCE-style
     curves per pixel and channel) or ``gain`` (one smooth, edge-aware exposure gain per
     pixel on ``gain_scale``-pixel blocks, within ``[1/gain_max, gain_max]``, plus a residual
-    of amplitude ``gain_residual`` when > 0; ``gain_param``: ``log``, the head's channel is
+    of amplitude ``gain_residual`` when > 0, free or, with ``gain_residual_highpass = k``
+    (odd, >= 3), stripped of its ``k`` x ``k`` local mean, so it can remove noise but
+    cannot paint a colour cast or move exposure; ``gain_param``: ``log``, the head's channel is
     the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``);
     ``global_context``: the bottleneck also sees the whole image's averaged features
     (how dark the whole shot is; against halos next to bright objects).
@@ -66,6 +68,7 @@ class UNetConfig:
     gain_max: float = 16.0
     gain_residual: float = 0.0
     gain_param: Literal["log", "tanh"] = "log"
+    gain_residual_highpass: int = 0
     global_context: bool = False
     init_checkpoint: Optional[str] = None
 
@@ -81,6 +84,9 @@ class UNetConfig:
             raise ValueError(f"model.gain_max must be > 1, got {self.gain_max}")
         if not 0 <= self.gain_residual < 1:
             raise ValueError(f"model.gain_residual must be in [0, 1), got {self.gain_residual}")
+        if self.gain_residual_highpass != 0 and (self.gain_residual_highpass < 3 or self.gain_residual_highpass % 2 == 0):
+            raise ValueError("model.gain_residual_highpass must be 0 (a free residual) or an odd window >= 3, "
+                             f"got {self.gain_residual_highpass}")
 
 
 @dataclass

@@ -24,6 +24,12 @@ gradient), and the identity when the head's output is zero (the network starts t
   sticks there), but nothing pushes it further out, and the upsampling only ever sees
   bounded values. ``"tanh"`` (``log(gain_max) * tanh(logit)``, the first version)
   flattens near the bound and a run that pushes every pixel there stays stuck at ``gain_max``.
+  The optional residual (for noise, which a gain cannot remove) is either free
+  (:func:`bounded_residual`) or a high-pass (:func:`highpass_residual`, ``highpass = k``):
+  it loses its ``k`` x ``k`` local mean, so it can remove noise and restore fine detail
+  but cannot move a region's exposure or colour (a residual constant or linear across a
+  window adds nothing there). A free residual can paint a colour cast,
+  and a loss that rewards colourfulness (a cast raises it) finds that route.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 
 from attiqa_loss.measures import luminance
 
-__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "inward_clamp", "log_gain", "bounded_residual", "apply_curves", "exposure_curve",
+__all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "inward_clamp", "log_gain", "bounded_residual", "highpass_residual", "apply_curves", "exposure_curve",
            "guided_upsample", "apply_gain"]
 
 #: The output formulations.
@@ -71,6 +77,36 @@ def bounded_residual(images: torch.Tensor, residual: torch.Tensor) -> torch.Tens
         ``(B, 3, H, W)`` in [0, 1].
     """
     return images + F.relu(residual) * (1 - images) - F.relu(-residual) * images
+
+
+def highpass_residual(images: torch.Tensor, residual: torch.Tensor, window: int) -> torch.Tensor:
+    """Add ``residual`` minus its ``window`` x ``window`` local mean, kept in [0, 1].
+
+    ``residual - box(residual)`` (reflect padding, so the border windows are full) is a
+    high-pass: a residual that is constant, or changes linearly, across a window adds
+    nothing there, and smooth (low-frequency) parts are attenuated quadratically in their
+    frequency, while pixel-scale patterns pass almost intact. So it can remove noise and
+    restore fine detail, but cannot move the exposure or colour of a region, nor the
+    image's average colour (up to the border windows). The sum is brought into
+    [0, 1] by a clamp whose gradient passes wherever it points back inside
+    (:func:`inward_clamp`), so a pixel pushed past 0 or 1 still hears a loss that wants it
+    back and nothing drives it further out.
+
+    Args:
+        images: ``(B, C, H, W)`` in [0, 1].
+        residual: same shape (e.g. ``amplitude * tanh(logits)``).
+        window: odd box size ``>= 3``.
+
+    Returns:
+        ``(B, C, H, W)`` in [0, 1].
+    """
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"the high-pass window must be an odd size >= 3, got {window}")
+    radius = window // 2
+    h, w = residual.shape[-2:]
+    mode = "reflect" if radius < h and radius < w else "replicate"
+    local_mean = F.avg_pool2d(F.pad(residual, (radius,) * 4, mode=mode), window, stride=1)
+    return 0.5 + inward_clamp(images + (residual - local_mean) - 0.5, 0.5)
 
 
 def apply_curves(images: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
@@ -173,7 +209,7 @@ def log_gain(logit: torch.Tensor, gain_max: float, gain_param: str = "log") -> t
 
 
 def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain_max: float = 16.0,
-               residual: float = 0.0, gain_param: str = "log") -> torch.Tensor:
+               residual: float = 0.0, gain_param: str = "log", highpass: int = 0) -> torch.Tensor:
     """The ``gain`` output (see the module docstring).
 
     Args:
@@ -185,6 +221,9 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
         gain_param: ``"log"`` or ``"tanh"``: how channel 0 becomes the log-gain (:func:`log_gain`).
         residual: amplitude of an extra :func:`bounded_residual` (``residual * tanh``) for
             what a gain cannot do (noise); 0 = none.
+        highpass: 0: the residual is free (:func:`bounded_residual`); an odd ``k >= 3``:
+            it loses its ``k`` x ``k`` local mean (:func:`highpass_residual`), so it cannot
+            change a region's exposure or colour.
 
     Returns:
         ``(B, 3, H, W)`` in [0, 1].
@@ -206,5 +245,6 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
     value = images.amax(dim=1, keepdim=True)
     out = images * (gain / (1 + (gain - 1) * value))  # = images * f(v) / v, also at v = 0
     if residual > 0:
-        out = bounded_residual(out, residual * torch.tanh(head[:, 1:4]))
+        r = residual * torch.tanh(head[:, 1:4])
+        out = highpass_residual(out, r, highpass) if highpass else bounded_residual(out, r)
     return out

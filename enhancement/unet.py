@@ -44,6 +44,8 @@ class UNet(nn.Module):
         curve_iterations: curves applied one after another (``curves``).
         gain_scale, gain_max, gain_residual: block size and range of the gain map, and
             the amplitude of its optional extra residual (``gain``; see :func:`apply_gain`).
+        gain_residual_highpass: 0, a free residual, or an odd window ``k >= 3``: the
+            residual loses its ``k`` x ``k`` local mean, so it cannot shift exposure or colour.
         gain_param: ``"log"`` (the head's channel is the log-gain) or ``"tanh"`` (the
             first version, which saturates at ``gain_max``; files without the key use it).
         global_context: add an image-level context to the bottleneck: its features are
@@ -66,7 +68,8 @@ class UNet(nn.Module):
 
     def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256,
                  output: str = "residual", curve_iterations: int = 8, gain_scale: int = 8, gain_max: float = 16.0,
-                 gain_residual: float = 0.0, gain_param: str = "log", global_context: bool = False) -> None:
+                 gain_residual: float = 0.0, gain_param: str = "log", global_context: bool = False,
+                 gain_residual_highpass: int = 0) -> None:
         super().__init__()
         if min(width, depth, blocks, max_width) < 1:
             raise ValueError(
@@ -82,7 +85,10 @@ class UNet(nn.Module):
         self.width, self.depth, self.blocks, self.max_width = width, depth, blocks, max_width
         self.output, self.curve_iterations = output, curve_iterations
         self.gain_scale, self.gain_max, self.gain_residual = gain_scale, float(gain_max), float(gain_residual)
+        if gain_residual_highpass != 0 and (gain_residual_highpass < 3 or gain_residual_highpass % 2 == 0):
+            raise ValueError(f"gain_residual_highpass must be 0 (a free residual) or an odd size >= 3, got {gain_residual_highpass}")
         self.gain_param, self.global_context = gain_param, bool(global_context)
+        self.gain_residual_highpass = int(gain_residual_highpass)
         widths = [min(width * 2**i, max_width) for i in range(depth + 1)]
         self.stem = _conv_block(3, widths[0], blocks)
         self.down = nn.ModuleList(
@@ -112,7 +118,7 @@ class UNet(nn.Module):
         return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width,
                 "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
                 "gain_max": self.gain_max, "gain_residual": self.gain_residual, "gain_param": self.gain_param,
-                "global_context": self.global_context}
+                "global_context": self.global_context, "gain_residual_highpass": self.gain_residual_highpass}
 
     def forward(self, images: torch.Tensor, *, check: bool = True, return_maps: bool = False):
         """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]; with
@@ -142,7 +148,8 @@ class UNet(nn.Module):
             out = apply_curves(images, torch.tanh(head.float())).to(images.dtype)
         elif self.output == "gain":
             out = apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
-                             residual=self.gain_residual, gain_param=self.gain_param).to(images.dtype)
+                             residual=self.gain_residual, gain_param=self.gain_param,
+                             highpass=self.gain_residual_highpass).to(images.dtype)
         else:
             out = bounded_residual(images, torch.tanh(head).to(images.dtype))
         if return_maps:

@@ -71,6 +71,7 @@ def test_overrides_win_and_are_typed():
     ("data.lowlight.light_sources=1.5", r"lowlight.light_sources must be in \[0, 1\], got 1.5"),
     ("data.lowlight.bright_regions=-0.1", r"lowlight.bright_regions must be in \[0, 1\], got -0.1"),
     ("model.global_context=maybe", "global_context"),
+    ("model.gain_residual_highpass=4", r"model.gain_residual_highpass must be 0 \(a free residual\) or an odd window >= 3, got 4"),
 ])
 def test_bad_values_are_rejected_by_name(override, message):
     with pytest.raises(ConfigError, match=message):

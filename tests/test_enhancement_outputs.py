@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from attiqa_loss.measures import laplacian_variance, luminance
-from enhancement.outputs import apply_curves, apply_gain, bounded_residual, exposure_curve, guided_upsample, head_channels
+from attiqa_loss.measures import colour_cast
+from enhancement.outputs import (apply_curves, apply_gain, bounded_residual, exposure_curve, guided_upsample, head_channels,
+                                 highpass_residual)
 from enhancement.unet import UNet
 from enhancement.weights import load_enhancer, save_enhancer
 from helpers import make_texture
@@ -165,11 +167,11 @@ def test_a_gain_file_written_before_gain_param_existed_loads_with_the_tanh_param
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata())
     unet = json.loads(meta["unet"])
-    del unet["gain_param"]
+    del unet["gain_param"], unet["gain_residual_highpass"]  # neither key existed then
     meta["unet"] = json.dumps(unet)
     save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
     old = load_enhancer(tmp_path / "old.safetensors")
-    assert old.gain_param == "tanh"
+    assert old.gain_param == "tanh" and old.gain_residual_highpass == 0
     x = _photo(2)
     assert torch.equal(old(x), net.eval()(x))
 
@@ -181,6 +183,70 @@ def test_bad_output_settings_are_refused():
         UNet(output="gain", gain_max=1.0)
     with pytest.raises(ValueError, match=r"gain_param must be one of \['log', 'tanh'\], got 'sigmoid'"):
         UNet(output="gain", gain_param="sigmoid")
+
+
+def test_a_highpass_residual_cannot_shift_exposure_or_colour_but_passes_fine_detail():
+    x = _photo(3) + 0.2  # mid-range: no clamping
+    h, w = x.shape[-2:]
+    # a cast (a constant per channel) or a ramp across the image adds nothing (the ramp:
+    # away from the border windows, where the reflect padding folds it)
+    cast = torch.tensor([0.08, -0.05, 0.03]).view(1, 3, 1, 1).expand_as(x)
+    assert torch.allclose(highpass_residual(x, cast, 7), x, atol=1e-6)
+    ramp = 0.1 * torch.linspace(-1, 1, w).view(1, 1, 1, w).expand_as(x)
+    assert torch.allclose(highpass_residual(x, ramp, 7)[..., 3:-3, 3:-3], x[..., 3:-3, 3:-3], atol=1e-6)
+    # a free residual of that cast does paint one
+    assert float((bounded_residual(x, cast) - x).mean(dim=(2, 3)).abs().max()) > 0.03
+    # a pixel-scale checkerboard passes (all but a 49th of it: the window's one extra cell)
+    checker = 0.05 * (1 - 2 * ((torch.arange(h).view(h, 1) + torch.arange(w).view(1, w)) % 2)).float()
+    delta = highpass_residual(x, checker.expand_as(x), 7) - x
+    assert torch.allclose(delta[..., 3:-3, 3:-3], checker[3:-3, 3:-3] * (1 - 1 / 49), atol=1e-5)
+    # a random residual leaves the image's mean colour where it was
+    torch.manual_seed(0)
+    r = 0.1 * torch.tanh(torch.randn_like(x) + 0.5)
+    out = highpass_residual(x, r, 7)
+    assert float((out - x).abs().mean()) > 0.03
+    assert float((out - x).mean(dim=(2, 3)).abs().max()) < 2e-3
+    assert abs(float(colour_cast(out).mean() - colour_cast(x).mean())) < 2e-3  # (x: 0.05)
+
+
+def test_a_highpass_residual_stays_in_range_and_pulls_clipped_pixels_back():
+    x = torch.full((1, 1, 9, 9), 0.98, requires_grad=True)
+    r = torch.zeros(1, 1, 9, 9)
+    r[..., 4, 4] = 0.5  # pushes the centre past 1
+    r.requires_grad_(True)
+    out = highpass_residual(x, r, 3)
+    assert float(out.detach().max()) == 1.0 and float(out.detach().min()) >= 0
+    out[..., 4, 4].sum().backward()  # a loss that wants the clipped centre lower
+    assert float(r.grad[..., 4, 4]) > 0  # the descent step moves it back inside
+    for window in (1, 4):
+        with pytest.raises(ValueError, match=f"the high-pass window must be an odd size >= 3, got {window}"):
+            highpass_residual(x, r, window)
+
+
+def test_a_gain_enhancer_with_a_highpass_residual_keeps_the_gain_outputs_mean_colour(tmp_path):
+    torch.manual_seed(4)
+    free = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=4, gain_residual=0.1)
+    with torch.no_grad():
+        free.head.weight.normal_(std=0.3)
+        free.head.weight[1:].normal_(std=20.0)  # a textured residual ...
+        free.head.bias.copy_(torch.tensor([0.5, 2.0, -2.0, 0.0]))  # ... asking for a warm cast; gain 1.65
+    hp = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=4, gain_residual=0.1, gain_residual_highpass=7)
+    hp.load_state_dict(free.state_dict())
+    gain_only = UNet(width=4, depth=2, blocks=1, output="gain", gain_scale=4)
+    gain_only.load_state_dict({k: (v[:1] if k.startswith("head.") else v) for k, v in free.state_dict().items()})
+    x = _photo(5)
+    with torch.no_grad():
+        base, y_free, y_hp = gain_only(x), free(x), hp(x)
+    assert float((y_hp - base).abs().mean()) > 0.005  # the residual does act ...
+    shift_hp = float((y_hp - base).mean(dim=(2, 3)).abs().max())  # ... but hardly on the mean colour
+    shift_free = float((y_free - base).mean(dim=(2, 3)).abs().max())  # where the free one paints
+    assert shift_free > 0.02 and shift_hp < shift_free / 8, (shift_hp, shift_free)
+    cast_free, cast_hp = (abs(float(colour_cast(y).mean() - colour_cast(base).mean())) for y in (y_free, y_hp))
+    assert cast_free > 0.005 and cast_hp < cast_free / 5, (cast_hp, cast_free)
+    loaded = load_enhancer(save_enhancer(hp, tmp_path / "hp.safetensors"))
+    assert loaded.gain_residual_highpass == 7 and torch.equal(loaded(x), hp.eval()(x))
+    with pytest.raises(ValueError, match="gain_residual_highpass must be 0 \\(a free residual\\) or an odd size >= 3, got 6"):
+        UNet(output="gain", gain_residual=0.1, gain_residual_highpass=6)
 
 
 def test_luminance_guide_shape():
