@@ -171,7 +171,11 @@ def hparams_of(cfg, weights: Mapping[str, float], targets: Mapping[str, float]) 
         "train.steps": int(train.steps),
         "train.batch_size": int(train.batch_size),
         "data.crop_size": int(cfg.data.crop_size),
+        "data.unpaired_batch": int(cfg.data.unpaired_batch),
         "model.width": int(cfg.model.width),
+        "model.output": str(cfg.model.output),
+        "model.gain_residual": float(cfg.model.gain_residual),
+        "model.gain_residual_highpass": int(cfg.model.gain_residual_highpass),
         "train.seed": int(train.seed),
     })
     return hp

@@ -201,11 +201,11 @@ def test_hparams_session_is_trimmed_and_its_metrics_point_at_logged_tags(tmp_pat
     hparams = hparams_of(cfg, weights, targets)
     expected = {
         "data.mode", "data.crop_size", "model.width", "train.lr", "train.steps", "train.batch_size", "train.seed",
-        "loss.attiqa_views",
+        "loss.attiqa_views", "data.unpaired_batch", "model.output", "model.gain_residual", "model.gain_residual_highpass",
         *(f"loss.{t}_weight" for t in ("fidelity", "ssim", "lpips", "attiqa", "exposure", "tv")),
         *(f"loss.attiqa_weights.{a}" for a in ATTRIBUTES), *(f"loss.attiqa_targets.{a}" for a in ATTRIBUTES),
     }
-    assert set(hparams) == expected and len(expected) == 14 + 2 * len(ATTRIBUTES)
+    assert set(hparams) == expected and len(expected) == 18 + 2 * len(ATTRIBUTES)
     assert set(HPARAMS_SHOWN) <= expected
 
     log = EnhanceLogger(tmp_path)

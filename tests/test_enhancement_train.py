@@ -120,7 +120,7 @@ def test_tensorboard_has_one_run_per_role_reference_lines_labelled_strips_and_tr
     content = runs["output"].PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     names = {h.name for h in experiment.hparam_infos}
-    assert len(names) == 24 and {"loss.attiqa_weight", "loss.attiqa_weights.brightness", "train.lr"} <= names
+    assert len(names) == 28 and {"loss.attiqa_weight", "loss.attiqa_weights.brightness", "train.lr"} <= names
     assert not any(n.startswith(("data.lowlight", "train.betas", "val.")) for n in names)
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hp = start.session_start_info.hparams
