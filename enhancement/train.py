@@ -98,14 +98,14 @@ def _sample_tags(val: List[Dict[str, Any]]) -> List[str]:
 class _Trainer:
     """State of one training run; built from the config in :func:`train`."""
 
-    def __init__(self, cfg: EnhanceConfig, out_dir: Path, info: DistInfo) -> None:
+    def __init__(self, cfg: EnhanceConfig, out_dir: Path, info: DistInfo, *, init_weights: bool = True) -> None:
         self.cfg, self.out_dir, self.info = cfg, out_dir, info
         self.device = info.device
         t = cfg.train
         with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, from train.seed
             torch.manual_seed(t.seed)
             self.model: UNet = create_unet(**cfg.model.unet_kwargs()).to(self.device)
-        if cfg.model.init_checkpoint:
+        if cfg.model.init_checkpoint and init_weights:  # on --resume the state has the weights
             _init_from(self.model, cfg.model.init_checkpoint)
         self.quality = AttiqaLoss(
             weights=cfg.loss.attiqa_weights,
@@ -306,7 +306,7 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
                      free_keys=RESUME_FREE_KEYS, defaults=config_to_dict(EnhanceConfig()), device=cfg.train.device,
                      resume=resume, overwrite=overwrite, legacy_state_names=(LEGACY_STATE_NAME,)) as run:
         info = run.dist
-        trainer = _Trainer(cfg, run.out, info)
+        trainer = _Trainer(cfg, run.out, info, init_weights=not run.resume)
         trainer.step = run.begin(**trainer.state_objects())
         if trainer.step > cfg.train.steps:
             raise ValueError(f"--resume: the saved state is at step {trainer.step}, beyond "

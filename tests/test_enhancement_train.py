@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -306,6 +307,13 @@ def test_init_checkpoint_starts_from_trained_weights_of_the_same_shape(run, asse
     assert first.step == 0
     assert float(tensor_util.make_ndarray(first.tensor_proto)) == pytest.approx(
         json.loads((run / "metrics.json").read_text())["val/psnr"], abs=1e-4)
+    # --resume takes the weights from the state: the init file may be gone by then
+    source = tmp_path / "source.safetensors"
+    shutil.copy(run / "enhancer.safetensors", source)
+    out = tmp_path / "finetune_resumed"
+    assert _train(assets, out, **{"model.init_checkpoint": str(source), "train.steps": 2}) == 0
+    source.unlink()
+    assert cli.main(["train", "--out", str(out), "--resume"]) == 0
 
 
 def test_attiqa_views_reach_the_loss(assets, monkeypatch):
