@@ -336,7 +336,7 @@ def test_enhance_resume_from_a_truncated_state_names_the_file(tmp_path, monkeypa
     state = _truncated_state(out / "state.pt")
 
     class _Stub:  # the real trainer builds models and data; only its state matters here
-        def __init__(self, cfg, out_dir, info):
+        def __init__(self, cfg, out_dir, info, init_weights=True):
             self.model = torch.nn.Linear(3, 2)
 
         def state_objects(self):
