@@ -29,6 +29,7 @@ def test_shipped_configs_match_their_task():
     assert (den.data.mode, den.data.task) == ("synthetic", "denoise")
     assert unp.data.mode == "unpaired" and unp.loss.fidelity_weight == 0 and unp.loss.attiqa_weight > 0
     assert unp.loss.exposure_weight > 0 and unp.loss.tv_weight > 0
+    assert unp.model.output == "gain" and unp.model.gain_residual_highpass >= 3  # nothing in it can paint a cast
     assert low.loss.lpips_allow_missing and low.loss.lpips_weight > 0
     # the stage-2 trial is the shipped recipe plus real shots and AttiqaLoss: the same U-Net and synthesis
     one = load_config(EnhanceConfig, REPO / "configs" / "enhance_shipped.yaml")
