@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .robustness_anchors import ANCHOR_RULES, anchor_images, check_anchors
 from .robustness_attacks import (ATTACK_DEGRADATIONS, INDEPENDENT_MEASURES, attack_rows, bounded_attack,
-                                 high_frequency_fraction, psnr)
+                                 clipped_fix, high_frequency_fraction, psnr)
 from .robustness_generator import TinyGenerator, colour_cast, generator_probe
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "check_anchors",
     "bounded_attack",
     "attack_rows",
+    "clipped_fix",
     "TinyGenerator",
     "generator_probe",
     "high_frequency_fraction",

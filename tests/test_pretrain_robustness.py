@@ -18,6 +18,7 @@ from pretrain.robustness import (
     attack_rows,
     bounded_attack,
     check_anchors,
+    clipped_fix,
     generator_probe,
     high_frequency_fraction,
 )
@@ -94,7 +95,23 @@ def test_attack_rows_compare_with_the_real_fix():
         if not math.isnan(r["gain_vs_fix"]):
             assert r["gain_vs_fix"] == pytest.approx(r["score_gain"] / r["fix_gain"])
         assert r["psnr_db"] > 30
+        assert -1 <= r["clip_fix_vs_fix"] <= 2 or math.isnan(r["clip_fix_vs_fix"])
     assert set(strips) == {"brightness", "noisiness"} and strips["brightness"].shape == (4, 3, 48, 48)
+
+
+def test_clipped_fix_is_the_real_fix_cut_to_the_ball():
+    clean = torch.stack([make_texture(32, 32, seed=i) for i in range(2)])
+    degraded = (clean * 0.5).clamp(0, 1)
+    eps = 4 / 255
+    part = clipped_fix(degraded, clean, eps)
+    assert (part - degraded).abs().max() <= eps + 1e-7
+    # Every pixel moves towards the clean one, by the whole way where that is within eps.
+    step = part - degraded
+    need = clean - degraded
+    assert torch.all(step * need >= 0)
+    near = need.abs() <= eps
+    assert torch.allclose(part[near], clean[near])
+    assert torch.equal(clipped_fix(degraded, clean, 1.0), clean)
 
 
 def test_high_frequency_fraction_separates_patterns():
