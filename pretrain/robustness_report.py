@@ -9,7 +9,8 @@ docs/robustness.md). On held-out photos (centre crops), for one checkpoint:
    sharper than the same edge blurred;
 2. bounded attacks: per attribute, Adam on the pixels of photos degraded along it,
    within L-infinity 2, 4 and 8/255; the score gain against the real fix's gain (target:
-   at most a quarter at 4/255) and how far an independent measure moved;
+   at most a quarter at 4/255), how far an independent measure moved, and the same
+   two figures for the real fix clipped to the ball (what the radius honestly earns);
 3. generator probe: a tiny conv net trained on degraded crops with the loss alone and
    with L1 + 0.1 x loss; its outputs must keep their contrast (never a flat field) and
    move the degraded attribute's independent measure the right way.
