@@ -159,9 +159,8 @@ def attack_rows(
             adv = bounded_attack(net, deg, attr, eps, steps=steps, views=views, seed=seed)
             honest = clipped_fix(deg, clean, eps)
             with torch.no_grad():
-                s_adv = net(adv, check=False).float()
-                honest_gain = float((net(honest, check=False).float()[:, a] - s_deg[:, a]).mean())
-            gain = float((s_adv[:, a] - s_deg[:, a]).mean())
+                gain, honest_gain = (float((net(x, check=False).float()[:, a] - s_deg[:, a]).mean())
+                                     for x in (adv, honest))
             rows.append({
                 "section": "attack", "attribute": attr, "family": family, "eps_255": round(eps * 255, 3),
                 "views": views, "steps": steps, "photos": len(clean),

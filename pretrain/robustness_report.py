@@ -114,8 +114,7 @@ def markdown(rows: List[dict]) -> str:
             lines.append(f"| {r['attribute']} ({r['family']}) | {r['views']} | {r['eps_255']:g}/255 | "
                          f"{r['score_gain']:+.3f} | {r['fix_gain']:+.3f} | {_f(r['gain_vs_fix'], '.0%')} | "
                          f"{_f(r['measure_way'], '.0%')} | {r['psnr_db']:.1f} | {r['hf_fraction']:.0%} | "
-                         f"{_f(r.get('clip_fix_vs_fix', math.nan), '.0%')} | "
-                         f"{_f(r.get('clip_fix_measure_way', math.nan), '.0%')} |")
+                         f"{_f(r['clip_fix_vs_fix'], '.0%')} | {_f(r['clip_fix_measure_way'], '.0%')} |")
     gens = [r for r in rows if r["section"] == "generator"]
     if gens:
         lines += ["", "| generator trained on | views | min. output/input RMS contrast | flat | degraded attr. "
@@ -143,11 +142,12 @@ def targets(rows: List[dict]) -> List[str]:
             ok = all(not math.isnan(r["gain_vs_fix"]) and r["gain_vs_fix"] <= ATTACK_TARGET for r in at4)
             out.append(f"4/255 attacks, views {views}: worst gain / fix {_f(worst['gain_vs_fix'], '.0%')} "
                        f"({worst['attribute']}), target <= {ATTACK_TARGET:.0%}: {'met' if ok else 'not met'}")
-            honest = [r for r in at4 if not math.isnan(r.get("clip_fix_vs_fix", math.nan))]
-            if honest:
-                over = ", ".join(f"{r['attribute']} {r['gain_vs_fix'] / r['clip_fix_vs_fix']:.1f}x" for r in honest
-                                 if r["clip_fix_vs_fix"] > 0)
-                out.append(f"4/255 attacks, views {views}, against the real fix clipped to the same ball: {over}")
+            # NaN compares False, so rows without a usable clipped fix drop out here.
+            over = [f"{r['attribute']} {r['gain_vs_fix'] / r['clip_fix_vs_fix']:.1f}x" for r in at4
+                    if r["clip_fix_vs_fix"] > 0]
+            if over:
+                out.append(f"4/255 attacks, views {views}, against the real fix clipped to the same ball: "
+                           + ", ".join(over))
     for r in rows:
         if r["section"] == "generator" and r["mode"] == "loss":
             ok = not r["flat"] and r["right_way"] >= 0.5
