@@ -45,10 +45,11 @@ from dataclasses import dataclass
 
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (adversarial_twins, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
-                              first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
+from .hardening_terms import (adversarial_twins, clipped_fix_towards, craft_adversarial, edge_invariance_loss,
+                              edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
 
-__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "craft_adversarial",
+__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "clipped_fix_towards",
+           "craft_adversarial",
            "edge_invariance_loss", "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss",
            "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
 
@@ -85,6 +86,11 @@ class HardeningConfig:
     #: the no-gain term covers only the attribute each twin attacked (the other four
     #: scores may move with the twin: no pull of every score down at once)
     no_gain_attacked_only: bool = False
+    #: the no-gain bound is the higher of the start's scores and those of the start moved
+    #: towards its group's least degraded level, clipped to the twin's radius (an honest
+    #: partial fix): a twin may gain what an honest change of its size gains, no more.
+    #: Needs the synthetic teacher (only its groups have a better level).
+    no_gain_clipped_fix: bool = False
     #: extra anchors per step at ``large_anchor_size``, scored in a forward pass of their
     #: own with BatchNorm in eval mode (weight: ``anchor_weight``; logged as anchor_large)
     large_anchors: int = 0

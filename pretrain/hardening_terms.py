@@ -26,7 +26,7 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+__all__ = ["adversarial_twins", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
            "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
 
 
@@ -109,6 +109,8 @@ def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor,
                  attacked: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean of ``relu(s(x + delta) - s(x))`` over images and attributes; ``s(x)`` is detached.
     ``attacked`` ``(K,)``: only each twin's attacked attribute counts (the others may move).
+    ``start_scores`` may be any bound, such as the elementwise maximum of the start's and
+    its clipped fix's scores (``hardening.no_gain_clipped_fix``).
 
     Shape: ``(K, 5)`` x2 -> scalar (0 when ``K == 0``)."""
     if adv_scores.numel() == 0:
@@ -126,13 +128,22 @@ def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, tar
     Each twin attacks its image's ``targets`` entry with probability ``h.adv_target_prob``
     (a random attribute otherwise, or always when ``targets`` is None) at a radius drawn
     from ``[eps/2, eps]``. Returns ``(indices (K,), twins (K, 3, H, W) on device,
-    attacked attributes (K,))``."""
+    attacked attributes (K,), radii (K,))``."""
     pick, attr = _pick_attacked(h, h.adversarial, targets, candidates, g)
     n = len(pick)
     eps = h.adv_eps / 255 * (0.5 + 0.5 * torch.rand(n, generator=g))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         twins = craft_adversarial(plain, x[pick].to(device), attr, eps, g, steps=h.adv_steps)
-    return pick, twins, attr
+    return pick, twins, attr, eps
+
+
+def clipped_fix_towards(degraded: torch.Tensor, better: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``degraded + clamp(better - degraded, -eps, eps)`` per image: the honest move towards
+    a better image that fits in the twin's L-infinity ball.
+
+    Shape: ``(K, 3, H, W)`` x2, eps ``(K,)`` -> ``(K, 3, H, W)``."""
+    e = eps.view(-1, 1, 1, 1).to(degraded)
+    return degraded + torch.maximum(torch.minimum(better - degraded, e), -e)
 
 
 def _pick_attacked(h: HardeningConfig, n_wanted: int, targets: Optional[torch.Tensor], candidates: List[int],

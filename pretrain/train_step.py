@@ -22,7 +22,7 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_train.optim import autocast
 from attiqa_train.sampling import step_generator
 
-from .hardening import (HardeningConfig, adversarial_twins, edge_invariance_loss, edge_ranking_loss, frozen_batchnorm,
+from .hardening import (HardeningConfig, adversarial_twins, clipped_fix_towards, edge_invariance_loss, edge_ranking_loss, frozen_batchnorm,
                         no_gain_loss, sample_anchors, sample_edge_pairs, sensitivity_penalty)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .teachers import ClipLabelled
@@ -61,6 +61,9 @@ class PretrainStep:
         self.model, self.plain = model, plain
         self.synthetic, self.n_sources, self.clip, self.n_clip = synthetic, n_sources, clip, n_clip
         self.loss, self.hard, self.seed, self.rank = loss, hard, seed, rank
+        if hard.adversarial > 0 and hard.no_gain_clipped_fix and synthetic is None:
+            raise ValueError("hardening.no_gain_clipped_fix needs the synthetic teacher (its groups' least degraded "
+                             "level is what a twin's start is moved towards), got no synthetic teacher")
         self.device, self.bf16 = device, bf16
         self.weights = {"ranking": loss.ranking, "calibration": loss.calibration, "consistency": loss.consistency,
                         "specificity": loss.specificity, "anchor": hard.anchor_weight,
@@ -94,7 +97,8 @@ class PretrainStep:
         src_x, src_target = (torch.cat(images), target) if hard.adversarial > 0 or hard.sensitivity > 0 else (None, None)
         if hard.adversarial > 0:
             src_y, src_g = torch.cat(labels), torch.cat(groups)
-            pick, twins, attacked = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device, self.bf16)
+            pick, twins, attacked, radii = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device,
+                                                             self.bf16)
             at = 1 if synthetic is not None else len(images)
             images.insert(at, twins), labels.insert(at, src_y[pick]), groups.insert(at, src_g[pick])
             if target is not None:
@@ -107,6 +111,14 @@ class PretrainStep:
             images.append(anchor_x)
         if hard.edge_pairs > 0:
             images.append(sample_edge_pairs(hard.edge_pairs, images[0].shape[-1], g))
+        n_fix = 0
+        if pick is not None and hard.no_gain_clipped_fix:
+            # Each twin's start moved towards its group's least degraded level (the first of
+            # the group), clipped to the twin's radius: scored in the same pass, after the
+            # rest, as the twin's no-gain bound (no draws: the other images are unchanged).
+            best = pick - pick % synthetic.group_size
+            images.append(clipped_fix_towards(src_x[pick], src_x[best], radii))
+            n_fix = len(pick)
         if hard.large_anchors > 0:  # drawn last: the draws above are the same with or without them
             large_x, large_y = sample_anchors(hard.large_anchors, hard.large_anchor_size, g,
                                               smooth_noise_free=hard.smooth_noise_free,
@@ -129,12 +141,15 @@ class PretrainStep:
             # ``pick`` indexes the first block (synthetic, else CLIP); the twins follow it.
             twin_at = len(b.labels) if synthetic is not None else self.n_clip
             scores = torch.sigmoid(logits.float())
-            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], scores[pick.to(device)],
+            bound = scores[pick.to(device)]
+            if n_fix:
+                bound = torch.maximum(bound, scores[len(scores) - n_fix :])
+            terms["no_gain"] = no_gain_loss(scores[twin_at : twin_at + len(pick)], bound,
                                             attacked if hard.no_gain_attacked_only else None)
         if hard.anchors > 0:
             terms["anchor"] = calibration_loss(logits[n_main : n_main + hard.anchors].float(), anchor_y.to(device))
         if hard.edge_pairs > 0:
-            edge_logits = logits[n_main + hard.anchors :].float()
+            edge_logits = logits[n_main + hard.anchors : len(logits) - n_fix].float()
             terms["edge"] = edge_ranking_loss(edge_logits[:, ATTRIBUTES.index("sharpness")], hard.edge_margin)
             if hard.edge_invariance > 0:
                 terms["edge_invariance"] = edge_invariance_loss(torch.sigmoid(edge_logits))

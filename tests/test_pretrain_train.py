@@ -304,6 +304,47 @@ def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(ph
     assert recorded["anchors"] == 3 and recorded["adversarial"] == 3
 
 
+def test_no_gain_clipped_fix_bounds_each_twin_by_its_honest_partial_fix(photo_dir, tmp_path, monkeypatch):
+    """With ``no_gain_clipped_fix`` each twin's bound is the higher of its start's scores
+    and those of its start moved towards the group's least degraded level within the
+    twin's radius (scored in the same pass, outside the ranking). Without the synthetic
+    teacher the option is refused by name."""
+    import pretrain.train_step as train_module
+
+    seen = {}
+    real_losses, real_gain, real_fix = (train_module.pretrain_losses, train_module.no_gain_loss,
+                                        train_module.clipped_fix_towards)
+
+    def losses(logits, labels, groups, **kw):
+        seen["ranked"] = len(logits)
+        return real_losses(logits, labels, groups, **kw)
+
+    def gain(adv, bound, attacked=None):
+        seen.setdefault("bounds", []).append(bound.detach().clone())
+        return real_gain(adv, bound, attacked)
+
+    def fix(degraded, better, eps):
+        out = real_fix(degraded, better, eps)
+        seen.setdefault("moved", []).append((out - degraded).abs().flatten(1).amax(1))
+        seen.setdefault("eps", []).append(eps)
+        return out
+
+    monkeypatch.setattr(train_module, "pretrain_losses", losses)
+    monkeypatch.setattr(train_module, "no_gain_loss", gain)
+    monkeypatch.setattr(train_module, "clipped_fix_towards", fix)
+    train(_cfg(photo_dir, 2, **{"hardening.adversarial": 4, "hardening.no_gain_clipped_fix": True,
+                                "hardening.edge_pairs": 1, "hardening.anchors": 2}),
+          tmp_path / "run", progress=False)
+    assert seen["ranked"] == 12  # 2 groups of 4 + 4 twins: the fixes are not ranked
+    for moved, eps in zip(seen["moved"], seen["eps"]):
+        assert (moved <= eps + 1e-6).all()  # inside each twin's ball
+    assert len(seen["bounds"]) == 2 and all(b.shape == (4, 5) for b in seen["bounds"])
+    with pytest.raises(ValueError, match="no_gain_clipped_fix needs the synthetic teacher"):
+        train_module.PretrainStep(None, None, synthetic=None, n_sources=0, clip=object(), n_clip=4, loss=None,
+                                  hard=train_module.HardeningConfig(adversarial=2, no_gain_clipped_fix=True),
+                                  seed=0, rank=0, device=torch.device("cpu"), bf16=False)
+
+
 def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_alone(photo_dir, tmp_path,
                                                                                      monkeypatch):
     """Large anchors are drawn after everything else (the batch is unchanged), scored with
