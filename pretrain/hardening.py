@@ -45,10 +45,10 @@ from dataclasses import dataclass
 
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (adversarial_twins, clipped_fix_towards, craft_adversarial, edge_invariance_loss,
+from .hardening_terms import (adversarial_twins, alignment_loss, clipped_fix_towards, craft_adversarial, edge_invariance_loss,
                               edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
 
-__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "check_hardening", "clipped_fix_towards",
+__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "alignment_loss", "check_hardening", "clipped_fix_towards",
            "craft_adversarial",
            "edge_invariance_loss", "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss",
            "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
@@ -110,18 +110,28 @@ class HardeningConfig:
     #: first-order logit gain allowed before the penalty starts (a score moves at most a
     #: quarter of its logit: the sigmoid's largest slope)
     sensitivity_margin: float = 0.25
+    #: graded synthetic images per step whose input gradient (of their group's degraded
+    #: attribute) is pulled towards the honest fix's direction, scale-free
+    #: (:func:`alignment_loss`; a double backward; synthetic teacher only)
+    alignment: int = 0
+    #: weight of that term
+    alignment_weight: float = 1.0
+    #: the radius the honest fix is clipped to, in 1/255 units
+    alignment_eps: float = 4.0
 
 
 def check_hardening(h: HardeningConfig, batch: int) -> None:
     """Raise ``ValueError`` naming the key and value of an invalid setting (``batch``: the batch size)."""
-    for key in ("anchors", "adversarial", "edge_pairs", "large_anchors", "sensitivity"):
+    for key in ("anchors", "adversarial", "edge_pairs", "large_anchors", "sensitivity", "alignment"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")
     if h.adversarial > batch:
         raise ValueError(f"hardening.adversarial must be <= train.batch_size ({batch}), got {h.adversarial}")
     if h.sensitivity > batch:
         raise ValueError(f"hardening.sensitivity must be <= train.batch_size ({batch}), got {h.sensitivity}")
-    for key in ("adv_eps", "sensitivity_eps"):
+    if h.alignment > batch:
+        raise ValueError(f"hardening.alignment must be <= train.batch_size ({batch}), got {h.alignment}")
+    for key in ("adv_eps", "sensitivity_eps", "alignment_eps"):
         if not 0 < getattr(h, key) <= 255:
             raise ValueError(f"hardening.{key} must be in (0, 255] (1/255 units), got {getattr(h, key)}")
     if h.large_anchor_size < 32:
@@ -131,6 +141,6 @@ def check_hardening(h: HardeningConfig, batch: int) -> None:
     if not 0 <= h.adv_target_prob <= 1:
         raise ValueError(f"hardening.adv_target_prob must be in [0, 1], got {h.adv_target_prob}")
     for key in ("anchor_weight", "no_gain", "edge_invariance", "edge_margin", "sensitivity_weight",
-                "sensitivity_margin"):
+                "sensitivity_margin", "alignment_weight"):
         if getattr(h, key) < 0:
             raise ValueError(f"hardening.{key} must be >= 0, got {getattr(h, key)}")

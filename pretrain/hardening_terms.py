@@ -26,7 +26,7 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+__all__ = ["adversarial_twins", "alignment_loss", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
            "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
 
 
@@ -194,3 +194,41 @@ def sensitivity_penalty(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, t
     with frozen_batchnorm(plain):
         gain = first_order_gain(plain, x[pick].to(device), attr, h.sensitivity_eps / 255)
     return F.relu(gain - h.sensitivity_margin).mean()
+
+
+def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: torch.Tensor,
+                   candidates: List[int], group_size: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Gradient alignment with the honest fix, ``hardening.alignment``: mean of ``1 - r``.
+
+    For ``h.alignment`` of ``candidates`` (graded synthetic levels that have a better
+    level in their group: indices into ``x``), with ``g_x = d logit_a / d x`` of the
+    group's degraded attribute ``a`` and ``d = clipped_fix_towards(x, best, eps) - x``
+    (the honest move towards the group's least degraded level, radius
+    ``h.alignment_eps / 255``)::
+
+        r = (g_x . d) / (eps * ||g_x||_1)
+
+    is, to first order, what the clipped fix earns over what the best L-infinity attack of
+    the same radius earns (``<= 1``; the report's "attack / clipped fix" is ``1 / r``).
+    Scale-free: a network cannot meet it by flattening its scores (any bound on a gain
+    can), only by pointing its input gradient where an honest fix goes. Differentiable
+    in the parameters (double backward); BatchNorm on its running statistics.
+
+    Shape: x ``(N, 3, H, W)``, targets ``(N,)`` -> scalar."""
+    n = min(h.alignment, len(candidates))
+    pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
+    best = pick - pick % group_size
+    eps = h.alignment_eps / 255
+    start, attr = x[pick].to(device), targets[pick].to(device)
+    d = clipped_fix_towards(start, x[best].to(device), torch.full((n,), eps)) - start
+    with frozen_batchnorm(plain):
+        xg = start.detach().requires_grad_(True)
+        out = plain(xg).float()
+        (grad,) = torch.autograd.grad(out.gather(1, attr.view(-1, 1)).sum(), xg, create_graph=True)
+    grad = grad.float().flatten(1)
+    attack = eps * grad.abs().sum(1)
+    honest = (grad * d.flatten(1)).sum(1)
+    # Where the gradient points against the fix (honest < 0), the attack's norm is held
+    # fixed: otherwise growing the gradient in unrelated directions would lower 1 - r too.
+    scale = torch.where(honest < 0, attack.detach(), attack) + 1e-3
+    return (1 - honest / scale).mean()

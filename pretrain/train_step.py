@@ -22,7 +22,7 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_train.optim import autocast
 from attiqa_train.sampling import step_generator
 
-from .hardening import (HardeningConfig, adversarial_twins, clipped_fix_towards, edge_invariance_loss, edge_ranking_loss, frozen_batchnorm,
+from .hardening import (HardeningConfig, adversarial_twins, alignment_loss, clipped_fix_towards, edge_invariance_loss, edge_ranking_loss, frozen_batchnorm,
                         no_gain_loss, sample_anchors, sample_edge_pairs, sensitivity_penalty)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
 from .teachers import ClipLabelled
@@ -64,12 +64,15 @@ class PretrainStep:
         if hard.adversarial > 0 and hard.no_gain_clipped_fix and synthetic is None:
             raise ValueError("hardening.no_gain_clipped_fix needs the synthetic teacher (its groups' least degraded "
                              "level is what a twin's start is moved towards), got no synthetic teacher")
+        if hard.alignment > 0 and synthetic is None:
+            raise ValueError("hardening.alignment needs the synthetic teacher (its groups' least degraded level gives "
+                             "the honest fix's direction), got no synthetic teacher")
         self.device, self.bf16 = device, bf16
         self.weights = {"ranking": loss.ranking, "calibration": loss.calibration, "consistency": loss.consistency,
                         "specificity": loss.specificity, "anchor": hard.anchor_weight,
                         "anchor_large": hard.anchor_weight, "edge": hard.anchor_weight,
                         "edge_invariance": hard.edge_invariance, "no_gain": hard.no_gain,
-                        "sensitivity": hard.sensitivity_weight}
+                        "sensitivity": hard.sensitivity_weight, "alignment": hard.alignment_weight}
         #: images scored so far (for the images/s figure)
         self.seen = 0
 
@@ -94,7 +97,8 @@ class PretrainStep:
         else:
             candidates = list(range(self.n_clip))
         # The images the twins and the input-gradient penalty are drawn from (before the twins join).
-        src_x, src_target = (torch.cat(images), target) if hard.adversarial > 0 or hard.sensitivity > 0 else (None, None)
+        needs_src = hard.adversarial > 0 or hard.sensitivity > 0 or hard.alignment > 0
+        src_x, src_target = (torch.cat(images), target) if needs_src else (None, None)
         if hard.adversarial > 0:
             src_y, src_g = torch.cat(labels), torch.cat(groups)
             pick, twins, attacked, radii = adversarial_twins(self.plain, hard, src_x, target, candidates, g, device,
@@ -166,6 +170,12 @@ class PretrainStep:
             # Through ``plain`` with BatchNorm on its running statistics, as the large anchors.
             with autocast(self.bf16, device):
                 terms["sensitivity"] = sensitivity_penalty(self.plain, hard, src_x, src_target, candidates, g, device)
+        if hard.alignment > 0:  # drawn last: the other draws are unchanged
+            # Levels with a better one in their group (not the group's first), never the pair crop.
+            worse = [i for i in candidates if i % synthetic.group_size > 0]
+            with autocast(self.bf16, device):
+                terms["alignment"] = alignment_loss(self.plain, hard, src_x, src_target, worse,
+                                                    synthetic.group_size, g, device)
         loss = sum(self.weights[k] * v for k, v in terms.items())
         self.seen += len(x)
         return loss, terms

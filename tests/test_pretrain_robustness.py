@@ -330,6 +330,40 @@ def test_clipped_fix_towards_moves_at_most_eps_towards_the_better_image():
     assert torch.equal(out[0, 2], degraded[0, 2])  # where nothing differs, nothing moves
 
 
+def test_alignment_loss_is_one_minus_the_honest_share_of_the_first_order_attack():
+    """On a linear 'network' (logit = w . x) the term is exactly ``1 - (w . d) / (eps ||w||_1)``
+    with ``d`` the clipped move towards the group's first level: 0 when the weights point
+    where the fix goes, 2 when against it, and scale-free (10 w and 100 w give the same
+    value, up to the denominator's padding)."""
+    from pretrain.hardening import HardeningConfig, alignment_loss
+
+    class Linear(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = torch.nn.Parameter(w)
+
+        def forward(self, x):
+            return (x.flatten(1) * self.w).sum(1, keepdim=True).expand(-1, 5)
+
+    x = torch.full((2, 3, 2, 2), 0.5)
+    x[0] += 0.1  # the group's first (least degraded) level is brighter than level 1
+    h = HardeningConfig(alignment=1, alignment_eps=4.0)
+    t = torch.zeros(2, dtype=torch.long)
+    args = (x, t, [1], 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    up = torch.ones(12)
+    # (to within the 1e-3 the denominator is padded by: the first-order attack here is 12 eps)
+    assert float(alignment_loss(Linear(up), h, *args)) == pytest.approx(0.0, abs=0.01)
+    assert float(alignment_loss(Linear(-up), h, *args)) == pytest.approx(2.0, abs=0.01)
+    mixed = torch.tensor([1.0] * 6 + [-1.0] * 6)  # half for, half against: r = 0
+    assert float(alignment_loss(Linear(mixed), h, *args)) == pytest.approx(1.0, abs=0.01)
+    half = torch.tensor([1.0] * 6 + [0.0] * 6)  # every weight along the fix: r = 1
+    assert float(alignment_loss(Linear(10 * half), h, *args)) == pytest.approx(
+        float(alignment_loss(Linear(100 * half), h, *args)), abs=2e-3)
+    net = Linear(mixed.clone())
+    alignment_loss(net, h, *args).backward()  # the parameters get a gradient (double backward)
+    assert net.w.grad is not None and net.w.grad.abs().sum() > 0
+
+
 def test_no_gain_loss_only_punishes_rises():
     start = torch.tensor([[0.5, 0.5, 0.5, 0.5, 0.5]], requires_grad=True)
     assert no_gain_loss(start.detach() - 0.1, start) == 0

@@ -345,6 +345,35 @@ def test_no_gain_clipped_fix_bounds_each_twin_by_its_honest_partial_fix(photo_di
                                   seed=0, rank=0, device=torch.device("cpu"), bf16=False)
 
 
+def test_alignment_term_uses_levels_with_a_better_one_and_is_logged(photo_dir, tmp_path, monkeypatch):
+    """``hardening.alignment``: the term is computed on graded levels that have a better
+    level in their group (never a group's first level or the pair crop), logged as
+    loss/alignment, and refused by name without the synthetic teacher."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import pretrain.train_step as train_module
+
+    seen = []
+    real = train_module.alignment_loss
+
+    def spy(plain, h, x, targets, candidates, group_size, g, device):
+        seen.append((list(candidates), group_size))
+        return real(plain, h, x, targets, candidates, group_size, g, device)
+
+    monkeypatch.setattr(train_module, "alignment_loss", spy)
+    train(_cfg(photo_dir, 2, **{"hardening.alignment": 3}), tmp_path / "run", progress=False)
+    assert len(seen) == 2
+    for candidates, gs in seen:  # 2 groups of 3 levels + a pair crop: levels 1 and 2 of each
+        assert gs == 4 and candidates == [1, 2, 5, 6]
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/alignment")] == [2]  # logged at the last step
+    with pytest.raises(ValueError, match="hardening.alignment needs the synthetic teacher"):
+        train_module.PretrainStep(None, None, synthetic=None, n_sources=0, clip=object(), n_clip=4, loss=None,
+                                  hard=train_module.HardeningConfig(alignment=2),
+                                  seed=0, rank=0, device=torch.device("cpu"), bf16=False)
+
+
 def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_alone(photo_dir, tmp_path,
                                                                                      monkeypatch):
     """Large anchors are drawn after everything else (the batch is unchanged), scored with
@@ -468,6 +497,9 @@ def test_resume_of_a_run_saved_before_the_new_hardening_keys_existed(photo_dir, 
     ("hardening.sensitivity", 9, r"hardening.sensitivity must be <= train.batch_size \(8\), got 9"),
     ("hardening.sensitivity_eps", 300, r"hardening.sensitivity_eps must be in \(0, 255\] \(1/255 units\), got 300"),
     ("hardening.sensitivity_margin", -0.1, "hardening.sensitivity_margin must be >= 0, got -0.1"),
+    ("hardening.alignment", 9, r"hardening.alignment must be <= train.batch_size \(8\), got 9"),
+    ("hardening.alignment_eps", 0, r"hardening.alignment_eps must be in \(0, 255\] \(1/255 units\), got 0"),
+    ("hardening.alignment_weight", -1, "hardening.alignment_weight must be >= 0, got -1"),
 ])
 def test_hardening_rejects_bad_values(photo_dir, tmp_path, key, value, message):
     with pytest.raises(ValueError, match=message):
