@@ -24,7 +24,8 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   (random start and sign-gradient steps, Wong et al. 2020, "Fast is better than free").
   The perturbed image joins its group with the label of its start (an image optimised
   for a score keeps the label it had), and :func:`no_gain_loss` forbids any of its
-  five scores to rise above the unperturbed image's.
+  five scores to rise above the unperturbed image's (or, with ``no_gain_clipped_fix``,
+  above its clipped fix's: the start moved honestly towards its group's best level).
 - **Input-gradient penalty** (``sensitivity``, :func:`sensitivity_penalty`): for some
   images of the synthetic groups, the logit gain a perturbation of radius
   ``sensitivity_eps`` earns to first order (``eps * ||d logit / d x||_1``, Ross &
@@ -32,6 +33,10 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   ``sensitivity_margin``. Unlike the twins it pushes no score up or down, only flattens
   the logits around each image. (On the scores instead, the network met the penalty by
   saturating the sigmoid: every score 0 or 1.)
+- **Gradient alignment** (``alignment``, :func:`alignment_loss`): for some graded
+  images, the share of the first-order attack's gain that the honest fix clipped to the
+  same radius earns, ``(g . d) / (eps ||g||_1)``, is pulled towards 1. Scale-free: it
+  asks the input gradient to point where a real fix goes, not the scores to flatten.
 
 This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
 the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
@@ -45,13 +50,13 @@ from dataclasses import dataclass
 
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (adversarial_twins, alignment_loss, clipped_fix_towards, craft_adversarial, edge_invariance_loss,
-                              edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
+from .hardening_terms import (adversarial_twins, alignment_loss, clipped_fix_towards, craft_adversarial,
+                              edge_invariance_loss, edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss,
+                              sensitivity_penalty)
 
-__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "alignment_loss", "check_hardening", "clipped_fix_towards",
-           "craft_adversarial",
-           "edge_invariance_loss", "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss",
-           "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
+__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "alignment_loss", "check_hardening",
+           "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+           "frozen_batchnorm", "no_gain_loss", "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
 
 
 @dataclass

@@ -26,8 +26,8 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "alignment_loss", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
-           "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
+__all__ = ["adversarial_twins", "alignment_loss", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss",
+           "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
 
 
 def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
