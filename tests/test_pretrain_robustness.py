@@ -352,13 +352,13 @@ def test_alignment_loss_is_one_minus_the_honest_share_of_the_first_order_attack(
     args = (x, t, [1], 2, torch.Generator().manual_seed(0), torch.device("cpu"))
     up = torch.ones(12)
     # (to within the 1e-3 the denominator is padded by: the first-order attack here is 12 eps)
-    assert float(alignment_loss(Linear(up), h, *args)) == pytest.approx(0.0, abs=0.01)
-    assert float(alignment_loss(Linear(-up), h, *args)) == pytest.approx(2.0, abs=0.01)
+    assert alignment_loss(Linear(up), h, *args).item() == pytest.approx(0.0, abs=0.01)
+    assert alignment_loss(Linear(-up), h, *args).item() == pytest.approx(2.0, abs=0.01)
     mixed = torch.tensor([1.0] * 6 + [-1.0] * 6)  # half for, half against: r = 0
-    assert float(alignment_loss(Linear(mixed), h, *args)) == pytest.approx(1.0, abs=0.01)
+    assert alignment_loss(Linear(mixed), h, *args).item() == pytest.approx(1.0, abs=0.01)
     half = torch.tensor([1.0] * 6 + [0.0] * 6)  # every weight along the fix: r = 1
-    assert float(alignment_loss(Linear(10 * half), h, *args)) == pytest.approx(
-        float(alignment_loss(Linear(100 * half), h, *args)), abs=2e-3)
+    assert alignment_loss(Linear(10 * half), h, *args).item() == pytest.approx(
+        alignment_loss(Linear(100 * half), h, *args).item(), abs=2e-3)
     net = Linear(mixed.clone())
     alignment_loss(net, h, *args).backward()  # the parameters get a gradient (double backward)
     assert net.w.grad is not None and net.w.grad.abs().sum() > 0
