@@ -50,12 +50,11 @@ from dataclasses import dataclass
 
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (adversarial_twins, alignment_loss, clipped_fix_towards, craft_adversarial,
-                              edge_invariance_loss, edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss,
-                              sensitivity_penalty)
+from .hardening_terms import (adversarial_twins, alignment_loss, craft_adversarial, edge_invariance_loss,
+                              edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
 
 __all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "alignment_loss", "check_hardening",
-           "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+           "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
            "frozen_batchnorm", "no_gain_loss", "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
 
 

@@ -26,8 +26,8 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "alignment_loss", "clipped_fix_towards", "craft_adversarial", "edge_invariance_loss",
-           "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
+__all__ = ["adversarial_twins", "alignment_loss", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss",
+           "first_order_gain", "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
 
 
 def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -137,15 +137,6 @@ def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, tar
     return pick, twins, attr, eps
 
 
-def clipped_fix_towards(degraded: torch.Tensor, better: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """``degraded + clamp(better - degraded, -eps, eps)`` per image: the honest move towards
-    a better image that fits in the twin's L-infinity ball.
-
-    Shape: ``(K, 3, H, W)`` x2, eps ``(K,)`` -> ``(K, 3, H, W)``."""
-    e = eps.view(-1, 1, 1, 1).to(degraded)
-    return degraded + torch.maximum(torch.minimum(better - degraded, e), -e)
-
-
 def _pick_attacked(h: HardeningConfig, n_wanted: int, targets: Optional[torch.Tensor], candidates: List[int],
                    g: torch.Generator):
     """Which ``candidates`` are attacked and along which attribute (``adv_target_prob`` of
@@ -172,13 +163,22 @@ def first_order_gain(net: nn.Module, images: torch.Tensor, attribute: torch.Tens
 
     Shape: images ``(B, 3, H, W)``, attribute ``(B,)`` -> ``(B,)``.
     """
+    return eps * _input_gradient(net, images, attribute, on_scores=on_scores).abs().flatten(1).sum(1)
+
+
+def _input_gradient(net: nn.Module, images: torch.Tensor, attribute: torch.Tensor, *,
+                    on_scores: bool = False) -> torch.Tensor:
+    """``d logit_a / d x`` (of ``sigmoid(logit_a)`` with ``on_scores``) per image, built with
+    ``create_graph=True`` so that a term on it trains the parameters (double backward).
+
+    Shape: images ``(B, 3, H, W)``, attribute ``(B,)`` -> ``(B, 3, H, W)``."""
     x = images.detach().requires_grad_(True)
     out = net(x).float()
     if on_scores:
         out = torch.sigmoid(out)
     chosen = out.gather(1, attribute.view(-1, 1).to(out.device)).sum()
     (grad,) = torch.autograd.grad(chosen, x, create_graph=True)
-    return eps * grad.abs().flatten(1).sum(1)
+    return grad
 
 
 def sensitivity_penalty(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],
@@ -202,7 +202,7 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
 
     For ``h.alignment`` of ``candidates`` (graded synthetic levels that have a better
     level in their group: indices into ``x``), with ``g_x = d logit_a / d x`` of the
-    group's degraded attribute ``a`` and ``d = clipped_fix_towards(x, best, eps) - x``
+    group's degraded attribute ``a`` and ``d = clamp(best - x, -eps, eps)``
     (the honest move towards the group's least degraded level, radius
     ``h.alignment_eps / 255``)::
 
@@ -219,13 +219,10 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
     pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
     best = pick - pick % group_size
     eps = h.alignment_eps / 255
-    start, attr = x[pick].to(device), targets[pick].to(device)
-    d = clipped_fix_towards(start, x[best].to(device), torch.full((n,), eps)) - start
+    start = x[pick].to(device)
+    d = (x[best].to(device) - start).clamp(-eps, eps)  # the clipped fix's move
     with frozen_batchnorm(plain):
-        xg = start.detach().requires_grad_(True)
-        out = plain(xg).float()
-        (grad,) = torch.autograd.grad(out.gather(1, attr.view(-1, 1)).sum(), xg, create_graph=True)
-    grad = grad.float().flatten(1)
+        grad = _input_gradient(plain, start, targets[pick]).float().flatten(1)
     attack = eps * grad.abs().sum(1)
     honest = (grad * d.flatten(1)).sum(1)
     # Where the gradient points against the fix (honest < 0), the attack's norm is held

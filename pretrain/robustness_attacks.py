@@ -12,7 +12,7 @@ attribute (:data:`INDEPENDENT_MEASURES`) moved. :func:`psnr` and
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -101,15 +101,18 @@ def bounded_attack(
     return (x0 + delta).detach()
 
 
-def clipped_fix(degraded: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
+def clipped_fix(degraded: torch.Tensor, clean: torch.Tensor, eps: Union[float, torch.Tensor]) -> torch.Tensor:
     """The real fix cut to the attack's ball: ``degraded + clamp(clean - degraded, -eps, eps)``.
 
     A genuine partial restoration inside the same L-infinity ball an attack may use: the
     most that ``eps`` can honestly earn along the way back to the clean photo, so it is
     the reference an attack's gain is read against (an attack that earns far more than
-    it, with an independent measure that moves far less, found a pattern).
-    Shape: ``(B, 3, H, W)`` x2 -> ``(B, 3, H, W)``.
+    it, with an independent measure that moves far less, found a pattern). Training
+    uses it too (``hardening.no_gain_clipped_fix``), with one radius per image.
+    Shape: ``(B, 3, H, W)`` x2, eps a float or ``(B,)`` -> ``(B, 3, H, W)``.
     """
+    if isinstance(eps, torch.Tensor):
+        eps = eps.to(degraded).view(-1, 1, 1, 1)
     return degraded + (clean - degraded).clamp(-eps, eps)
 
 

@@ -22,10 +22,10 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_train.optim import autocast
 from attiqa_train.sampling import step_generator
 
-from .hardening import (HardeningConfig, adversarial_twins, alignment_loss, clipped_fix_towards, edge_invariance_loss,
-                        edge_ranking_loss, frozen_batchnorm, no_gain_loss, sample_anchors, sample_edge_pairs,
-                        sensitivity_penalty)
+from .hardening import (HardeningConfig, adversarial_twins, alignment_loss, edge_invariance_loss, edge_ranking_loss,
+                        frozen_batchnorm, no_gain_loss, sample_anchors, sample_edge_pairs, sensitivity_penalty)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
+from .robustness_attacks import clipped_fix
 from .teachers import ClipLabelled
 from .train_config import RankingLossConfig
 
@@ -122,7 +122,7 @@ class PretrainStep:
             # the group), clipped to the twin's radius: scored in the same pass, after the
             # rest, as the twin's no-gain bound (no draws: the other images are unchanged).
             best = pick - pick % synthetic.group_size
-            images.append(clipped_fix_towards(src_x[pick], src_x[best], radii))
+            images.append(clipped_fix(src_x[pick], src_x[best], radii))
             n_fix = len(pick)
         if hard.large_anchors > 0:  # drawn last: the draws above are the same with or without them
             large_x, large_y = sample_anchors(hard.large_anchors, hard.large_anchor_size, g,

@@ -318,13 +318,13 @@ def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_
     assert gain.mean() > 0
 
 
-def test_clipped_fix_towards_moves_at_most_eps_towards_the_better_image():
-    from pretrain.hardening import clipped_fix_towards
+def test_clipped_fix_with_one_radius_per_image_moves_at_most_eps_towards_the_better_image():
+    from pretrain.robustness import clipped_fix
 
     degraded = torch.full((2, 3, 4, 4), 0.5)
     better = degraded.clone()
     better[0, 0, 0, 0], better[0, 1, 0, 0], better[1, 2, 1, 1] = 0.9, 0.49, 0.1
-    out = clipped_fix_towards(degraded, better, torch.tensor([0.02, 0.5]))
+    out = clipped_fix(degraded, better, torch.tensor([0.02, 0.5]))
     assert out[0, 0, 0, 0] == pytest.approx(0.52) and out[0, 1, 0, 0] == pytest.approx(0.49)
     assert out[1, 2, 1, 1] == pytest.approx(0.1)  # within the radius: the whole way
     assert torch.equal(out[0, 2], degraded[0, 2])  # where nothing differs, nothing moves

@@ -313,7 +313,7 @@ def test_no_gain_clipped_fix_bounds_each_twin_by_its_honest_partial_fix(photo_di
 
     seen = {}
     real_losses, real_gain, real_fix = (train_module.pretrain_losses, train_module.no_gain_loss,
-                                        train_module.clipped_fix_towards)
+                                        train_module.clipped_fix)
 
     def losses(logits, labels, groups, **kw):
         seen["ranked"] = len(logits)
@@ -331,7 +331,7 @@ def test_no_gain_clipped_fix_bounds_each_twin_by_its_honest_partial_fix(photo_di
 
     monkeypatch.setattr(train_module, "pretrain_losses", losses)
     monkeypatch.setattr(train_module, "no_gain_loss", gain)
-    monkeypatch.setattr(train_module, "clipped_fix_towards", fix)
+    monkeypatch.setattr(train_module, "clipped_fix", fix)
     train(_cfg(photo_dir, 2, **{"hardening.adversarial": 4, "hardening.no_gain_clipped_fix": True,
                                 "hardening.edge_pairs": 1, "hardening.anchors": 2}),
           tmp_path / "run", progress=False)
