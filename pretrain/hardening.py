@@ -37,6 +37,8 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   images, the share of the first-order attack's gain that the honest fix clipped to the
   same radius earns, ``(g . d) / (eps ||g||_1)``, is pulled towards 1. Scale-free: it
   asks the input gradient to point where a real fix goes, not the scores to flatten.
+  ``alignment_tone_free`` takes the global tone part (:func:`remove_tone`) out of the
+  sharpness and noisiness fixes first.
 
 This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
 the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
@@ -50,12 +52,14 @@ from dataclasses import dataclass
 
 from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
     ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (adversarial_twins, alignment_loss, craft_adversarial, edge_invariance_loss,
-                              edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss, sensitivity_penalty)
+from .hardening_terms import (TONE_FREE_ATTRIBUTES, adversarial_twins, alignment_loss, craft_adversarial,
+                              edge_invariance_loss, edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss,
+                              remove_tone, sensitivity_penalty)
 
-__all__ = ["ANCHOR_KINDS", "HardeningConfig", "adversarial_twins", "alignment_loss", "check_hardening",
-           "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
-           "frozen_batchnorm", "no_gain_loss", "sample_anchors", "sample_edge_pairs", "sensitivity_penalty"]
+__all__ = ["ANCHOR_KINDS", "HardeningConfig", "TONE_FREE_ATTRIBUTES", "adversarial_twins", "alignment_loss",
+           "check_hardening", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
+           "frozen_batchnorm", "no_gain_loss", "remove_tone", "sample_anchors", "sample_edge_pairs",
+           "sensitivity_penalty"]
 
 
 @dataclass
@@ -122,6 +126,9 @@ class HardeningConfig:
     alignment_weight: float = 1.0
     #: the radius the honest fix is clipped to, in 1/255 units
     alignment_eps: float = 4.0
+    #: sharpness and noisiness fixes lose their global tone part (a + b * x per image and
+    #: channel) before the clip, so the term does not reward reading light or contrast
+    alignment_tone_free: bool = False
 
 
 def check_hardening(h: HardeningConfig, batch: int) -> None:

@@ -26,8 +26,9 @@ from attiqa_loss.attributes import ATTRIBUTES
 if TYPE_CHECKING:
     from .hardening import HardeningConfig
 
-__all__ = ["adversarial_twins", "alignment_loss", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss",
-           "first_order_gain", "frozen_batchnorm", "no_gain_loss", "sensitivity_penalty"]
+__all__ = ["TONE_FREE_ATTRIBUTES", "adversarial_twins", "alignment_loss", "craft_adversarial", "edge_invariance_loss",
+           "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss", "remove_tone",
+           "sensitivity_penalty"]
 
 
 def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -196,6 +197,24 @@ def sensitivity_penalty(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, t
     return F.relu(gain - h.sensitivity_margin).mean()
 
 
+#: attributes whose honest fix carries no tone change under ``hardening.alignment_tone_free``
+TONE_FREE_ATTRIBUTES = ("sharpness", "noisiness")
+
+
+def remove_tone(d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``d`` minus its least-squares fit ``a + b * x``, per image and channel.
+
+    What is left of a change ``d`` of the image ``x`` once a global shift and a global
+    scaling of its values (exposure, linear contrast) are taken out. The result sums to
+    zero and is orthogonal to ``x``, per image and channel.
+
+    Shape: d, x ``(N, C, H, W)`` -> ``(N, C, H, W)``."""
+    xc = x - x.mean((-2, -1), keepdim=True)
+    dc = d - d.mean((-2, -1), keepdim=True)
+    b = (dc * xc).sum((-2, -1), keepdim=True) / (xc.pow(2).sum((-2, -1), keepdim=True) + 1e-12)
+    return dc - b * xc
+
+
 def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: torch.Tensor,
                    candidates: List[int], group_size: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
     """Gradient alignment with the honest fix, ``hardening.alignment``: mean of ``1 - r``.
@@ -210,6 +229,9 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
 
     is, to first order, what the clipped fix earns over what the best L-infinity attack of
     the same radius earns (``<= 1``; the report's "attack / clipped fix" is ``1 / r``).
+    With ``h.alignment_tone_free``, for sharpness and noisiness groups the move loses its
+    global tone part first (:func:`remove_tone` on the start image, then the clip), so a
+    detail or noise gradient earns nothing for also reading light or contrast.
     Scale-free: a network cannot meet it by flattening its scores (any bound on a gain
     can), only by pointing its input gradient where an honest fix goes. Differentiable
     in the parameters (double backward); BatchNorm on its running statistics.
@@ -220,7 +242,11 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
     best = pick - pick % group_size
     eps = h.alignment_eps / 255
     start = x[pick].to(device)
-    d = (x[best].to(device) - start).clamp(-eps, eps)  # the clipped fix's move
+    d = x[best].to(device) - start
+    if h.alignment_tone_free:
+        tone_free = torch.isin(targets[pick].cpu(), torch.tensor([ATTRIBUTES.index(a) for a in TONE_FREE_ATTRIBUTES]))
+        d = torch.where(tone_free.to(device).view(-1, 1, 1, 1), remove_tone(d, start), d)
+    d = d.clamp(-eps, eps)  # the clipped fix's move
     with frozen_batchnorm(plain):
         grad = _input_gradient(plain, start, targets[pick]).float().flatten(1)
     attack = eps * grad.abs().sum(1)

@@ -420,3 +420,47 @@ def test_colour_cast_is_zero_for_grey_and_grows_with_a_tint():
     tinted = grey + torch.tensor([0.1, 0.1, -0.1]).view(1, 3, 1, 1)
     assert colour_cast(grey) == 0
     assert colour_cast(tinted) > colour_cast(grey + torch.tensor([0.02, 0.02, -0.02]).view(1, 3, 1, 1)) > 0
+
+
+def test_remove_tone_takes_out_exposure_and_contrast_and_keeps_detail():
+    """A change that is a global shift plus scaling of the image's own values (exposure,
+    linear contrast) is removed entirely; what is left is orthogonal to the image and sums
+    to zero per image and channel; a change already free of tone passes unchanged."""
+    from pretrain.hardening import remove_tone
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    tone = 0.05 + 0.3 * (x - 0.5)  # a + b x
+    assert remove_tone(tone, x).abs().max() < 1e-6
+    detail = torch.randn(2, 3, 16, 16, generator=g)
+    left = remove_tone(detail + tone, x)
+    assert left.sum((-2, -1)).abs().max() < 1e-4
+    assert (left * x).sum((-2, -1)).abs().max() < 1e-3
+    free = remove_tone(detail, x)
+    assert torch.allclose(remove_tone(free, x), free, atol=1e-5)
+
+
+def test_alignment_tone_free_ignores_the_tone_part_of_sharpness_and_noise_fixes_only():
+    """With ``alignment_tone_free`` a sharpness group whose fix is a pure brightening has
+    nothing left to align with (r = 0 whatever the gradient), while a brightness group's
+    identical fix still counts in full: the option touches sharpness and noisiness only."""
+    from pretrain.hardening import HardeningConfig, alignment_loss
+
+    class Linear(torch.nn.Module):
+        def __init__(self, w):
+            super().__init__()
+            self.w = torch.nn.Parameter(w)
+
+        def forward(self, x):
+            return (x.flatten(1) * self.w).sum(1, keepdim=True).expand(-1, 5)
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    x[0] = x[1] * 1.2  # level 0 is level 1 brighter: a pure tone change
+    up = torch.ones(48)  # every weight along the fix
+    for attribute, expected in (("sharpness", 1.0), ("noisiness", 1.0), ("brightness", 0.0)):
+        t = torch.full((2,), ATTRIBUTES.index(attribute), dtype=torch.long)
+        args = (x, t, [1], 2, torch.Generator().manual_seed(0), torch.device("cpu"))
+        plain = alignment_loss(Linear(up), HardeningConfig(alignment=1), *args).item()
+        free = alignment_loss(Linear(up), HardeningConfig(alignment=1, alignment_tone_free=True), *args).item()
+        assert plain == pytest.approx(0.0, abs=0.02), attribute
+        assert free == pytest.approx(expected, abs=0.02), attribute
