@@ -330,20 +330,23 @@ def test_clipped_fix_with_one_radius_per_image_moves_at_most_eps_towards_the_bet
     assert torch.equal(out[0, 2], degraded[0, 2])  # where nothing differs, nothing moves
 
 
+class Linear(torch.nn.Module):
+    """A linear 'network': every logit is ``w . x`` (the alignment tests' model)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return (x.flatten(1) * self.w).sum(1, keepdim=True).expand(-1, 5)
+
+
 def test_alignment_loss_is_one_minus_the_honest_share_of_the_first_order_attack():
     """On a linear 'network' (logit = w . x) the term is exactly ``1 - (w . d) / (eps ||w||_1)``
     with ``d`` the clipped move towards the group's first level: 0 when the weights point
     where the fix goes, 2 when against it, and scale-free (10 w and 100 w give the same
     value, up to the denominator's padding)."""
     from pretrain.hardening import HardeningConfig, alignment_loss
-
-    class Linear(torch.nn.Module):
-        def __init__(self, w):
-            super().__init__()
-            self.w = torch.nn.Parameter(w)
-
-        def forward(self, x):
-            return (x.flatten(1) * self.w).sum(1, keepdim=True).expand(-1, 5)
 
     x = torch.full((2, 3, 2, 2), 0.5)
     x[0] += 0.1  # the group's first (least degraded) level is brighter than level 1
@@ -445,14 +448,6 @@ def test_alignment_tone_free_ignores_the_tone_part_of_sharpness_and_noise_fixes_
     nothing left to align with (r = 0 whatever the gradient), while a brightness group's
     identical fix still counts in full: the option touches sharpness and noisiness only."""
     from pretrain.hardening import HardeningConfig, alignment_loss
-
-    class Linear(torch.nn.Module):
-        def __init__(self, w):
-            super().__init__()
-            self.w = torch.nn.Parameter(w)
-
-        def forward(self, x):
-            return (x.flatten(1) * self.w).sum(1, keepdim=True).expand(-1, 5)
 
     x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
     x[0] = x[1] * 1.2  # level 0 is level 1 brighter: a pure tone change
