@@ -231,7 +231,8 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
     the same radius earns (``<= 1``; the report's "attack / clipped fix" is ``1 / r``).
     With ``h.alignment_tone_free``, for sharpness and noisiness groups the move loses its
     global tone part first (:func:`remove_tone` on the start image, then the clip), so a
-    detail or noise gradient earns nothing for also reading light or contrast.
+    detail or noise gradient earns nothing for also reading light or contrast (that move
+    may step out of [0, 1] near clipped pixels: it is read as a direction, to first order).
     Scale-free: a network cannot meet it by flattening its scores (any bound on a gain
     can), only by pointing its input gradient where an honest fix goes. Differentiable
     in the parameters (double backward); BatchNorm on its running statistics.
