@@ -242,14 +242,14 @@ def alignment_loss(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, target
     pick = torch.tensor(candidates)[torch.randperm(len(candidates), generator=g)[:n]]
     best = pick - pick % group_size
     eps = h.alignment_eps / 255
-    start = x[pick].to(device)
+    start, attr = x[pick].to(device), targets[pick]
     d = x[best].to(device) - start
     if h.alignment_tone_free:
-        tone_free = torch.isin(targets[pick].cpu(), torch.tensor([ATTRIBUTES.index(a) for a in TONE_FREE_ATTRIBUTES]))
+        tone_free = torch.isin(attr.cpu(), torch.tensor([ATTRIBUTES.index(a) for a in TONE_FREE_ATTRIBUTES]))
         d = torch.where(tone_free.to(device).view(-1, 1, 1, 1), remove_tone(d, start), d)
-    d = d.clamp(-eps, eps)  # the clipped fix's move
+    d = d.clamp(-eps, eps)  # the clipped fix's move: clipped_fix(start, best, eps) - start
     with frozen_batchnorm(plain):
-        grad = _input_gradient(plain, start, targets[pick]).float().flatten(1)
+        grad = _input_gradient(plain, start, attr).float().flatten(1)
     attack = eps * grad.abs().sum(1)
     honest = (grad * d.flatten(1)).sum(1)
     # Where the gradient points against the fix (honest < 0), the attack's norm is held
