@@ -3,7 +3,8 @@
 Metadata keys (all strings, JSON-encoded where structured):
 
 - ``format``: ``"attiqa"``; ``format_version``: :data:`FORMAT_VERSION`
-- ``backbone``, ``attributes`` (list), ``normalization`` (``{"mean": [...], "std": [...]}``),
+- ``backbone``, ``attributes`` (list), ``normalization`` (``{"mean": [...], "std": [...]}``,
+  plus ``"tone": true`` for a network built with ``normalize_tone``; absent means false),
   ``backbone_kwargs`` (dict)
 - ``training``: free-form dict describing how the model was made (recipe, data, steps,
   proxy SRCC table, ...)
@@ -134,6 +135,7 @@ def network_from_metadata(
     backbone_kwargs: Any,
     *,
     prefix: str = "",
+    tone: Any = False,
 ) -> AttiqaNet:
     """Build the :class:`AttiqaNet` a file's metadata describes, after checking the
     normalisation and ``backbone_kwargs``; every failure is a :class:`CheckpointError`
@@ -144,10 +146,13 @@ def network_from_metadata(
     try:
         check_normalization(mean, std, norm)
         kwargs = check_backbone_kwargs(backbone_kwargs, f"{prefix}backbone_kwargs")
+        if not isinstance(tone, bool):
+            key = f"{prefix}normalize_tone" if prefix else "normalization.tone"
+            raise CheckpointError(f"{key} must be true or false, got {tone!r}")
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from None
     try:
-        return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs)
+        return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs, normalize_tone=tone)
     except RuntimeError as exc:  # timm: unknown model name
         raise CheckpointError(f"{path} names backbone {backbone!r} that timm cannot build: {exc}") from exc
     except (TypeError, ValueError, AssertionError) as exc:  # an option this backbone does not take
@@ -181,7 +186,8 @@ def save_checkpoint(
     metadata = {
         "backbone": config["backbone"],
         "attributes": config["attributes"],
-        "normalization": {"mean": config["mean"], "std": config["std"]},
+        "normalization": {"mean": config["mean"], "std": config["std"],
+                          **({"tone": True} if config["normalize_tone"] else {})},
         "backbone_kwargs": config["backbone_kwargs"],
         "training": dict(training or {}),
     }
@@ -218,7 +224,8 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     if not isinstance(norm, dict):
         raise CheckpointError(f"{path}: metadata normalization must be a JSON object with mean and std, got {norm!r}")
     net = network_from_metadata(
-        path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"]
+        path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"],
+        tone=norm.get("tone", False),
     )
     state, _ = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",
                                  noun="checkpoint")

@@ -11,12 +11,18 @@ from torch import nn
 from .attributes import ATTRIBUTES
 from .checks import check_images
 
-__all__ = ["AttiqaNet", "create_attiqa_net", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE"]
+__all__ = ["AttiqaNet", "create_attiqa_net", "tone_statistics", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE",
+           "TONE_FLOOR", "TONE_STATS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The fast small backbone the shipped default model uses.
 DEFAULT_BACKBONE = "resnet10t"
+#: ``normalize_tone``: luminance weights (Rec. 601), the contrast floor and the number of
+#: per-image statistics handed to the heads (3 channel means, 3 channel contrasts).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+TONE_FLOOR = 0.05
+TONE_STATS = 6
 
 
 class CeilAvgPool2d(nn.AvgPool2d):
@@ -64,6 +70,13 @@ class AttiqaNet(nn.Module):
             network access or ``pretrained_cfg_overlay={"file": "/path/weights.safetensors"}``.
         pretrained_cfg_overlay: passed to :func:`timm.create_model`, e.g. a local weight file.
         backbone_kwargs: extra keyword arguments for :func:`timm.create_model`.
+        normalize_tone: the backbone sees each image with its channel means removed and
+            divided by its luminance contrast, ``sqrt(var(Y) + TONE_FLOOR**2)``, so what it
+            finds (detail, noise, texture) cannot depend on exposure or global contrast;
+            the removed statistics (channel means and contrasts, normalised by ``mean``
+            and ``std``) are appended to the pooled features for the heads, which read
+            light, contrast and colour from them and from the features. Off: the input is
+            only normalised by ``mean`` and ``std``.
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], ``H, W >= 32``.
@@ -86,6 +99,7 @@ class AttiqaNet(nn.Module):
         pretrained: bool = False,
         pretrained_cfg_overlay: Optional[Mapping[str, Any]] = None,
         backbone_kwargs: Optional[Mapping[str, Any]] = None,
+        normalize_tone: bool = False,
     ) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -93,6 +107,7 @@ class AttiqaNet(nn.Module):
         self.backbone_name = backbone
         self.attributes = tuple(attributes)
         self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.normalize_tone = bool(normalize_tone)
         self.backbone = timm.create_model(
             backbone,
             pretrained=pretrained,
@@ -101,7 +116,7 @@ class AttiqaNet(nn.Module):
             global_pool="avg",
             **_timm_kwargs(self.backbone_kwargs),
         )
-        width = self.backbone.num_features
+        width = self.num_features
         self.heads = nn.ModuleDict({name: nn.Linear(width, 1) for name in self.attributes})
         # Normalisation comes from checkpoint metadata, so it is not part of the state dict.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -109,8 +124,9 @@ class AttiqaNet(nn.Module):
 
     @property
     def num_features(self) -> int:
-        """Width of the pooled feature vector."""
-        return self.backbone.num_features
+        """Width of the pooled feature vector (with ``normalize_tone``, the backbone's
+        width plus :data:`TONE_STATS`)."""
+        return self.backbone.num_features + (TONE_STATS if self.normalize_tone else 0)
 
     def config(self) -> Dict[str, Any]:
         """The constructor arguments needed to rebuild this network (stored in checkpoints)."""
@@ -120,6 +136,7 @@ class AttiqaNet(nn.Module):
             "mean": [float(v) for v in self.mean.flatten()],
             "std": [float(v) for v in self.std.flatten()],
             "backbone_kwargs": self.backbone_kwargs,
+            "normalize_tone": self.normalize_tone,
         }
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,8 +148,10 @@ class AttiqaNet(nn.Module):
         dtype = self.heads[self.attributes[0]].weight.dtype
         if images.dtype != dtype and not _autocast_enabled(images.device.type):
             images = images.to(dtype)
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        return self.backbone(x)
+        mean, std = self.mean.to(images.dtype), self.std.to(images.dtype)
+        if not self.normalize_tone:
+            return self.backbone((images - mean) / std)
+        return torch.cat([self.backbone(_tone_free(images)), tone_statistics(images, mean, std)], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Attribute logits. ``(B, C)`` -> ``(B, A)`` (before the sigmoid)."""
@@ -143,6 +162,28 @@ class AttiqaNet(nn.Module):
         if check:
             check_images(images)
         return torch.sigmoid(self.forward_head(self.forward_features(images)))
+
+
+def _floored_std(centred: torch.Tensor) -> torch.Tensor:
+    """``sqrt(mean(centred**2) + TONE_FLOOR**2)`` over H, W: ``(B, C, H, W)`` -> ``(B, C, 1, 1)``.
+    The floor keeps a flat field's gradient finite and a faint pattern on it faint."""
+    return (centred.square().mean((2, 3), keepdim=True) + TONE_FLOOR ** 2).sqrt()
+
+
+def _tone_free(images: torch.Tensor) -> torch.Tensor:
+    """Channel means removed, divided by the luminance contrast. ``(B, 3, H, W)`` -> same."""
+    centred = images - images.mean((2, 3), keepdim=True)
+    luma = sum(w * centred[:, i:i + 1] for i, w in enumerate(LUMA_WEIGHTS))
+    return centred / _floored_std(luma)
+
+
+def tone_statistics(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """What :func:`_tone_free` removes, for the heads: per channel the mean and the floored
+    contrast, both divided by ``std`` (the mean after subtracting ``mean``).
+    ``(B, 3, H, W)`` -> ``(B, 6)``."""
+    channel_mean = images.mean((2, 3), keepdim=True)
+    contrast = _floored_std(images - channel_mean)
+    return torch.cat([((channel_mean - mean) / std).flatten(1), (contrast / std).flatten(1)], dim=1)
 
 
 def create_attiqa_net(backbone: str = DEFAULT_BACKBONE, **kwargs: Any) -> AttiqaNet:

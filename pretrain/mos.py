@@ -251,7 +251,7 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
         raise CheckpointError(f"{path}: metadata net must be a JSON object with backbone, attributes, mean, std")
     net = network_from_metadata(
         path, cfg.get("backbone"), cfg["attributes"], cfg.get("mean"), cfg.get("std"),
-        cfg.get("backbone_kwargs", {}), prefix="net.",
+        cfg.get("backbone_kwargs", {}), prefix="net.", tone=cfg.get("normalize_tone", False),
     )
     try:
         model = MosModel(net, meta.get("mode", "probe"))

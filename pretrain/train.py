@@ -127,7 +127,7 @@ def _init_from(net: AttiqaNet, path: str) -> None:
     except RuntimeError as exc:  # missing/unexpected keys or shape mismatches, listed by torch
         first = str(exc).strip().splitlines()[-1].strip()
         raise ValueError(f"model.init_checkpoint {path} holds a {source.backbone_name!r} network that does not fit "
-                         f"model.backbone / model.aa_layer of this config ({first})") from None
+                         f"model.backbone / model.aa_layer / model.normalize_tone of this config ({first})") from None
 
 
 def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -153,6 +153,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
                 cfg.model.backbone, pretrained=cfg.model.pretrained or bool(cfg.model.pretrained_file),
                 pretrained_cfg_overlay={"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None,
                 backbone_kwargs={"aa_layer": cfg.model.aa_layer} if cfg.model.aa_layer else None,
+                normalize_tone=cfg.model.normalize_tone,
             )
             if cfg.model.init_checkpoint:
                 _init_from(net, cfg.model.init_checkpoint)

@@ -29,9 +29,14 @@ class ModelConfig:
     pretrained_file: Optional[str] = None
     #: anti-aliased downsampling in the backbone (timm ``aa_layer``): null, "avg" or "blur"
     aa_layer: Optional[str] = None
+    #: the backbone sees each image with its tone removed (channel means subtracted, divided
+    #: by its luminance contrast); the heads get those statistics beside the features
+    #: (``AttiqaNet(normalize_tone=True)``): detail and noise cannot read exposure or contrast
+    normalize_tone: bool = False
     #: start from this exported quality model (``.safetensors``, or ``default``: the one
     #: embedded in the package, e.g. to harden it by fine-tuning): its backbone, heads and BatchNorm
-    #: statistics replace the fresh network's; ``backbone`` and ``aa_layer`` must match it
+    #: statistics replace the fresh network's; ``backbone``, ``aa_layer`` and
+    #: ``normalize_tone`` must match it
     init_checkpoint: Optional[str] = None
 
 

@@ -295,3 +295,40 @@ def test_overwrite_replaces_the_file(tiny_net, tiny_checkpoint, image_batch):
     x = image_batch(1)
     torch.testing.assert_close(loaded(x), tiny_net(x), rtol=0, atol=0)
     assert _leftovers(tiny_checkpoint.parent, tiny_checkpoint) == []
+
+
+def test_tone_normalised_network_round_trips(tmp_path, image_batch):
+    torch.manual_seed(0)
+    net = create_attiqa_net("test_resnet", normalize_tone=True).eval()
+    path = save_checkpoint(net, tmp_path / "toned.safetensors")
+    assert read_checkpoint_metadata(path)["normalization"]["tone"] is True
+    loaded = load_checkpoint(path)
+    assert loaded.normalize_tone and loaded.config() == net.config()
+    x = image_batch(2)
+    torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+
+
+def test_files_without_the_tone_key_load_untoned(tiny_checkpoint_path):
+    assert "tone" not in read_checkpoint_metadata(tiny_checkpoint_path)["normalization"]
+    assert load_checkpoint(tiny_checkpoint_path).normalize_tone is False
+
+
+def test_tone_key_must_be_a_boolean(tiny_checkpoint):
+    def edit(m):
+        norm = json.loads(m["normalization"])
+        return {**m, "normalization": json.dumps({**norm, "tone": "yes"})}
+
+    _rewrite(tiny_checkpoint, metadata=edit)
+    with pytest.raises(CheckpointError, match=r"normalization.tone must be true or false, got 'yes'"):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_tone_key_that_does_not_match_the_tensors_is_refused(tiny_checkpoint):
+    """An untoned file marked toned: the heads' widths differ, and the load says so."""
+    def edit(m):
+        norm = json.loads(m["normalization"])
+        return {**m, "normalization": json.dumps({**norm, "tone": True})}
+
+    _rewrite(tiny_checkpoint, metadata=edit)
+    with pytest.raises(CheckpointError, match=r"heads\.sharpness\.weight"):
+        load_checkpoint(tiny_checkpoint)

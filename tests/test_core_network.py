@@ -90,3 +90,60 @@ def test_dtype_and_device(tiny_net, device, dtype):
     net = tiny_net.to(device=device, dtype=dtype)
     out = net(torch.rand(2, 3, 40, 33, device=device, dtype=dtype))
     assert out.dtype == dtype and out.device.type == device
+
+
+# -- normalize_tone: the backbone sees the image without its exposure and global contrast --
+
+
+def _toned(seed: int = 0) -> AttiqaNet:
+    torch.manual_seed(seed)
+    return create_attiqa_net("test_resnet", normalize_tone=True).eval()
+
+
+def test_tone_normalised_features_ignore_exposure_and_contrast_in_the_backbone(image_batch):
+    """An offset of the whole image leaves the backbone's part of the features exactly
+    as it was, a contrast change nearly (the floor under the contrast is the only
+    difference); only the 6 statistics move, down for a darker, flatter image."""
+    net = _toned()
+    width = net.backbone.num_features
+    x = image_batch(2, 48, 48)
+    a = net.forward_features(x * 0.8 + 0.1)
+    assert a.shape == (2, width + 6) == (2, net.num_features)
+    darker = net.forward_features(x * 0.8)
+    flatter = net.forward_features(x * 0.6 + 0.1)
+    torch.testing.assert_close(darker[:, :width], a[:, :width], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(flatter[:, :width], a[:, :width], rtol=0.02, atol=0.02)
+    assert (darker[:, width:width + 3] < a[:, width:width + 3]).all()
+    assert (flatter[:, width + 3:] < a[:, width + 3:]).all()
+
+
+def test_an_untoned_network_reads_exposure_in_its_backbone(tiny_net, image_batch):
+    """The control: without normalize_tone the same change moves the backbone's features."""
+    x = image_batch(2, 48, 48) * 0.5 + 0.25
+    a, b = tiny_net.forward_features(x), tiny_net.forward_features((x - 0.5) * 0.6 + 0.45)
+    assert (a - b).abs().max() > 0.05
+
+
+def test_tone_normalised_network_on_a_flat_field_has_finite_input_gradients():
+    net = _toned()
+    x = torch.full((1, 3, 40, 40), 0.3, requires_grad=True)
+    net(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_tone_statistics_are_channel_means_and_floored_contrasts():
+    from attiqa_loss.network import TONE_FLOOR, tone_statistics
+
+    x = torch.zeros(1, 3, 4, 4)
+    x[:, 0, :, :2] = 1.0  # red: half 1, half 0 -> mean 0.5, std 0.5
+    x[:, 1] = 0.25        # green flat
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    stats = tone_statistics(x, mean, std)[0]
+    expected_contrast = torch.tensor([(0.25 + TONE_FLOOR ** 2) ** 0.5, TONE_FLOOR, TONE_FLOOR]) / 0.25
+    torch.testing.assert_close(stats[:3], torch.tensor([0.0, -1.0, -2.0]))
+    torch.testing.assert_close(stats[3:], expected_contrast)
+
+
+def test_config_records_normalize_tone(tiny_net):
+    assert tiny_net.config()["normalize_tone"] is False
+    assert _toned().config()["normalize_tone"] is True

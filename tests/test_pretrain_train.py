@@ -127,6 +127,26 @@ def test_anti_aliased_backbone_round_trips_through_the_checkpoint(photo_dir, tmp
         assert torch.isfinite(net(torch.rand(1, 3, side, side + 2))).all()
 
 
+def test_tone_normalised_model_trains_with_alignment_and_round_trips(photo_dir, tmp_path):
+    """model.normalize_tone with the alignment term (double backward through the tone
+    normalisation): the exported file is marked toned and loads as such."""
+    from attiqa_loss import load_attiqa
+
+    out = train(_cfg(photo_dir, 2, **{"model.normalize_tone": True, "hardening.alignment": 2}), tmp_path / "run",
+                progress=False)
+    assert read_checkpoint_metadata(out)["normalization"]["tone"] is True
+    net = load_attiqa(out)
+    assert net.normalize_tone and torch.isfinite(net(torch.rand(1, 3, 48, 48))).all()
+
+
+def test_init_checkpoint_of_another_tone_setting_is_refused(photo_dir, tmp_path):
+    plain = train(_cfg(photo_dir, 1), tmp_path / "plain", progress=False)
+    with pytest.raises(ValueError, match=r"model.init_checkpoint .* does not fit model.backbone / model.aa_layer / "
+                                         r"model.normalize_tone of this config"):
+        train(_cfg(photo_dir, 1, **{"model.normalize_tone": True, "model.init_checkpoint": str(plain)}),
+              tmp_path / "toned", progress=False)
+
+
 @pytest.mark.parametrize("hardening", [{}, {"hardening.anchors": 2, "hardening.adversarial": 2, "hardening.edge_pairs": 1,
                                       "hardening.edge_invariance": 1.0, "hardening.ramp_contrast": True,
                                       "hardening.full_labels": True, "hardening.large_anchors": 1,
