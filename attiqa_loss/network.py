@@ -151,7 +151,11 @@ class AttiqaNet(nn.Module):
         mean, std = self.mean.to(images.dtype), self.std.to(images.dtype)
         if not self.normalize_tone:
             return self.backbone((images - mean) / std)
-        return torch.cat([self.backbone(_tone_free(images)), tone_statistics(images, mean, std)], dim=1)
+        # The statistics in float32 (a bf16 variance would be coarse); the backbone's input
+        # goes back to the images' dtype, so autocast and half inputs behave as without.
+        wide = images.float()
+        stats = tone_statistics(wide, mean.float(), std.float())
+        return torch.cat([self.backbone(_tone_free(wide).to(images.dtype)), stats.to(images.dtype)], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Attribute logits. ``(B, C)`` -> ``(B, A)`` (before the sigmoid)."""

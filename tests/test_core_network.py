@@ -147,3 +147,20 @@ def test_tone_statistics_are_channel_means_and_floored_contrasts():
 def test_config_records_normalize_tone(tiny_net):
     assert tiny_net.config()["normalize_tone"] is False
     assert _toned().config()["normalize_tone"] is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_tone_normalised_network_takes_other_input_dtypes(image_batch, dtype):
+    """Outside autocast an input of another dtype is computed in the network's dtype,
+    as without normalize_tone; the statistics are taken in float32 either way."""
+    net = _toned()
+    x = image_batch(2, 40, 40)
+    torch.testing.assert_close(net(x.to(dtype)), net(x.to(dtype).float()), rtol=1e-5, atol=1e-5)
+
+
+def test_tone_normalised_network_under_bf16_autocast(image_batch):
+    net = _toned()
+    x = image_batch(2, 40, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    assert torch.isfinite(out).all() and (out - net(x)).abs().max() < 0.1
