@@ -32,7 +32,8 @@ from attiqa_loss.checks import check_device
 from benchmarks import _common as common
 from benchmarks._steps import measure_memory_here, measure_speed
 
-KINDS = ("attiqa", "bare", "clipiqa", "lpips")
+KINDS = ("attiqa", "attiqa-tone", "bare", "clipiqa", "lpips")
+DEFAULT_KINDS = ("attiqa", "bare", "clipiqa", "lpips")
 TARGET_SIZE = 256  # the CLIP-IQA comparison target is stated at this input size
 PRECISIONS = ("fp32", "fp32-cl", "bf16-cl")  # -cl: channels_last input and weights
 COLUMNS = (
@@ -44,6 +45,8 @@ COLUMNS = (
 EPILOG = """\
 Methods (random weights everywhere: this measures cost, not quality):
   attiqa:<arch>   AttiqaLoss(checkpoint=create_attiqa_net(arch)), input checks on
+  attiqa-tone:<arch>  the same with normalize_tone=True (per-image tone statistics and
+                  normalisation before the backbone); only when --kinds names it
   bare:<arch>     the timm backbone alone (num_classes=0, avg pool), loss = features.mean()
   clipiqa:<arch>  1 - softmax(100*[cos(f,t+), cos(f,t-)])[0], open_clip image encoder,
                   input resized to its fixed size (224) and CLIP-normalised inside
@@ -87,8 +90,9 @@ def build_loss(method: Method) -> nn.Module:
     """A frozen, eval-mode module mapping ``(B, 3, H, W)`` in [0, 1] to a scalar loss."""
     from benchmarks.baselines import ClipIqaStyleLoss, LpipsToReference
 
-    if method.kind == "attiqa":
-        module: nn.Module = AttiqaLoss(checkpoint=create_attiqa_net(method.arch))
+    if method.kind in ("attiqa", "attiqa-tone"):
+        net = create_attiqa_net(method.arch, normalize_tone=method.kind == "attiqa-tone")
+        module: nn.Module = AttiqaLoss(checkpoint=net)
     elif method.kind == "bare":
         module = _BareBackbone(method.arch)
     elif method.kind == "clipiqa":
@@ -108,6 +112,8 @@ def list_methods(args: argparse.Namespace) -> List[Method]:
     for arch in args.backbones:
         if "attiqa" in args.kinds:
             methods.append(Method("attiqa", arch))
+        if "attiqa-tone" in args.kinds:
+            methods.append(Method("attiqa-tone", arch))
         if "bare" in args.kinds:
             methods.append(Method("bare", arch))
     if "clipiqa" in args.kinds:
@@ -165,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed steps per method and size (default: 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per method and size first (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all usable cores)")
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="method kinds to run (default: all)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(DEFAULT_KINDS),
+                   help=f"method kinds to run (default: {' '.join(DEFAULT_KINDS)})")
     p.add_argument("--backbones", nargs="+", default=[DEFAULT_BACKBONE, "resnet50"],
                    help=f"AttiqaNet/timm architectures; the first is the reference (default: {DEFAULT_BACKBONE} resnet50)")
     p.add_argument("--clip-model", default="RN50", help="open_clip architecture of the CLIP-IQA-style loss (default: RN50)")
@@ -284,6 +291,13 @@ def target_checks(rows: Sequence[dict], ref: Method) -> List[str]:
                 verdict = "PASS" if overhead <= 0.10 else "MISS"
                 lines.append(f"[{verdict}] {precision} {size}px: AttiqaLoss wrapper overhead over bare {r['arch']} "
                              f"= {100 * overhead:+.1f}% (target <= +10%)")
+        if r["kind"] == "attiqa-tone":
+            a = by.get((f"attiqa:{r['arch']}", precision, size))
+            if a is not None:
+                kept = r["images_per_s"] / a["images_per_s"]
+                verdict = "PASS" if kept >= 0.8 else "MISS"
+                lines.append(f"[{verdict}] {precision} {size}px: normalize_tone keeps {kept:.2f}x the images/s of "
+                             f"attiqa:{r['arch']} (target >= 0.8x)")
     return lines
 
 

@@ -261,3 +261,15 @@ def test_enhance_step_profile_times_every_phase(bench, capsys):
                   "validation pass, later"):
         assert f"| {phase} |" in out
     assert "of 4 steps took more than 3.0x the median step" in out
+
+
+def test_loss_cost_times_the_tone_normalised_network_beside_the_plain_one(bench, tiny_clip_config, tmp_path, capsys):
+    """--kinds attiqa-tone adds the normalize_tone network; it costs the same compute
+    (six statistics per image and one normalisation)."""
+    out = tmp_path / "tone.csv"
+    assert bench("loss_cost").main(_loss_cost_args(out, tiny_clip_config, "--kinds", "attiqa", "attiqa-tone",
+                                                   "--memory", "none")) == 0
+    _, rows = _read_csv(out)
+    assert [r["method"] for r in rows] == ["attiqa:test_resnet", "attiqa-tone:test_resnet"]
+    assert float(rows[1]["gflop_per_image"]) == pytest.approx(float(rows[0]["gflop_per_image"]), rel=0.05)
+    assert "normalize_tone keeps" in capsys.readouterr().out
