@@ -12,17 +12,19 @@ from .attributes import ATTRIBUTES
 from .checks import check_images
 
 __all__ = ["AttiqaNet", "create_attiqa_net", "tone_statistics", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE",
-           "TONE_FLOOR", "TONE_STATS"]
+           "CHROMA_SCALE", "TONE_FLOOR", "TONE_STATS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The fast small backbone the shipped default model uses.
 DEFAULT_BACKBONE = "resnet10t"
-#: ``normalize_tone``: luminance weights (Rec. 601), the contrast floor and the number of
-#: per-image statistics handed to the heads (3 channel means, 3 channel contrasts).
+#: ``normalize_tone``: luminance weights (Rec. 601), the contrast floor, the fixed scale of
+#: the chroma channels and the number of per-image statistics handed to the heads (mean
+#: luminance, luminance contrast, log of their ratio).
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 TONE_FLOOR = 0.05
-TONE_STATS = 6
+CHROMA_SCALE = 0.226
+TONE_STATS = 3
 
 
 class CeilAvgPool2d(nn.AvgPool2d):
@@ -70,13 +72,14 @@ class AttiqaNet(nn.Module):
             network access or ``pretrained_cfg_overlay={"file": "/path/weights.safetensors"}``.
         pretrained_cfg_overlay: passed to :func:`timm.create_model`, e.g. a local weight file.
         backbone_kwargs: extra keyword arguments for :func:`timm.create_model`.
-        normalize_tone: the backbone sees each image with its channel means removed and
-            divided by its luminance contrast, ``sqrt(var(Y) + TONE_FLOOR**2)``, so what it
-            finds (detail, noise, texture) cannot depend on exposure or global contrast;
-            the removed statistics (channel means and contrasts, normalised by ``mean``
-            and ``std``) are appended to the pooled features for the heads, which read
-            light, contrast and colour from them and from the features. Off: the input is
-            only normalised by ``mean`` and ``std``.
+        normalize_tone: the backbone sees each image's luminance ``Y`` (Rec. 601) with its
+            mean removed and divided by its contrast, ``sqrt(var(Y) + TONE_FLOOR**2)``,
+            plus its chroma ``x - Y`` as it is (over :data:`CHROMA_SCALE`): what it finds
+            in the luminance (detail, noise, texture) cannot depend on exposure or global
+            contrast, while colour keeps its absolute size. Mean luminance, luminance
+            contrast and the log of their ratio (:func:`tone_statistics`) are appended to
+            the pooled features for the heads. Off: the input is only normalised by
+            ``mean`` and ``std``.
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], ``H, W >= 32``.
@@ -154,7 +157,7 @@ class AttiqaNet(nn.Module):
         # The statistics in float32 (a bf16 variance would be coarse); the backbone's input
         # goes back to the images' dtype, so autocast and half inputs behave as without.
         wide = images.float()
-        stats = tone_statistics(wide, mean.float(), std.float())
+        stats = tone_statistics(wide)
         return torch.cat([self.backbone(_tone_free(wide).to(images.dtype)), stats.to(images.dtype)], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -168,6 +171,11 @@ class AttiqaNet(nn.Module):
         return torch.sigmoid(self.forward_head(self.forward_features(images)))
 
 
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luminance. ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
+    return sum(w * images[:, i:i + 1] for i, w in enumerate(LUMA_WEIGHTS))
+
+
 def _floored_std(centred: torch.Tensor) -> torch.Tensor:
     """``sqrt(mean(centred**2) + TONE_FLOOR**2)`` over H, W: ``(B, C, H, W)`` -> ``(B, C, 1, 1)``.
     The floor keeps a flat field's gradient finite and a faint pattern on it faint."""
@@ -175,19 +183,23 @@ def _floored_std(centred: torch.Tensor) -> torch.Tensor:
 
 
 def _tone_free(images: torch.Tensor) -> torch.Tensor:
-    """Channel means removed, divided by the luminance contrast. ``(B, 3, H, W)`` -> same."""
-    centred = images - images.mean((2, 3), keepdim=True)
-    luma = sum(w * centred[:, i:i + 1] for i, w in enumerate(LUMA_WEIGHTS))
-    return centred / _floored_std(luma)
+    """Normalised luminance (in every channel) plus the absolute chroma over
+    :data:`CHROMA_SCALE`. ``(B, 3, H, W)`` -> same; the weighted channel sum is the
+    normalised luminance, the channel differences the chroma."""
+    y = _luma(images)
+    centred = y - y.mean((2, 3), keepdim=True)
+    return centred / _floored_std(centred) + (images - y) / CHROMA_SCALE
 
 
-def tone_statistics(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """What :func:`_tone_free` removes, for the heads: per channel the mean and the floored
-    contrast, both divided by ``std`` (the mean after subtracting ``mean``).
-    ``(B, 3, H, W)`` -> ``(B, 6)``."""
-    channel_mean = images.mean((2, 3), keepdim=True)
-    contrast = _floored_std(images - channel_mean)
-    return torch.cat([((channel_mean - mean) / std).flatten(1), (contrast / std).flatten(1)], dim=1)
+def tone_statistics(images: torch.Tensor) -> torch.Tensor:
+    """What :func:`_tone_free` removes from the luminance, for the heads: ``(m - 0.45) /
+    CHROMA_SCALE``, ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the
+    mean luminance and ``c`` its floored contrast (the ratio does not change when an
+    exposure scales the image). ``(B, 3, H, W)`` -> ``(B, 3)``."""
+    y = _luma(images)
+    m = y.mean((2, 3), keepdim=True)
+    c = _floored_std(y - m)
+    return torch.cat([(m - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, (c / (m + TONE_FLOOR)).log()], dim=1).flatten(1)
 
 
 def create_attiqa_net(backbone: str = DEFAULT_BACKBONE, **kwargs: Any) -> AttiqaNet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -100,21 +102,36 @@ def _toned(seed: int = 0) -> AttiqaNet:
     return create_attiqa_net("test_resnet", normalize_tone=True).eval()
 
 
-def test_tone_normalised_features_ignore_exposure_and_contrast_in_the_backbone(image_batch):
-    """An offset of the whole image leaves the backbone's part of the features exactly
-    as it was, a contrast change nearly (the floor under the contrast is the only
-    difference); only the 6 statistics move, down for a darker, flatter image."""
+def test_tone_normalised_features_ignore_luminance_offset_and_contrast_in_the_backbone(image_batch):
+    """A grey offset leaves the backbone's part of the features exactly as it was, a
+    luminance contrast change nearly (the floor under the contrast is the only
+    difference); the statistics move: darker reads darker, flatter reads flatter."""
     net = _toned()
     width = net.backbone.num_features
-    x = image_batch(2, 48, 48)
-    a = net.forward_features(x * 0.8 + 0.1)
-    assert a.shape == (2, width + 6) == (2, net.num_features)
-    darker = net.forward_features(x * 0.8)
-    flatter = net.forward_features(x * 0.6 + 0.1)
+    x = image_batch(2, 48, 48).mean(1, keepdim=True).expand(-1, 3, -1, -1) * 0.8 + 0.1  # grey: chroma 0
+    a = net.forward_features(x)
+    assert a.shape == (2, width + 3) == (2, net.num_features)
+    darker = net.forward_features(x - 0.1)
+    flatter = net.forward_features((x - 0.5) * 0.6 + 0.5)
     torch.testing.assert_close(darker[:, :width], a[:, :width], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(flatter[:, :width], a[:, :width], rtol=0.02, atol=0.02)
-    assert (darker[:, width:width + 3] < a[:, width:width + 3]).all()
-    assert (flatter[:, width + 3:] < a[:, width + 3:]).all()
+    assert (darker[:, width] < a[:, width]).all()
+    assert (flatter[:, width + 1] < a[:, width + 1]).all() and (flatter[:, width + 2] < a[:, width + 2]).all()
+
+
+def test_tone_normalised_backbone_sees_chroma_at_its_absolute_size(image_batch):
+    """Colour is not normalised: halving the chroma of an image (same luminance) changes
+    what the backbone sees."""
+    from attiqa_loss.network import _luma
+
+    net = _toned()
+    width = net.backbone.num_features
+    x = image_batch(2, 48, 48) * 0.6 + 0.2
+    y = _luma(x)
+    half = y + 0.5 * (x - y)
+    a, b = net.forward_features(x), net.forward_features(half)
+    torch.testing.assert_close(a[:, width:], b[:, width:])  # same luminance, same statistics
+    assert (a[:, :width] - b[:, :width]).abs().max() > 1e-3
 
 
 def test_an_untoned_network_reads_exposure_in_its_backbone(tiny_net, image_batch):
@@ -131,17 +148,18 @@ def test_tone_normalised_network_on_a_flat_field_has_finite_input_gradients():
     assert torch.isfinite(x.grad).all()
 
 
-def test_tone_statistics_are_channel_means_and_floored_contrasts():
-    from attiqa_loss.network import TONE_FLOOR, tone_statistics
+def test_tone_statistics_by_hand():
+    from attiqa_loss.network import CHROMA_SCALE, TONE_FLOOR, tone_statistics
 
     x = torch.zeros(1, 3, 4, 4)
-    x[:, 0, :, :2] = 1.0  # red: half 1, half 0 -> mean 0.5, std 0.5
-    x[:, 1] = 0.25        # green flat
-    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
-    stats = tone_statistics(x, mean, std)[0]
-    expected_contrast = torch.tensor([(0.25 + TONE_FLOOR ** 2) ** 0.5, TONE_FLOOR, TONE_FLOOR]) / 0.25
-    torch.testing.assert_close(stats[:3], torch.tensor([0.0, -1.0, -2.0]))
-    torch.testing.assert_close(stats[3:], expected_contrast)
+    x[:, :, :, :2] = 0.8  # grey: half 0.8, half 0 -> mean 0.4, std 0.4
+    stats = tone_statistics(x)[0]
+    c = (0.16 + TONE_FLOOR ** 2) ** 0.5
+    expected = torch.tensor([(0.4 - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, math.log(c / (0.4 + TONE_FLOOR))])
+    torch.testing.assert_close(stats, expected)
+    # an exposure (a gain) leaves the log-ratio nearly unchanged, the mean does not
+    darker = tone_statistics(x * 0.5)[0]
+    assert darker[0] < stats[0] and abs(float(darker[2] - stats[2])) < 0.1
 
 
 def test_config_records_normalize_tone(tiny_net):
