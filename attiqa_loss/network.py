@@ -151,9 +151,8 @@ class AttiqaNet(nn.Module):
         dtype = self.heads[self.attributes[0]].weight.dtype
         if images.dtype != dtype and not _autocast_enabled(images.device.type):
             images = images.to(dtype)
-        mean, std = self.mean.to(images.dtype), self.std.to(images.dtype)
         if not self.normalize_tone:
-            return self.backbone((images - mean) / std)
+            return self.backbone((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
         # The statistics in float32 (a bf16 variance would be coarse); the backbone's input
         # goes back to the images' dtype, so autocast and half inputs behave as without.
         wide = images.float()
@@ -194,8 +193,8 @@ def _tone_free(images: torch.Tensor) -> torch.Tensor:
 def tone_statistics(images: torch.Tensor) -> torch.Tensor:
     """What :func:`_tone_free` removes from the luminance, for the heads: ``(m - 0.45) /
     CHROMA_SCALE``, ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the
-    mean luminance and ``c`` its floored contrast (the ratio does not change when an
-    exposure scales the image). ``(B, 3, H, W)`` -> ``(B, 3)``."""
+    mean luminance and ``c`` its floored contrast (the ratio hardly changes when an
+    exposure scales the image; the floor is the difference). ``(B, 3, H, W)`` -> ``(B, 3)``."""
     y = _luma(images)
     m = y.mean((2, 3), keepdim=True)
     c = _floored_std(y - m)
