@@ -10,6 +10,7 @@ from torch import nn
 
 from .attributes import ATTRIBUTES
 from .checks import check_images
+from .measures.simple import luminance
 
 __all__ = ["AttiqaNet", "create_attiqa_net", "tone_statistics", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_BACKBONE",
            "CHROMA_SCALE", "TONE_FLOOR", "TONE_STATS"]
@@ -18,10 +19,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The fast small backbone the shipped default model uses.
 DEFAULT_BACKBONE = "resnet10t"
-#: ``normalize_tone``: luminance weights (Rec. 601), the contrast floor, the fixed scale of
-#: the chroma channels and the number of per-image statistics handed to the heads (mean
-#: luminance, luminance contrast, log of their ratio).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: ``normalize_tone`` (luminance: Rec. 601, :func:`attiqa_loss.measures.luminance`): the
+#: contrast floor, the fixed scale of the chroma channels and the number of per-image
+#: statistics handed to the heads (mean luminance, luminance contrast, log of their ratio).
 TONE_FLOOR = 0.05
 CHROMA_SCALE = 0.226
 TONE_STATS = 3
@@ -170,11 +170,6 @@ class AttiqaNet(nn.Module):
         return torch.sigmoid(self.forward_head(self.forward_features(images)))
 
 
-def _luma(images: torch.Tensor) -> torch.Tensor:
-    """Rec. 601 luminance. ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
-    return sum(w * images[:, i:i + 1] for i, w in enumerate(LUMA_WEIGHTS))
-
-
 def _floored_std(centred: torch.Tensor) -> torch.Tensor:
     """``sqrt(mean(centred**2) + TONE_FLOOR**2)`` over H, W: ``(B, C, H, W)`` -> ``(B, C, 1, 1)``.
     The floor keeps a flat field's gradient finite and a faint pattern on it faint."""
@@ -185,7 +180,7 @@ def _tone_free(images: torch.Tensor) -> torch.Tensor:
     """Normalised luminance (in every channel) plus the absolute chroma over
     :data:`CHROMA_SCALE`. ``(B, 3, H, W)`` -> same; the weighted channel sum is the
     normalised luminance, the channel differences the chroma."""
-    y = _luma(images)
+    y = luminance(images)
     centred = y - y.mean((2, 3), keepdim=True)
     return centred / _floored_std(centred) + (images - y) / CHROMA_SCALE
 
@@ -195,7 +190,7 @@ def tone_statistics(images: torch.Tensor) -> torch.Tensor:
     CHROMA_SCALE``, ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the
     mean luminance and ``c`` its floored contrast (the ratio hardly changes when an
     exposure scales the image; the floor is the difference). ``(B, 3, H, W)`` -> ``(B, 3)``."""
-    y = _luma(images)
+    y = luminance(images)
     m = y.mean((2, 3), keepdim=True)
     c = _floored_std(y - m)
     return torch.cat([(m - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, (c / (m + TONE_FLOOR)).log()], dim=1).flatten(1)

@@ -122,12 +122,12 @@ def test_tone_normalised_features_ignore_luminance_offset_and_contrast_in_the_ba
 def test_tone_normalised_backbone_sees_chroma_at_its_absolute_size(image_batch):
     """Colour is not normalised: halving the chroma of an image (same luminance) changes
     what the backbone sees."""
-    from attiqa_loss.network import _luma
+    from attiqa_loss.measures import luminance
 
     net = _toned()
     width = net.backbone.num_features
     x = image_batch(2, 48, 48) * 0.6 + 0.2
-    y = _luma(x)
+    y = luminance(x)
     half = y + 0.5 * (x - y)
     a, b = net.forward_features(x), net.forward_features(half)
     torch.testing.assert_close(a[:, width:], b[:, width:])  # same luminance, same statistics
