@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -155,9 +155,8 @@ class AttiqaNet(nn.Module):
             return self.backbone((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
         # The statistics in float32 (a bf16 variance would be coarse); the backbone's input
         # goes back to the images' dtype, so autocast and half inputs behave as without.
-        wide = images.float()
-        stats = tone_statistics(wide)
-        return torch.cat([self.backbone(_tone_free(wide).to(images.dtype)), stats.to(images.dtype)], dim=1)
+        backbone_input, stats = _tone_split(images.float())
+        return torch.cat([self.backbone(backbone_input.to(images.dtype)), stats.to(images.dtype)], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Attribute logits. ``(B, C)`` -> ``(B, A)`` (before the sigmoid)."""
@@ -176,24 +175,28 @@ def _floored_std(centred: torch.Tensor) -> torch.Tensor:
     return (centred.square().mean((2, 3), keepdim=True) + TONE_FLOOR ** 2).sqrt()
 
 
-def _tone_free(images: torch.Tensor) -> torch.Tensor:
-    """Normalised luminance (in every channel) plus the absolute chroma over
-    :data:`CHROMA_SCALE`. ``(B, 3, H, W)`` -> same; the weighted channel sum is the
-    normalised luminance, the channel differences the chroma."""
-    y = luminance(images)
-    centred = y - y.mean((2, 3), keepdim=True)
-    return centred / _floored_std(centred) + (images - y) / CHROMA_SCALE
+def _tone_split(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's input and the heads' statistics, from one luminance pass.
 
+    Input: normalised luminance (in every channel) plus the absolute chroma over
+    :data:`CHROMA_SCALE` (the weighted channel sum is the normalised luminance, the
+    channel differences the chroma). Statistics: ``(m - 0.45) / CHROMA_SCALE``,
+    ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the mean luminance
+    and ``c`` its floored contrast (the ratio hardly changes when an exposure scales the
+    image; the floor is the difference).
 
-def tone_statistics(images: torch.Tensor) -> torch.Tensor:
-    """What :func:`_tone_free` removes from the luminance, for the heads: ``(m - 0.45) /
-    CHROMA_SCALE``, ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the
-    mean luminance and ``c`` its floored contrast (the ratio hardly changes when an
-    exposure scales the image; the floor is the difference). ``(B, 3, H, W)`` -> ``(B, 3)``."""
+    Shape: ``(B, 3, H, W)`` -> ``(B, 3, H, W)``, ``(B, 3)``."""
     y = luminance(images)
     m = y.mean((2, 3), keepdim=True)
     c = _floored_std(y - m)
-    return torch.cat([(m - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, (c / (m + TONE_FLOOR)).log()], dim=1).flatten(1)
+    stats = torch.cat([(m - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, (c / (m + TONE_FLOOR)).log()], dim=1).flatten(1)
+    return (y - m) / c + (images - y) / CHROMA_SCALE, stats
+
+
+def tone_statistics(images: torch.Tensor) -> torch.Tensor:
+    """The three per-image numbers a ``normalize_tone`` network hands its heads (see
+    :func:`_tone_split`). ``(B, 3, H, W)`` -> ``(B, 3)``."""
+    return _tone_split(images)[1]
 
 
 def create_attiqa_net(backbone: str = DEFAULT_BACKBONE, **kwargs: Any) -> AttiqaNet:
