@@ -12,7 +12,9 @@ Metadata keys (all strings, JSON-encoded where structured):
 Loading is strict and never unpickles anything. Every tensor must be finite and of the
 network's kind (floating point where the network has floating point); the
 normalisation must hold three finite means and three finite standard deviations > 0;
-``backbone_kwargs`` may only hold the architecture options of
+``backbone`` must be an architecture name that ``timm.list_models()`` lists (no
+``hf-hub:``/``local-dir:`` scheme, no path: :func:`check_backbone_name`), checked before
+timm is called; ``backbone_kwargs`` may only hold the architecture options of
 :data:`ALLOWED_BACKBONE_KWARGS` (nothing that names a file). Each violation is a
 one-line :class:`CheckpointError` naming the file, the tensor or key and the value
 (the file itself is written and read by :mod:`attiqa_loss.weights_file`).
@@ -34,7 +36,8 @@ from .weights_file import (CheckpointError, check_state_tensors, json_metadata, 
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
-    "state_dict_differences", "ALLOWED_BACKBONE_KWARGS", "check_backbone_kwargs", "check_normalization",
+    "state_dict_differences", "ALLOWED_BACKBONE_KWARGS", "check_backbone_name", "check_backbone_kwargs",
+    "check_normalization",
     "check_state_tensors", "network_from_metadata",
 ]
 
@@ -92,6 +95,32 @@ ALLOWED_BACKBONE_KWARGS = {
 }
 
 
+def check_backbone_name(name: Any, source: str = "backbone") -> str:
+    """Return ``name`` if it is an architecture name that ``timm.list_models()`` lists;
+    else raise a one-line :class:`CheckpointError` naming ``source`` and the value.
+
+    A file's ``backbone`` reaches :func:`timm.create_model`, which reads a scheme prefix
+    (``"hf-hub:org/repo"`` downloads a model and its config, ``"local-dir:/some/dir"``
+    reads one from disk) and a pretrained tag (``"resnet50.a1_in1k"``); so a name with
+    ``":"``, a path separator, or one timm does not list as an architecture is refused
+    before anything is built, read or fetched."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{source} must be a timm architecture name, got {name!r}")
+    if ":" in name or "/" in name or "\\" in name:
+        raise CheckpointError(
+            f"{source}={name!r} is not a timm architecture name (a scheme prefix or a path would make timm "
+            f"read a file or fetch a model); expected a name that timm.list_models() lists, e.g. 'resnet50'"
+        )
+    import timm
+
+    if name not in set(timm.list_models()):
+        raise CheckpointError(
+            f"{source}={name!r} is not an architecture that timm.list_models() lists (timm {timm.__version__}); "
+            f"expected a name such as 'resnet10t' or 'resnet50'"
+        )
+    return name
+
+
 def check_backbone_kwargs(kwargs: Any, source: str = "backbone_kwargs") -> Dict[str, Any]:
     """Return ``kwargs`` if it only holds :data:`ALLOWED_BACKBONE_KWARGS` with accepted
     values; else raise a one-line :class:`CheckpointError` naming ``source``, the key
@@ -138,12 +167,12 @@ def network_from_metadata(
     tone: Any = False,
 ) -> AttiqaNet:
     """Build the :class:`AttiqaNet` a file's metadata describes, after checking the
-    normalisation and ``backbone_kwargs``; every failure is a :class:`CheckpointError`
-    naming ``path`` and the metadata key (``prefix`` says where the keys live)."""
-    if not isinstance(backbone, str) or not backbone:
-        raise CheckpointError(f"{path} has metadata {prefix}backbone={backbone!r}; expected a timm model name")
+    backbone name, the normalisation and ``backbone_kwargs``; every failure is a
+    :class:`CheckpointError` naming ``path`` and the metadata key (``prefix`` says where
+    the keys live)."""
     norm = f"{prefix}normalization" if not prefix else prefix.rstrip(".")
     try:
+        check_backbone_name(backbone, f"{prefix}backbone")
         check_normalization(mean, std, norm)
         kwargs = check_backbone_kwargs(backbone_kwargs, f"{prefix}backbone_kwargs")
         if not isinstance(tone, bool):
@@ -182,6 +211,7 @@ def save_checkpoint(
         The path written.
     """
     config = net.config()
+    check_backbone_name(config["backbone"], "the network's backbone")
     check_backbone_kwargs(config["backbone_kwargs"], "the network's backbone_kwargs")
     metadata = {
         "backbone": config["backbone"],
@@ -209,7 +239,8 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: not a safetensors file, another format or format version, an
-            attribute order other than :data:`ATTRIBUTES`, malformed normalisation,
+            attribute order other than :data:`ATTRIBUTES`, a ``backbone`` that is not a
+            name ``timm.list_models()`` lists (:func:`check_backbone_name`), malformed normalisation,
             ``backbone_kwargs`` outside :data:`ALLOWED_BACKBONE_KWARGS`, missing or
             unexpected keys, tensors whose shapes differ from the network (each
             difference is listed), non-finite tensors, or integer tensors where the

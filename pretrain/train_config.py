@@ -39,6 +39,17 @@ class ModelConfig:
     #: ``normalize_tone`` must match it
     init_checkpoint: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        # The exported checkpoint stores this name and its loader only accepts names that
+        # timm.list_models() lists (attiqa_loss.checkpoint.check_backbone_name): refuse the
+        # others now rather than after training, when the model could not be saved.
+        from attiqa_loss.checkpoint import check_backbone_name
+
+        try:
+            check_backbone_name(self.backbone, "model.backbone")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
 
 @dataclass
 class SyntheticConfig:

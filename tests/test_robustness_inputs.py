@@ -224,6 +224,74 @@ def test_saving_a_network_with_an_unloadable_option_is_refused(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+# --------------------------------------------------------------------------- backbone name
+
+
+@pytest.fixture
+def timm_calls(monkeypatch):
+    """Every call of ``timm.create_model`` (still made), to show none happens before a refusal."""
+    import timm
+
+    calls = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: calls.append(a[:1]) or real(*a, **k))
+    return calls
+
+
+_BAD_BACKBONES = ["local-dir:/some/dir", "hf-hub:org/repo", "timm/resnet50", "../resnet50", "C:\\w\\resnet50",
+                  "resnet50.a1_in1k", "no_such_backbone", ""]
+
+
+@pytest.mark.parametrize("backbone", _BAD_BACKBONES)
+def test_backbone_name_timm_does_not_list_is_refused_before_timm_is_called(tiny_checkpoint, timm_calls, backbone):
+    _rewrite(tiny_checkpoint, metadata=lambda m: {**m, "backbone": backbone})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_checkpoint)
+    message = str(info.value)
+    assert "\n" not in message and str(tiny_checkpoint) in message
+    assert f"backbone={backbone!r}" in message or f"backbone must be a timm architecture name, got {backbone!r}" in message
+    assert timm_calls == [], "timm must not see a backbone name from the file before it is checked"
+
+
+def test_mos_model_backbone_name_is_checked(tiny_net, tmp_path, timm_calls):
+    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+
+    path = save_mos_model(MosModel(tiny_net, "probe"), tmp_path / "mos.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        net = json.loads(f.metadata()["net"])
+    _rewrite(path, metadata=lambda m: {**m, "net": json.dumps({**net, "backbone": "local-dir:/some/dir"})})
+    timm_calls.clear()
+    with pytest.raises(CheckpointError, match=r"metadata net\.backbone='local-dir:/some/dir' is not a timm architecture name"):
+        load_mos_model(path)
+    assert timm_calls == []
+
+
+@pytest.mark.parametrize("backbone", ["resnet10t", "test_resnet", "resnet50"])
+def test_timm_architecture_names_are_accepted(backbone):
+    from attiqa_loss.checkpoint import check_backbone_name
+
+    assert check_backbone_name(backbone) == backbone
+
+
+def test_resnet10t_checkpoint_round_trips(tmp_path):
+    torch.manual_seed(0)
+    net = create_attiqa_net("resnet10t").eval()
+    loaded = load_checkpoint(save_checkpoint(net, tmp_path / "m.safetensors"))
+    assert loaded.backbone_name == "resnet10t"
+
+
+def test_saving_or_configuring_a_backbone_the_loader_refuses_is_an_error(tiny_net, tmp_path):
+    from pretrain.train import PretrainConfig
+
+    tiny_net.backbone_name = "hf-hub:org/repo"  # as if built from a hub name
+    with pytest.raises(CheckpointError, match=r"the network's backbone='hf-hub:org/repo' is not a timm architecture name"):
+        save_checkpoint(tiny_net, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+    with pytest.raises(ConfigError, match=r"model\.backbone='local-dir:/w' is not a timm architecture name") as info:
+        load_config(PretrainConfig, None, ["model.backbone=local-dir:/w"])
+    assert "\n" not in str(info.value)
+
+
 # --------------------------------------------------------------------------- MOS models and enhancers
 
 
