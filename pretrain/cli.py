@@ -32,11 +32,13 @@ SUBCOMMANDS = {
     "evaluate": ("pretrain.mos_evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
     "validity": ("pretrain.validity_report", "does each score follow its own degradation? (held-out photos)"),
     "robustness": ("pretrain.robustness_report", "can an optimiser fool the scores? anchors, bounded attacks, a generator"),
+    "verdict": ("pretrain.ship_rule", "the ship rule: PASS or FAIL for a model from its robustness and validity reports"),
 }
 
 DESCRIPTION = """ATTIQA pretraining pipeline.
 
   select-prompts -> label -> train -> finetune / evaluate
+  validity + robustness -> verdict (may a model ship as the default?)
 
 Scores are in [0, 1] and quality-aligned: 1 = sharp, high contrast, well lit, colourful,
 noise-free. Every subcommand takes --config FILE, repeatable --set dotted.key=value

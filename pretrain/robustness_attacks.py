@@ -59,9 +59,10 @@ def high_frequency_fraction(delta: torch.Tensor) -> float:
     return float((delta - low).pow(2).sum() / total) if total > 0 else 0.0
 
 
-def _loss_fn(net: AttiqaNet, weights: Dict[str, float], views: int) -> AttiqaLoss:
+def _loss_fn(net: AttiqaNet, weights: Dict[str, float], views: int,
+             targets: Optional[Dict[str, float]] = None) -> AttiqaLoss:
     # Same network object, frozen in place (the report never trains it).
-    return AttiqaLoss(weights=weights, checkpoint=net, views=views, check_inputs=False)
+    return AttiqaLoss(weights=weights, targets=targets, checkpoint=net, views=views, check_inputs=False)
 
 
 def bounded_attack(

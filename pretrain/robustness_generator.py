@@ -1,11 +1,14 @@
 """Robustness, part 3: the generator probe (see :mod:`pretrain.robustness`).
 
 :func:`generator_probe` trains a :class:`TinyGenerator` (a residual conv net that starts
-as the identity) on degraded crops with the loss alone, with L1 to the clean crop plus
-the loss, and with L1 alone, then measures what it learnt: contrast kept or flattened,
-whether the degraded attribute's independent measure moved the right way, PSNR, and a
-global colour cast (:func:`colour_cast`). A loss with a degenerate optimum turns every
-image into a flat saturated field.
+as the identity) on degraded crops with the loss alone (every target at 1, or at the
+clean crops' median scores: "enough, not more"), with L1 to the clean crop plus the
+loss, and with L1 alone, then measures what it learnt: contrast kept or flattened,
+whether the degraded attribute's independent measure moved the right way, PSNR, a
+global colour cast (:func:`attiqa_loss.measures.colour_cast`), and three signs of a
+degenerate optimum that is no photo: a flat field, an embossed relief (the picture's
+coarse structure lost, or detail far beyond the clean crop's) and a single hue
+(:func:`hue_concentration`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
+from attiqa_loss.measures import colour_cast, laplacian_variance, luminance
 
+from .degrade_filters import _separable_gaussian
 from .degradations import degrade
 from .handcrafted import handcrafted_scores, opponent_channels
 from .robustness_attacks import ATTACK_DEGRADATIONS, _loss_fn, psnr
 
-__all__ = ["TinyGenerator", "colour_cast", "generator_probe"]
+__all__ = ["GENERATOR_MODES", "TinyGenerator", "colour_cast", "generator_probe", "hue_concentration",
+           "structure_correlation"]
+
+#: The generator's training objectives: the loss alone with every target at 1 (the stress
+#: test), the loss alone with every target at the clean crops' median score, L1 to the
+#: clean crop + ``loss_weight`` x the loss (targets 1), and L1 alone (the baseline).
+GENERATOR_MODES = ("loss", "loss@median", "l1+loss", "l1")
 
 
 class TinyGenerator(nn.Module):
@@ -46,20 +57,35 @@ class TinyGenerator(nn.Module):
         return (x + self.body(x)).clamp(0, 1)
 
 
-def colour_cast(x: torch.Tensor) -> torch.Tensor:
-    """Length of the mean opponent-colour vector (R-G, (R+G)/2-B): ``(B, 3, H, W)`` -> ``(B,)``.
-
-    0 for an image whose colours average to grey; a global tint raises it."""
+def hue_concentration(x: torch.Tensor) -> torch.Tensor:
+    """How much of an image's chroma points one way: ``|mean z| / mean |z|`` with
+    ``z = (R - G) + i ((R + G) / 2 - B)`` per pixel (the opponent channels of
+    :func:`attiqa_loss.measures.colourfulness`). ``(B, 3, H, W)`` -> ``(B,)`` in [0, 1]:
+    near 1 when every coloured pixel has the same hue (a single-hue image), lower for
+    varied colours; 0 for a grey image."""
     rg, yb = opponent_channels(x.float())
-    return torch.sqrt(rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2)
+    mean = torch.sqrt(rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2)
+    spread = torch.sqrt(rg ** 2 + yb ** 2).flatten(1).mean(1)
+    return mean / spread.clamp_min(1e-6)
+
+
+def structure_correlation(x: torch.Tensor, reference: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Pearson correlation of the coarse luminance (Gaussian blur of ``sigma`` px) of ``x``
+    and ``reference``: ``(B, 3, H, W)`` x2 -> ``(B,)`` in [-1, 1]. Any brightening,
+    contrast change or honest restoration keeps it near 1; an output that replaced the
+    picture by a relief of its edges (or by a flat field) loses it."""
+    a = _separable_gaussian(luminance(x.float()), sigma).flatten(1)
+    b = _separable_gaussian(luminance(reference.float()), sigma).flatten(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
 def generator_probe(
     net: AttiqaNet,
     clean: torch.Tensor,
     *,
-    modes: Sequence[str] = ("loss", "l1+loss", "l1"),
-    steps: int = 60,
+    modes: Sequence[str] = GENERATOR_MODES,
+    steps: int = 120,
     lr: float = 1e-3,
     loss_weight: float = 0.1,
     views: int = 0,
@@ -68,29 +94,48 @@ def generator_probe(
     """Train a :class:`TinyGenerator` on degraded crops and measure what it learnt.
 
     Crop ``i`` of ``clean`` is degraded along ``ATTRIBUTES[i % 5]`` (see
-    :data:`ATTACK_DEGRADATIONS`). ``modes``: ``"loss"`` (:class:`AttiqaLoss` with every
-    attribute, nothing else), ``"l1+loss"`` (L1 to the clean crop + ``loss_weight`` x the
-    loss) and ``"l1"`` (the fidelity baseline). Full-batch Adam, ``steps`` steps.
+    :data:`ATTACK_DEGRADATIONS`). ``modes`` (:data:`GENERATOR_MODES`): ``"loss"``
+    (:class:`AttiqaLoss` with every attribute, target 1, nothing else), ``"loss@median"``
+    (the same with every target at the median score of the clean crops), ``"l1+loss"``
+    (L1 to the clean crop + ``loss_weight`` x the loss, targets 1) and ``"l1"`` (the
+    fidelity baseline). Full-batch Adam, ``steps`` steps.
 
-    Returns one row per mode (``rms_ratio``: output / input luminance RMS contrast, the
-    lowest over crops; ``flat``: any crop below half its input's contrast; ``right_way``:
-    share of crops whose degraded attribute's independent measure moved towards the clean
-    crop's value; ``measure_way``: mean fraction of that way; ``psnr_db`` to the clean
-    crops; ``cast_shift``: mean :func:`colour_cast` of the outputs minus the clean crops';
-    ``mean_score``) and a ``(crops, 2 + modes, 3, H, W)`` strip: degraded | one
-    column per mode | clean.
+    Returns one row per mode and a ``(crops, 2 + modes, 3, H, W)`` strip: degraded | one
+    column per mode | clean. Row keys:
+
+    - ``rms_ratio``: output / input luminance RMS contrast, the lowest over crops;
+      ``flat``: any crop below half its input's contrast;
+    - ``right_way``: share of crops whose degraded attribute's independent measure moved
+      towards the clean crop's value; ``measure_way``: mean fraction of that way;
+    - ``psnr_db`` (outputs) and ``psnr_in_db`` (degraded inputs), mean PSNR to the clean crops;
+    - ``cast_shift``: mean :func:`colour_cast` of the outputs minus the clean crops';
+      ``cast_excess``: the largest over crops of the output's cast above the larger of
+      its input's and its clean crop's (a cast the generator painted);
+    - ``structure_corr``: the lowest :func:`structure_correlation` of an output with its
+      clean crop; ``detail_ratio``: the largest output / clean Laplacian variance;
+      ``embossed``: a crop with ``structure_corr < 0.6`` or ``detail_ratio > 4``;
+    - ``hue_conc``: the largest :func:`hue_concentration` of an output; ``single_hue``: a
+      crop at 0.9 or more whose clean crop is below it by more than 0.1;
+    - ``targets``: the loss's targets (``"1"`` or the medians), ``mean_score``.
     """
     device = next(net.parameters()).device
     clean = clean.to(device)
     targets = [ATTRIBUTES[i % len(ATTRIBUTES)] for i in range(len(clean))]
     deg = torch.cat([degrade(clean[i : i + 1].cpu(), a, *ATTACK_DEGRADATIONS[a], torch.Generator().manual_seed(seed + i))
                      for i, a in enumerate(targets)]).to(device)
-    loss_fn = _loss_fn(net, {a: 1.0 for a in ATTRIBUTES}, views)
-    m_deg, m_clean = handcrafted_scores(deg).cpu(), handcrafted_scores(clean).cpu()
-    rows, columns = [], [deg.cpu()]
+    with torch.no_grad():
+        medians = net(clean, check=False).float().median(dim=0).values.cpu()
+    everything = {a: 1.0 for a in ATTRIBUTES}
+    clean_cpu, deg_cpu = clean.cpu(), deg.cpu()
+    m_deg, m_clean = handcrafted_scores(deg_cpu), handcrafted_scores(clean_cpu)
+    cast_ref = torch.maximum(colour_cast(deg_cpu), colour_cast(clean_cpu))
+    hue_clean, lap_clean = hue_concentration(clean_cpu), laplacian_variance(clean_cpu)
+    rows, columns = [], [deg_cpu]
     for mode in modes:
-        if mode not in ("loss", "l1+loss", "l1"):
-            raise ValueError(f"generator_probe: mode must be 'loss', 'l1+loss' or 'l1', got {mode!r}")
+        if mode not in GENERATOR_MODES:
+            raise ValueError(f"generator_probe: mode must be one of {list(GENERATOR_MODES)}, got {mode!r}")
+        goal = dict(zip(ATTRIBUTES, medians.tolist())) if mode == "loss@median" else None
+        loss_fn = _loss_fn(net, everything, views, targets=goal)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             gen = TinyGenerator().to(device)
@@ -98,12 +143,12 @@ def generator_probe(
             for _ in range(steps):
                 out = gen(deg)
                 fidelity = (out - clean).abs().mean()
-                if mode == "loss":
-                    loss = loss_fn(out)
-                elif mode == "l1":
+                if mode == "l1":
                     loss = fidelity
-                else:
+                elif mode == "l1+loss":
                     loss = fidelity + loss_weight * loss_fn(out)
+                else:
+                    loss = loss_fn(out)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -117,15 +162,24 @@ def generator_probe(
         need, got = m_clean[r, idx] - m_deg[r, idx], m_out[r, idx] - m_deg[r, idx]
         rms = ATTRIBUTES.index("contrast")  # handcrafted column: luminance RMS contrast
         ratio = m_out[:, rms] / m_deg[:, rms].clamp_min(1e-6)
+        structure = structure_correlation(out_cpu, clean_cpu)
+        detail = laplacian_variance(out_cpu) / lap_clean.clamp_min(1e-12)
+        hue = hue_concentration(out_cpu)
         rows.append({
             "section": "generator", "mode": mode, "views": views, "steps": steps, "crops": len(clean),
+            "targets": "/".join(f"{t:.2f}" for t in medians.tolist()) if goal else ("-" if mode == "l1" else "1"),
             "rms_ratio": float(ratio.min()), "flat": bool((ratio < 0.5).any()),
             "right_way": float(((got * need) > 0).float().mean()),
             "measure_way": float((got / need.where(need.abs() > 1e-12, torch.ones_like(need))).mean()),
-            "psnr_db": float(psnr(out_cpu, clean.cpu()).mean()),
-            "cast_shift": float((colour_cast(out_cpu) - colour_cast(clean.cpu())).mean()),
+            "psnr_db": float(psnr(out_cpu, clean_cpu).mean()),
+            "psnr_in_db": float(psnr(deg_cpu, clean_cpu).mean()),
+            "cast_shift": float((colour_cast(out_cpu) - colour_cast(clean_cpu)).mean()),
+            "cast_excess": float((colour_cast(out_cpu) - cast_ref).max()),
+            "structure_corr": float(structure.min()), "detail_ratio": float(detail.max()),
+            "embossed": bool(((structure < 0.6) | (detail > 4)).any()),
+            "hue_conc": float(hue.max()), "single_hue": bool(((hue >= 0.9) & (hue > hue_clean + 0.1)).any()),
             "mean_score": float(scores.mean()),
         })
         columns.append(out_cpu)
-    columns.append(clean.cpu())
+    columns.append(clean_cpu)
     return rows, torch.stack(columns, dim=1)

@@ -12,7 +12,8 @@ On held-out photos, for the learned model and for simple handcrafted measures
    (|cross-SRCC| and shift);
 4. JPEG at falling quality (never seen in training): the mean attribute score must fall.
 
-Writes ``OUT/validity.csv`` (every row) and ``OUT/validity.md`` (the README tables).
+Writes ``OUT/validity.csv`` (every row) and ``OUT/validity.md`` (the README tables), and
+prints the ship rule's validity lines (``attiqa-pretrain verdict`` gives the final verdict).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from attiqa_loss.io import atomic_write, list_images, read_image
 from attiqa_loss.loss import default_checkpoint_path
 
 from .handcrafted import handcrafted_scores
+from .ship_rule import validity_verdicts
 from .degradations import list_families
 from .synthetic import resolve_families, split_every_nth
 from .validity import family_srcc
@@ -203,4 +205,6 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(args.out / "validity.md", "w") as f:
         f.write(f"Model: `{ckpt}`; {len(images)} held-out photos, {args.levels} levels.\n\n" + md)
     print(md)
+    for verdict in validity_verdicts(rows):  # the ship rule's validity lines (attiqa-pretrain verdict)
+        print(verdict.line())
     return 0

@@ -15,7 +15,8 @@ from attiqa_loss.helptext import plain_text
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "kornia", "open_clip")
-PRETRAIN_SUBCOMMANDS = ("select-prompts", "label", "train", "finetune", "evaluate", "validity", "robustness")
+PRETRAIN_SUBCOMMANDS = ("select-prompts", "label", "train", "finetune", "evaluate", "validity", "robustness",
+                        "verdict")
 
 COMMANDS = [
     ("attiqa_loss.cli", ["--help"]),
