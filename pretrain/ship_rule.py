@@ -232,23 +232,27 @@ def validity_verdicts(rows: Sequence[dict]) -> List[Verdict]:
     return out
 
 
-def throughput_verdict(rows: Optional[Sequence[dict]], views: int, tone: bool) -> Verdict:
-    """From ``benchmarks/loss_cost.py``'s CSV (fp32 rows): the candidate's images/s per
-    loss call against the untoned network's (``views=0``) or the CLIP RN50 loss's."""
+def throughput_verdict(rows: Optional[Sequence[dict]], views: int, tone: bool, backbone: str = "resnet10t") -> Verdict:
+    """From ``benchmarks/loss_cost.py``'s CSV (fp32 rows at the smallest size measured):
+    the candidate's images/s per loss call (``backbone``, toned or not) against the
+    untoned network's (``views=0``) or the CLIP RN50 loss's (``views >= 1``)."""
     if views == 0:
         rule = f"loss throughput against the untoned network, views 0 (>= {MIN_SPEED_VS_UNTONED}x)"
     else:
         rule = f"loss throughput with views {views} against the CLIP RN50 loss (>= {MIN_SPEED_VS_CLIP_WITH_VIEWS}x)"
     if rows is None:
         return _missing("throughput", rule, "--loss-cost CSV of benchmarks/loss_cost.py")
-    speed = {r["kind"]: _num(r["images_per_s"]) for r in rows if r.get("precision", "fp32") == "fp32"}
-    mine = speed.get("attiqa-tone" if tone else "attiqa")
-    other = speed.get("attiqa") if views == 0 else speed.get("clipiqa")
+    fp32 = [r for r in rows if r.get("precision", "fp32") == "fp32"]
+    size = min((int(_num(r["size"])) for r in fp32 if "size" in r), default=None)
+    speed = {(r["kind"], r.get("arch", "")): _num(r["images_per_s"]) for r in fp32
+             if size is None or int(_num(r["size"])) == size}
+    mine = speed.get(("attiqa-tone" if tone else "attiqa", backbone))
+    other = speed.get(("attiqa", backbone)) if views == 0 else speed.get(("clipiqa", "RN50"))
     if mine is None or other is None or not other > 0:
-        return _missing("throughput", rule, "the loss-cost CSV lacks the kinds to compare")
+        return _missing("throughput", rule, f"the loss-cost CSV lacks the {backbone} or RN50 rows to compare")
     ratio = (mine / max(views, 1)) / other
     limit = MIN_SPEED_VS_UNTONED if views == 0 else MIN_SPEED_VS_CLIP_WITH_VIEWS
-    return Verdict("throughput", rule, f"{ratio:.2f}x", ratio, ratio >= limit)
+    return Verdict("throughput", rule, f"{ratio:.2f}x ({size} px)", ratio, ratio >= limit)
 
 
 def final(verdicts: Sequence[Verdict]) -> bool:
@@ -310,8 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validity", type=Path, required=True,
                         help="folder (or validity.csv) written by attiqa-pretrain validity")
     parser.add_argument("--loss-cost", type=Path, default=None,
-                        help="CSV of benchmarks/loss_cost.py --kinds attiqa attiqa-tone clipiqa (the throughput rule; "
-                             "without it that rule is missing and the verdict FAIL)")
+                        help="CSV of benchmarks/loss_cost.py --kinds attiqa attiqa-tone clipiqa --backbones resnet10t "
+                             "(the throughput rule; without it that rule is missing and the verdict FAIL)")
     parser.add_argument("--views", type=int, default=None,
                         help="the loss's default views the attack rules read (default: AttiqaLoss's own default)")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -336,15 +340,17 @@ def run(args: argparse.Namespace) -> int:
         rob = read_rows(_csv_in(args.robustness, "robustness.csv"))
         val = read_rows(_csv_in(args.validity, "validity.csv"))
         cost = read_rows(args.loss_cost) if args.loss_cost is not None else None
-        tone = False
+        tone, backbone = False, "resnet10t"
         if args.checkpoint is not None:
             from attiqa_loss import read_checkpoint_metadata
 
-            tone = bool(read_checkpoint_metadata(args.checkpoint).get("normalization", {}).get("tone", False))
+            metadata = read_checkpoint_metadata(args.checkpoint)
+            tone = bool(metadata.get("normalization", {}).get("tone", False))
+            backbone = metadata.get("backbone", backbone)
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"{prog}: {exc}") from None
     views = default_views() if args.views is None else args.views
-    verdicts = robustness_verdicts(rob, views) + validity_verdicts(val) + [throughput_verdict(cost, views, tone)]
+    verdicts = robustness_verdicts(rob, views) + validity_verdicts(val) + [throughput_verdict(cost, views, tone, backbone)]
     for v in verdicts:
         print(v.line())
     passed = final(verdicts)

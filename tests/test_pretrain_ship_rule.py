@@ -62,8 +62,8 @@ def _by_key(verdicts):
 
 def test_a_model_within_every_limit_passes():
     verdicts = S.robustness_verdicts(_passing_robustness(), views=0) + S.validity_verdicts(_validity_rows())
-    verdicts.append(S.throughput_verdict([{"kind": "attiqa", "precision": "fp32", "images_per_s": "100"},
-                                          {"kind": "attiqa-tone", "precision": "fp32", "images_per_s": "90"}], 0, True))
+    verdicts.append(S.throughput_verdict([{"kind": "attiqa", "arch": "resnet10t", "images_per_s": "100"},
+                                          {"kind": "attiqa-tone", "arch": "resnet10t", "images_per_s": "90"}], 0, True))
     assert all(v.passed for v in verdicts), [v.line() for v in verdicts if not v.passed]
     assert S.final(verdicts)
     assert {v.key for v in verdicts} >= {"attack_vs_clipped_fix", "attack_vs_fix", "anchors", "generator_median_v0",
@@ -136,9 +136,10 @@ def test_validity_rules_fail_past_their_limit(change, key):
 
 
 def test_throughput_rule_against_the_untoned_network_or_clip():
-    rows = [{"kind": "attiqa", "precision": "fp32", "images_per_s": "100"},
-            {"kind": "attiqa-tone", "precision": "fp32", "images_per_s": "70"},
-            {"kind": "clipiqa", "precision": "fp32", "images_per_s": "20"}]
+    row = lambda kind, arch, speed, size=256: {"kind": kind, "arch": arch, "precision": "fp32", "size": str(size),  # noqa: E731
+                                               "images_per_s": str(speed)}
+    rows = [row("attiqa", "resnet10t", 100), row("attiqa-tone", "resnet10t", 70), row("clipiqa", "RN50", 20),
+            row("attiqa", "resnet50", 10), row("attiqa", "resnet10t", 25, size=512)]  # other arch and size: ignored
     assert S.throughput_verdict(rows, 0, tone=True).passed is False   # 0.7x
     assert S.throughput_verdict(rows, 0, tone=False).figure == 1.0
     v = S.throughput_verdict(rows, 2, tone=True)                   # 70 / 2 views = 35 img/s against 20
