@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from .io import atomic_path
 
-__all__ = ["VERSION_KEY", "CheckpointError", "write_weights_file", "read_weights_file", "json_metadata",
-           "state_dict_differences", "check_state_tensors", "load_strict"]
+__all__ = ["VERSION_KEY", "CheckpointError", "write_weights_file", "read_weights_file", "read_tensor_shapes",
+           "json_metadata", "state_dict_differences", "check_state_tensors", "load_strict"]
 
 #: The metadata key of every weight file's layout version.
 VERSION_KEY = "format_version"
@@ -89,6 +89,17 @@ def read_weights_file(path: PathLike, *, format: str, version: int, what: str, n
     return state, meta
 
 
+def read_tensor_shapes(path: PathLike) -> Dict[str, Tuple[int, ...]]:
+    """``{name: shape}`` of every tensor in a safetensors file, from its header alone (no
+    tensor is read), so that a loader can compare them with the network a file describes
+    before building it. An unreadable file is a :class:`CheckpointError` naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(int(n) for n in f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
 def json_metadata(path: PathLike, meta: Mapping[str, str], *keys: str, optional: Sequence[str] = ()) -> Dict[str, Any]:
     """The JSON metadata values of ``keys`` (and of ``optional`` keys, ``{}`` when absent);
     a missing or malformed one is a :class:`CheckpointError` naming the file."""
@@ -103,16 +114,21 @@ def json_metadata(path: PathLike, meta: Mapping[str, str], *keys: str, optional:
     return out
 
 
-def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+def _shape(value: Any) -> Tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
+
+def state_dict_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
     """What keeps ``found`` from loading strictly into a module whose state dict is
     ``expected``: ``"missing keys [...], unexpected keys [...], shape mismatches [...]"``,
-    or ``""`` when nothing differs."""
+    or ``""`` when nothing differs. Values are tensors (also on the meta device) or shapes
+    (:func:`read_tensor_shapes`)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = [
-        f"{k}: checkpoint {tuple(found[k].shape)} vs network {tuple(expected[k].shape)}"
+        f"{k}: checkpoint {_shape(found[k])} vs network {_shape(expected[k])}"
         for k in sorted(set(found) & set(expected))
-        if found[k].shape != expected[k].shape
+        if _shape(found[k]) != _shape(expected[k])
     ]
     if not (missing or unexpected or mismatched):
         return ""

@@ -87,6 +87,11 @@ class UNetConfig:
         if self.gain_residual_highpass != 0 and (self.gain_residual_highpass < 3 or self.gain_residual_highpass % 2 == 0):
             raise ValueError("model.gain_residual_highpass must be 0 (a free residual) or an odd window >= 3, "
                              f"got {self.gain_residual_highpass}")
+        # the upper bounds an exported enhancer file must keep to (enhancement.unet.UNET_LIMITS),
+        # so that what trains here can be loaded again
+        from .unet import check_unet_config
+
+        check_unet_config(self.unet_kwargs(), "model")
 
 
 @dataclass

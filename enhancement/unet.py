@@ -4,7 +4,7 @@ layer is turned into the image by one of the formulations of :mod:`enhancement.o
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,54 @@ from attiqa_loss.checks import check_images
 
 from .outputs import GAIN_PARAMS, OUTPUTS, apply_curves, apply_gain, bounded_residual, head_channels, log_gain
 
-__all__ = ["UNet", "create_unet", "bounded_residual"]
+__all__ = ["UNet", "create_unet", "bounded_residual", "UNET_LIMITS", "check_unet_config"]
+
+
+def _integer(low: int, high: int) -> Tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high), f"an integer in [{low}, {high}]"
+
+
+def _number(ok: Callable[[float], bool], expected: str) -> Tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)), expected
+
+
+#: Every :class:`UNet` constructor argument with the values a config may set and an
+#: exported file may hold (``enhancement.config.UNetConfig`` and
+#: :func:`enhancement.weights.load_enhancer` both check them). The upper bounds lie far
+#: above every shipped config (width 16-32, depth 3, max_width 256) and keep a file's
+#: metadata from describing a network of many gigabytes.
+UNET_LIMITS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "width": _integer(1, 1024),
+    "depth": _integer(1, 8),
+    "blocks": _integer(1, 8),
+    "max_width": _integer(1, 4096),
+    "output": ((lambda v: v in OUTPUTS), f"one of {list(OUTPUTS)}"),
+    "curve_iterations": _integer(1, 64),
+    "gain_scale": _integer(1, 256),
+    "gain_max": _number(lambda v: 1 < v <= 1024, "a number in (1, 1024]"),
+    "gain_residual": _number(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "gain_param": ((lambda v: v in GAIN_PARAMS), f"one of {list(GAIN_PARAMS)}"),
+    "global_context": ((lambda v: isinstance(v, bool)), "true or false"),
+    "gain_residual_highpass": ((lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                and (v == 0 or (3 <= v <= 63 and v % 2 == 1))),
+                               "0 (a free residual) or an odd integer in [3, 63]"),
+}
+
+
+def check_unet_config(config: Any, source: str = "unet") -> Dict[str, Any]:
+    """Return ``config`` as a dict if it only holds :data:`UNET_LIMITS` keys with accepted
+    values (missing keys take the constructor's defaults); else raise a one-line
+    ``ValueError`` naming ``source``, the key and the value."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{source} must be a JSON object of U-Net constructor arguments, got {config!r}")
+    for key, value in config.items():
+        if key not in UNET_LIMITS:
+            raise ValueError(f"{source} holds {key!r}={value!r}, which is not a U-Net argument; "
+                             f"allowed: {sorted(UNET_LIMITS)}")
+        ok, expected = UNET_LIMITS[key]
+        if not ok(value):
+            raise ValueError(f"{source}.{key} must be {expected}, got {value!r}")
+    return dict(config)
 
 
 def _conv_block(c_in: int, c_out: int, blocks: int) -> nn.Sequential:

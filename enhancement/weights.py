@@ -4,6 +4,9 @@
 anything. Written and read by :mod:`attiqa_loss.weights_file`; metadata keys (strings):
 ``format`` = ``"attiqa-enhancer"``, ``format_version``, ``unet`` (JSON constructor
 arguments), ``training`` (JSON: config, final metrics, the quality model used).
+Loading checks every ``unet`` value against :data:`enhancement.unet.UNET_LIMITS` and
+compares the header's tensor shapes with the network built on the meta device before
+any tensor is read or any weight allocated.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from attiqa_loss.weights_file import CheckpointError, json_metadata, load_strict, read_weights_file, write_weights_file
+from attiqa_loss.weights_file import (CheckpointError, json_metadata, load_strict, read_tensor_shapes, read_weights_file,
+                                     state_dict_differences, write_weights_file)
 
-from .unet import UNet
+from .unet import UNet, check_unet_config
 
 __all__ = ["DEFAULT_ENHANCER_PATH", "ENHANCER_FILENAME", "ENHANCER_FORMAT", "ENHANCER_FORMAT_VERSION", "save_enhancer",
            "load_enhancer", "resolve_enhancer_path"]
@@ -71,20 +75,31 @@ def load_enhancer(run_or_file: Optional[PathLike] = None, *,
     Raises:
         FileNotFoundError: nothing at the path.
         CheckpointError (a ``ValueError``): not an enhancer file, another format version,
-            or weights that do not match the stored architecture (missing/unexpected keys
-            and shape mismatches are listed), or a tensor that holds NaN/infinity or is
-            not floating point (named).
+            a ``unet`` value outside :data:`enhancement.unet.UNET_LIMITS` (named), or
+            weights that do not match the stored architecture (missing/unexpected keys
+            and shape mismatches are listed; compared from the file's header with the
+            network built on the meta device, so nothing is allocated before they match),
+            or a tensor that holds NaN/infinity or is not floating point (named).
     """
     path = resolve_enhancer_path(run_or_file)
-    state, meta = read_weights_file(path, format=ENHANCER_FORMAT, version=ENHANCER_FORMAT_VERSION,
-                                    what="an attiqa enhancer", noun="enhancer weights")
+    _, meta = read_weights_file(path, format=ENHANCER_FORMAT, version=ENHANCER_FORMAT_VERSION,
+                                what="an attiqa enhancer", noun="enhancer weights", tensors=False)
     config = json_metadata(path, meta, "unet")["unet"]
     if isinstance(config, dict) and config.get("output") == "gain":
         config.setdefault("gain_param", "tanh")  # written before the key existed: the first parametrisation
-    try:
-        model = UNet(**config)
+    try:  # every value within UNET_LIMITS ...
+        config = check_unet_config(config, "unet")
+        with torch.device("meta"):  # ... and the network it describes, without allocating it,
+            skeleton = UNet(**config)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has a missing or malformed U-Net config in its metadata: {exc!r}") from exc
-    load_strict(model, state, path, does_not_match=f"its U-Net config {meta['unet']}")
+        raise CheckpointError(f"{path}: metadata {exc}") from None
+    does_not_match = f"its U-Net config {meta['unet']}"
+    differences = state_dict_differences(skeleton.state_dict(), read_tensor_shapes(path))
+    if differences:  # ... has the shapes of the stored tensors, before any is read or the network built
+        raise CheckpointError(f"{path} does not match {does_not_match}: {differences}")
+    state, _ = read_weights_file(path, format=ENHANCER_FORMAT, version=ENHANCER_FORMAT_VERSION,
+                                 what="an attiqa enhancer", noun="enhancer weights")
+    model = UNet(**config)
+    load_strict(model, state, path, does_not_match=does_not_match)
     model.training_info = json_metadata(path, meta, optional=("training",))["training"]
     return model.to(map_location).eval()

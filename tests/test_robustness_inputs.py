@@ -339,6 +339,98 @@ def test_enhancer_with_nan_weights_is_refused(tmp_path):
         load_enhancer(path)
 
 
+@pytest.fixture
+def tiny_enhancer(tmp_path):
+    from enhancement.unet import create_unet
+    from enhancement.weights import save_enhancer
+
+    torch.manual_seed(0)
+    return save_enhancer(create_unet(width=4, depth=1, blocks=1), tmp_path / "enhancer.safetensors")
+
+
+@pytest.fixture
+def unets_built(monkeypatch):
+    """Every U-Net built off the meta device; one wider than any shipped config (a file
+    describing gigabytes) stops the test before it allocates anything."""
+    from enhancement.unet import UNet
+
+    built = []
+    real = UNet.__init__
+
+    def init(self, *args, **kwargs):
+        if torch.empty(()).device.type != "meta":
+            built.append(kwargs)
+            if kwargs.get("width", 32) > 32 or kwargs.get("max_width", 256) > 256:
+                raise AssertionError(f"a U-Net was built from unchecked metadata {kwargs}")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNet, "__init__", init)
+    return built
+
+
+def _with_unet(**changes):
+    return lambda m: {**m, "unet": json.dumps({**json.loads(m["unet"]), **changes})}
+
+
+_BAD_UNETS = [
+    ({"width": 4096, "max_width": 4096}, r"metadata unet\.width must be an integer in \[1, 1024\], got 4096"),
+    ({"max_width": 10**6}, r"metadata unet\.max_width must be an integer in \[1, 4096\], got 1000000"),
+    ({"depth": 40}, r"metadata unet\.depth must be an integer in \[1, 8\], got 40"),
+    ({"blocks": 0}, r"metadata unet\.blocks must be an integer in \[1, 8\], got 0"),
+    ({"width": "4"}, r"metadata unet\.width must be an integer in \[1, 1024\], got '4'"),
+    ({"width": True}, r"metadata unet\.width must be an integer in \[1, 1024\], got True"),
+    ({"curve_iterations": 10**6}, r"metadata unet\.curve_iterations must be an integer in \[1, 64\]"),
+    ({"gain_scale": 10**9}, r"metadata unet\.gain_scale must be an integer in \[1, 256\]"),
+    ({"gain_max": math.inf}, r"metadata unet\.gain_max must be a number in \(1, 1024\], got inf"),
+    ({"gain_residual_highpass": 6}, r"metadata unet\.gain_residual_highpass must be 0 \(a free residual\) or an odd"),
+    ({"global_context": "yes"}, r"metadata unet\.global_context must be true or false, got 'yes'"),
+    ({"output": "other"}, r"metadata unet\.output must be one of \['residual', 'curves', 'gain'\]"),
+    ({"init_file": "/w.pt"}, r"metadata unet holds 'init_file'='/w\.pt', which is not a U-Net argument"),
+]
+
+
+@pytest.mark.parametrize("changes, message", _BAD_UNETS, ids=["_".join(changes) for changes, _ in _BAD_UNETS])
+def test_enhancer_metadata_outside_the_limits_is_refused_before_a_unet_is_built(tiny_enhancer, unets_built,
+                                                                                 changes, message):
+    from enhancement.weights import load_enhancer
+
+    _rewrite(tiny_enhancer, metadata=_with_unet(**changes))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_enhancer(tiny_enhancer)
+    assert "\n" not in str(info.value) and str(tiny_enhancer) in str(info.value)
+    assert unets_built == []
+
+
+def test_enhancer_metadata_within_limits_but_not_the_files_shapes_is_refused_before_a_unet_is_built(
+        tiny_enhancer, unets_built):
+    from enhancement.weights import load_enhancer
+
+    # 1024 channels over 3 levels of up to 4096: gigabytes of weights, described by a file of a few kB
+    _rewrite(tiny_enhancer, metadata=_with_unet(width=1024, depth=3, max_width=4096))
+    with pytest.raises(CheckpointError) as info:
+        load_enhancer(tiny_enhancer)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tiny_enhancer} does not match its U-Net config")
+    assert "stem.0.weight: checkpoint (4, 3, 3, 3) vs network (1024, 3, 3, 3)" in message
+    assert unets_built == []
+
+
+def test_enhancer_config_outside_the_limits_is_refused_when_read():
+    from enhancement.config import EnhanceConfig
+
+    with pytest.raises(ConfigError, match=r"model\.width must be an integer in \[1, 1024\], got 4096") as info:
+        load_config(EnhanceConfig, None, ["model.width=4096"])
+    assert "\n" not in str(info.value)
+
+
+def test_enhancers_within_the_limits_still_load(tiny_enhancer, unets_built):
+    from enhancement.weights import load_enhancer
+
+    model = load_enhancer(tiny_enhancer)
+    assert model.width == 4 and len(unets_built) == 1
+    assert load_enhancer().config()["width"] == 16  # the shipped enhancer
+
+
 # --------------------------------------------------------------------------- training states
 
 
