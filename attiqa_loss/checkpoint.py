@@ -17,7 +17,10 @@ normalisation must hold three finite means and three finite standard deviations 
 timm is called; ``backbone_kwargs`` may only hold the architecture options of
 :data:`ALLOWED_BACKBONE_KWARGS` (nothing that names a file). Each violation is a
 one-line :class:`CheckpointError` naming the file, the tensor or key and the value
-(the file itself is written and read by :mod:`attiqa_loss.weights_file`).
+(the file itself is written and read by :mod:`attiqa_loss.weights_file`). Finite
+tensors can still make a network whose scores are not (a BatchNorm ``running_var`` < 0
+gives NaN everywhere), so the loaded network scores one small fixed image
+(:func:`probe_image`) and a non-finite score refuses the file (:func:`check_finite_scores`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from .weights_file import (CheckpointError, check_state_tensors, json_metadata, 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
     "state_dict_differences", "ALLOWED_BACKBONE_KWARGS", "check_backbone_name", "check_backbone_kwargs",
-    "check_normalization",
+    "check_normalization", "probe_image", "check_finite_scores",
     "check_state_tensors", "network_from_metadata",
 ]
 
@@ -155,6 +158,41 @@ def check_normalization(mean: Any, std: Any, source: str = "normalization") -> N
         raise CheckpointError(f"{source}.std must be > 0 in every channel, got {list(std)!r}")
 
 
+#: Side of :func:`probe_image`: one forward of this size costs little for any backbone.
+PROBE_SIZE = 64
+
+
+def probe_image(size: int = PROBE_SIZE) -> torch.Tensor:
+    """The fixed image every loaded quality model must score finitely: ``(1, 3, size, size)``
+    in [0, 1], red rising left to right, green top to bottom, blue along the diagonal."""
+    ramp = torch.linspace(0.0, 1.0, size)
+    x, y = ramp.view(1, size).expand(size, size), ramp.view(size, 1).expand(size, size)
+    return torch.stack([x, y, (x + y) / 2])[None]
+
+
+def check_finite_scores(net: AttiqaNet, path: Any, *, source: str = "the network") -> None:
+    """Score :func:`probe_image` once (``net`` is put in eval mode, no gradients) and raise a
+    one-line :class:`CheckpointError` naming ``path`` when any score is not finite: tensors
+    that are finite one by one can still give NaN together (a BatchNorm ``running_var`` < 0,
+    named when present)."""
+    net.eval()
+    param = next(net.parameters(), None)
+    image = probe_image()
+    if param is not None:
+        image = image.to(device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        scores = net(image, check=False)[0]
+    bad = [f"{name}={float(v)}" for name, v in zip(net.attributes, scores) if not math.isfinite(float(v))]
+    if bad:
+        negative = [k for k, v in net.state_dict().items()
+                    if k.endswith("running_var") and v.is_floating_point() and bool((v < 0).any())]
+        cause = f"; BatchNorm running_var < 0 in {negative}" if negative else ""
+        raise CheckpointError(
+            f"{path}: {source} gives non-finite scores on a {PROBE_SIZE}x{PROBE_SIZE} test gradient "
+            f"({', '.join(bad)}){cause}"
+        )
+
+
 def network_from_metadata(
     path: Any,
     backbone: Any,
@@ -243,8 +281,9 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
             name ``timm.list_models()`` lists (:func:`check_backbone_name`), malformed normalisation,
             ``backbone_kwargs`` outside :data:`ALLOWED_BACKBONE_KWARGS`, missing or
             unexpected keys, tensors whose shapes differ from the network (each
-            difference is listed), non-finite tensors, or integer tensors where the
-            network has floating point ones.
+            difference is listed), non-finite tensors, integer tensors where the
+            network has floating point ones, or a network whose score of
+            :func:`probe_image` is not finite.
     """
     meta = read_checkpoint_metadata(path)
     if tuple(meta["attributes"]) != tuple(ATTRIBUTES):
@@ -261,5 +300,6 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     state, _ = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",
                                  noun="checkpoint")
     load_strict(net, state, path, does_not_match=f"backbone {meta['backbone']!r}")
+    check_finite_scores(net, path)
     net.training_info = meta["training"]
     return net.to(map_location).eval()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import AttiqaNet
-from attiqa_loss.checkpoint import network_from_metadata
+from attiqa_loss.checkpoint import check_finite_scores, network_from_metadata
 from attiqa_loss.io import read_image
 from attiqa_loss.weights_file import CheckpointError, json_metadata, load_strict, read_weights_file, write_weights_file
 
@@ -240,8 +240,9 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
     was called ``format_version`` (``version``) still load.
 
     Raises:
-        FileNotFoundError: no file. CheckpointError: another format, or tensors that do
-        not match the stored network description (missing/unexpected keys listed).
+        FileNotFoundError: no file. CheckpointError: another format, tensors that do
+        not match the stored network description (missing/unexpected keys listed), or a
+        network whose attribute scores of a small test image are not finite.
     """
     state, meta = read_weights_file(
         path, format=MOS_FORMAT, version=MOS_FORMAT_VERSION, what=f"an {MOS_FORMAT} model", noun="MOS model",
@@ -258,5 +259,6 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
     except ValueError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from exc
     load_strict(model, state, path, does_not_match="its network")
+    check_finite_scores(model.net, path, source="its network")
     model.training_info = json_metadata(path, meta, optional=("training",))["training"]
     return model.to(map_location).eval()

@@ -104,6 +104,48 @@ def test_score_cli_refuses_a_nan_checkpoint_instead_of_printing_nan(tiny_checkpo
     assert "heads.brightness.bias" in err and str(tiny_checkpoint) in err
 
 
+def _negated(key):
+    return lambda s: {**s, key: -s[key]}
+
+
+def test_finite_weights_that_give_non_finite_scores_are_refused(tiny_checkpoint):
+    # every tensor finite, yet sqrt(running_var + eps) of a negated variance is NaN: every score NaN
+    _rewrite(tiny_checkpoint, tensors=_negated("backbone.bn1.running_var"))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_checkpoint)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tiny_checkpoint}: the network gives non-finite scores")
+    assert "on a 64x64 test gradient (sharpness=nan" in message
+    assert "BatchNorm running_var < 0 in ['backbone.bn1.running_var']" in message
+
+
+def test_score_cli_refuses_a_checkpoint_whose_scores_are_nan(tiny_checkpoint, image_folder, capsys):
+    _rewrite(tiny_checkpoint, tensors=_negated("backbone.bn1.running_var"))
+    code = score_cli.main([str(image_folder()), "--checkpoint", str(tiny_checkpoint), "--no-progress", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "nan" not in out.lower()
+    assert "non-finite scores" in err and str(tiny_checkpoint) in err
+
+
+def test_mos_model_whose_network_gives_non_finite_scores_is_refused(tiny_net, tmp_path):
+    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+
+    path = save_mos_model(MosModel(tiny_net, "probe"), tmp_path / "mos.safetensors")
+    _rewrite(path, tensors=_negated("net.backbone.bn1.running_var"))
+    with pytest.raises(CheckpointError, match=rf"{path}: its network gives non-finite scores on a 64x64 test gradient"):
+        load_mos_model(path)
+
+
+def test_the_probe_is_one_small_fixed_image_scored_in_eval_mode(tiny_checkpoint_path):
+    from attiqa_loss.checkpoint import probe_image
+
+    image = probe_image()
+    assert image.shape == (1, 3, 64, 64) and image.min() == 0 and image.max() == 1
+    assert torch.equal(image, probe_image())
+    net = load_checkpoint(tiny_checkpoint_path)
+    assert not net.training and bool(torch.isfinite(net(image)).all())
+
+
 # --------------------------------------------------------------------------- normalisation
 
 
