@@ -7,7 +7,11 @@
   parameters into groups with their own learning rates (the MOS fine-tuning does);
   the rule applies inside every group.
 - :func:`warmup_cosine` / :func:`warmup_cosine_scheduler`: linear warmup, then cosine
-  decay to ``min_ratio`` of the base rate.
+  decay to ``min_ratio`` of the base rate. A warmup at least as long as the run (a short
+  trial of a long recipe: ``train.steps=40`` with ``train.warmup_steps: 500``) would keep
+  the rate far below its base to the end, so the run would barely move the weights:
+  :func:`fit_warmup` shortens it to :data:`SHORT_RUN_WARMUP` of the steps and says so on
+  stderr. A warmup shorter than the run is used as given.
 - :func:`use_bf16` / :func:`autocast`: the precision choice (bfloat16 autocast on CUDA
   where supported, never on CPU unless asked).
 """
@@ -17,12 +21,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["adamw", "warmup_cosine", "warmup_cosine_scheduler", "use_bf16", "autocast"]
+__all__ = ["adamw", "SHORT_RUN_WARMUP", "fit_warmup", "warmup_cosine", "warmup_cosine_scheduler", "use_bf16",
+           "autocast"]
+
+#: The warmup of a run no longer than its configured warmup, as a fraction of its steps.
+SHORT_RUN_WARMUP = 0.1
 
 Precision = Union[bool, str]
 
@@ -63,9 +72,29 @@ def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float = 0.0)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def fit_warmup(warmup: int, total: int, *, key: str = "train.warmup_steps", total_key: str = "train.steps",
+               say: bool = True) -> int:
+    """The warmup a run of ``total`` steps uses: ``warmup`` when it is shorter than the
+    run; otherwise ``int(SHORT_RUN_WARMUP * total)`` steps, said in one line on stderr
+    (when ``say``) naming ``key`` with the configured and the used value and ``total_key``.
+    (A warmup as long as the run would end it before the rate reaches its base.)"""
+    if warmup < total or warmup <= 0:
+        return warmup
+    fitted = int(SHORT_RUN_WARMUP * total)
+    if say:
+        instead = f"warming up over {fitted} steps instead" if fitted else "no warmup instead"
+        print(f"{key}={warmup} is not shorter than {total_key}={total}: {instead} ({SHORT_RUN_WARMUP:.0%} of the "
+              "run), so the learning rate reaches its base value", file=sys.stderr)
+    return fitted
+
+
 def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, *, warmup: int, total: int,
-                            min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` of :func:`warmup_cosine` (stepped once per optimiser step)."""
+                            min_ratio: float = 0.0, key: str = "train.warmup_steps", total_key: str = "train.steps",
+                            say: bool = True) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` of :func:`warmup_cosine` (stepped once per optimiser step), with the
+    warmup of :func:`fit_warmup` (``key``, ``total_key`` and ``say`` are its arguments:
+    the config keys its message names, and whether this process says it - rank 0)."""
+    warmup = fit_warmup(warmup, total, key=key, total_key=total_key, say=say)
     schedule = functools.partial(warmup_cosine, warmup=warmup, total=total, min_ratio=min_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 

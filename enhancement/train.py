@@ -136,7 +136,7 @@ class _Trainer:
                 {k: v for k, v in weights.items() if k in NO_REFERENCE_TERMS}, **settings)
         self.optimizer = adamw(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.scheduler = warmup_cosine_scheduler(self.optimizer, warmup=t.warmup_steps, total=t.steps,
-                                                 min_ratio=t.min_lr / t.lr)
+                                                 min_ratio=t.min_lr / t.lr, say=info.is_main)
         self.ema = ModelEma(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0
         self.last_metrics: Dict[str, float] = {}

@@ -163,7 +163,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
             model = nn.parallel.DistributedDataParallel(plain, device_ids=[device.index] if device.type == "cuda" else None)
         synthetic, n_sources, clip, n_clip, held, skipped = _teachers(cfg, dist.is_main)
         optimizer = adamw(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        scheduler = warmup_cosine_scheduler(optimizer, warmup=t.warmup_steps, total=t.steps)
+        scheduler = warmup_cosine_scheduler(optimizer, warmup=t.warmup_steps, total=t.steps, say=dist.is_main)
         start = run.begin(model=net, optimizer=optimizer, scheduler=scheduler)
         step_fn = PretrainStep(model, plain, synthetic=synthetic, n_sources=n_sources, clip=clip, n_clip=n_clip,
                                loss=cfg.loss, hard=hard, seed=t.seed, rank=dist.rank, device=device,

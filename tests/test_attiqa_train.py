@@ -63,6 +63,36 @@ def test_warmup_cosine_shape():
     assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
+def _lrs(warmup, total, **kwargs):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine_scheduler(opt, warmup=warmup, total=total, **kwargs)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step(), sched.step()
+    return lrs
+
+
+def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it_and_said_in_one_line(capsys):
+    # train.steps=40 of a recipe with warmup_steps: 500 (#37): the rate must reach its base.
+    lrs = _lrs(500, 40)
+    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])  # 4 warmup steps, then the cosine
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train.warmup_steps=500 is not shorter than train.steps=40: "
+                                                    "warming up over 4 steps instead")
+    _lrs(40, 40, say=False)  # other ranks stay quiet
+    assert _lrs(12, 5, key="x.warmup", total_key="x.steps") == pytest.approx(
+        [warmup_cosine(s, warmup=0, total=5) for s in range(5)])
+    assert capsys.readouterr().err.startswith("x.warmup=12 is not shorter than x.steps=5: no warmup instead")
+
+
+def test_a_warmup_shorter_than_the_run_is_used_exactly_as_given(capsys):
+    for warmup, total in ((0, 1), (4, 12), (39, 40), (500, 20000)):
+        assert _lrs(warmup, total) == [warmup_cosine(s, warmup=warmup, total=total) for s in range(total)]
+    assert capsys.readouterr().err == ""
+
+
 def test_precision_choice():
     cpu = torch.device("cpu")
     assert use_bf16("auto", cpu) is False and use_bf16(True, cpu) is False

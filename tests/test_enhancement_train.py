@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -347,3 +348,16 @@ def test_train_errors_are_clear(assets, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(lpips, "LPIPS", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     code = _train(assets, tmp_path / "d", **{"loss.lpips_weight": 0.1, "loss.lpips_allow_missing": False})
     assert code == 2 and "loss.lpips_allow_missing=true" in capsys.readouterr().err
+
+
+def test_a_short_trial_of_a_long_recipe_gets_a_warmup_that_fits_and_says_so(assets, capsys):
+    # enhance_lowlight has warmup_steps: 500; a 4-step trial must still reach the base rate (#37).
+    out = assets["root"] / "short_trial"
+    assert _train(assets, out, **{"train.warmup_steps": 500, "train.log_every": 1, "val.every": 10}) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "train.warmup_steps" in line]
+    assert said == ["train.warmup_steps=500 is not shorter than train.steps=4: no warmup instead (10% of the run), "
+                    "so the learning rate reaches its base value"]
+    lrs = [e.value for e in _events(out / "tb").Scalars("train/lr")]
+    assert lrs[0] == pytest.approx(1e-6 + (2e-4 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 4)))  # cosine from step 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["warmup_steps"] == 500  # the config as given
