@@ -32,7 +32,7 @@ from attiqa_train.distributed import DistInfo, barrier
 from attiqa_train.ema import ModelEma
 from attiqa_train.files import write_json
 from attiqa_train.loop import TrainingRun, run_steps
-from attiqa_train.optim import adamw, autocast, use_bf16, warmup_cosine_scheduler
+from attiqa_train.optim import adamw, autocast, fit_warmup, use_bf16, warmup_cosine_scheduler
 from attiqa_train.sampling import StepBatchSampler
 from attiqa_train.state import STATE_NAME
 
@@ -102,6 +102,12 @@ class _Trainer:
         self.cfg, self.out_dir, self.info = cfg, out_dir, info
         self.device = info.device
         t = cfg.train
+        # The data first: a bad folder, too few images for validation or unusable files are
+        # reported before any model (U-Net, quality model, LPIPS) is built or loaded.
+        self.dataset, self.val, self.skipped = build_data(cfg)
+        # Real photos without references (data.unpaired_dir): the no-reference terms only.
+        self.unpaired = build_unpaired(cfg, self.skipped)
+        warmup = fit_warmup(t.warmup_steps, t.steps, say=info.is_main)  # a short trial of a long recipe: said now
         with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, from train.seed
             torch.manual_seed(t.seed)
             self.model: UNet = create_unet(**cfg.model.unet_kwargs()).to(self.device)
@@ -127,15 +133,12 @@ class _Trainer:
                         attiqa=self.quality if weights["attiqa"] > 0 else None)
         self.objective = EnhancementObjective(weights, lpips_model=self.lpips if weights["lpips"] > 0 else None,
                                               **settings)
-        self.dataset, self.val, self.skipped = build_data(cfg)
-        # Real photos without references (data.unpaired_dir): the no-reference terms only.
-        self.unpaired = build_unpaired(cfg, self.skipped)
         self.unpaired_objective = None
         if self.unpaired is not None:
             self.unpaired_objective = EnhancementObjective(
                 {k: v for k, v in weights.items() if k in NO_REFERENCE_TERMS}, **settings)
         self.optimizer = adamw(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.scheduler = warmup_cosine_scheduler(self.optimizer, warmup=t.warmup_steps, total=t.steps,
+        self.scheduler = warmup_cosine_scheduler(self.optimizer, warmup=warmup, total=t.steps,
                                                  min_ratio=t.min_lr / t.lr, say=info.is_main)
         self.ema = ModelEma(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.step = 0

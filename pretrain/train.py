@@ -25,7 +25,7 @@ from attiqa_loss.network import AA_LAYERS
 from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict
 from attiqa_train.logger import RunLogger
 from attiqa_train.loop import TrainingRun, run_steps
-from attiqa_train.optim import adamw, use_bf16, warmup_cosine_scheduler
+from attiqa_train.optim import adamw, fit_warmup, use_bf16, warmup_cosine_scheduler
 
 from .hardening import check_hardening
 from .synthetic import resolve_families
@@ -147,6 +147,10 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
                      free_keys=RESUME_FREE_KEYS, defaults=config_to_dict(PretrainConfig()), device=t.device,
                      resume=resume, overwrite=overwrite) as run:
         dist, device, out = run.dist, run.dist.device, run.out
+        # The photos and labels first: a folder without usable photos is reported before
+        # the network is built (or its pretrained weights fetched).
+        synthetic, n_sources, clip, n_clip, held, skipped = _teachers(cfg, dist.is_main)
+        warmup = fit_warmup(t.warmup_steps, t.steps, say=dist.is_main)
         with torch.random.fork_rng(devices=[]):  # the initial weights come from train.seed alone
             torch.manual_seed(t.seed)
             net = create_attiqa_net(
@@ -161,9 +165,8 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
         plain = model = Logits(net)
         if dist.distributed:
             model = nn.parallel.DistributedDataParallel(plain, device_ids=[device.index] if device.type == "cuda" else None)
-        synthetic, n_sources, clip, n_clip, held, skipped = _teachers(cfg, dist.is_main)
         optimizer = adamw(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        scheduler = warmup_cosine_scheduler(optimizer, warmup=t.warmup_steps, total=t.steps, say=dist.is_main)
+        scheduler = warmup_cosine_scheduler(optimizer, warmup=warmup, total=t.steps, say=dist.is_main)
         start = run.begin(model=net, optimizer=optimizer, scheduler=scheduler)
         step_fn = PretrainStep(model, plain, synthetic=synthetic, n_sources=n_sources, clip=clip, n_clip=n_clip,
                                loss=cfg.loss, hard=hard, seed=t.seed, rank=dist.rank, device=device,

@@ -361,3 +361,22 @@ def test_a_short_trial_of_a_long_recipe_gets_a_warmup_that_fits_and_says_so(asse
     lrs = [e.value for e in _events(out / "tb").Scalars("train/lr")]
     assert lrs[0] == pytest.approx(1e-6 + (2e-4 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 4)))  # cosine from step 0
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["warmup_steps"] == 500  # the config as given
+
+
+def test_data_problems_are_reported_before_any_model_is_built(assets, tmp_path, monkeypatch, capsys):
+    # "too few images for validation" must not wait for the U-Net, the quality model or LPIPS (#37).
+    import enhancement.train as enhance_train
+
+    built = []
+    for name in ("create_unet", "AttiqaLoss", "resolve_lpips"):
+        real = getattr(enhance_train, name)
+        monkeypatch.setattr(enhance_train, name,
+                            lambda *a, _name=name, _real=real, **k: (built.append(_name), _real(*a, **k))[1])
+    assert _train(assets, tmp_path / "few", **{"data.val_images": 6}) == 2
+    assert "holding out data.val_images=6 images for validation needs at least 7 images, found 6" in \
+        capsys.readouterr().err
+    assert built == []
+    assert _train(assets, tmp_path / "bad", data=tmp_path / "no_such_folder") == 2
+    assert built == []
+    assert _train(assets, tmp_path / "fine", **{"train.steps": 1, "val.every": 10}) == 0
+    assert built == ["create_unet", "AttiqaLoss", "resolve_lpips"]  # the probe sees them when they are built

@@ -226,6 +226,34 @@ def test_config_rejects_unknown_keys_and_missing_teacher(photo_dir, tmp_path):
         train(cfg, tmp_path / "x", progress=False)
 
 
+def test_photo_problems_are_reported_before_the_network_is_built(photo_dir, tmp_path, monkeypatch, capsys):
+    # A folder without usable photos must not wait for (or download) the backbone (#37).
+    import pretrain.train as train_module
+
+    built = []
+    real = train_module.create_attiqa_net
+    def probe(*args, **kwargs):
+        built.append(args)
+        print("NETWORK BUILT", file=sys.stderr)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "create_attiqa_net", probe)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a photo")
+    cfg = _cfg(empty, 1)
+    with pytest.raises(ValueError, match="no usable photos for the synthetic teacher"):
+        train(cfg, tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="synthetic.holdout_every=1 holds out every usable photo"):
+        train(_cfg(photo_dir, 1, **{"synthetic.holdout_every": 1}), tmp_path / "y", progress=False)
+    assert built == []
+    # A warmup longer than the run is said before the network is built too, once.
+    train(_cfg(photo_dir, 1, **{"val.max_images": 0}), tmp_path / "z", progress=False)
+    err = capsys.readouterr().err
+    said = "train.warmup_steps=2 is not shorter than train.steps=1: no warmup instead"
+    assert built == [("test_resnet",)] and err.count(said) == 1 and err.index(said) < err.index("NETWORK BUILT")
+
+
 def test_cli_help_and_shipped_configs_load():
     from pretrain.cli import main
 
