@@ -218,6 +218,10 @@ class EnhanceLossConfig:
     many random flips/shifts of each batch (``AttiqaLoss(views=...)``; 0 = off), which
     keeps the generator from raising a score with a pixel pattern instead of the
     attribute; most useful without reference terms (unpaired).
+    ``lpips_allow_missing``: true = when the backbone weights lpips needs are not on the
+    machine (torch hub cache), train without the LPIPS term and metric, downloading
+    nothing; false (with ``lpips_weight`` > 0) = lpips may download them, and a failure
+    is an error (:func:`enhancement.objectives.resolve_lpips`).
     """
 
     fidelity: Literal["l1", "charbonnier"] = "charbonnier"

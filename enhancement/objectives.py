@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import kornia
@@ -30,6 +31,7 @@ __all__ = [
     "colour_constancy_loss",
     "illumination_smoothness_loss",
     "LpipsUnavailable",
+    "lpips_backbone_file",
     "load_lpips",
     "resolve_lpips",
     "EnhancementObjective",
@@ -139,8 +141,38 @@ def load_lpips(net: str = "alex") -> nn.Module:
     return model
 
 
-def resolve_lpips(net: str, *, weight: float, allow_missing: bool, for_metrics: bool) -> Optional[nn.Module]:
+#: lpips's backbone per ``net``: the torchvision weights enum its ``pretrained=True`` means
+_LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+def lpips_backbone_file(net: str) -> Path:
+    """The file in the torch hub cache (``torch.hub.get_dir()/checkpoints``) that holds the
+    ImageNet weights of lpips's ``net`` backbone; lpips downloads it when it is missing."""
+    import torchvision.models
+
+    url = getattr(torchvision.models, _LPIPS_BACKBONES[net]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _missing_backbone(net: str) -> Optional[Path]:
+    """:func:`lpips_backbone_file` when it is not on this machine; None when it is (or when
+    torchvision cannot say: :func:`load_lpips` then reports why)."""
+    try:
+        path = lpips_backbone_file(net)
+    except Exception:  # noqa: BLE001 - no torchvision, an unknown net: load_lpips says what is wrong
+        return None
+    return None if path.is_file() else path
+
+
+def resolve_lpips(net: str, *, weight: float, allow_missing: bool, for_metrics: bool,
+                  say: bool = True) -> Optional[nn.Module]:
     """Load LPIPS when the loss (``weight > 0``) or validation (``for_metrics``) wants it.
+
+    Nothing is downloaded unless asked for: only ``weight > 0`` with ``allow_missing``
+    false (``loss.lpips_weight`` > 0, ``loss.lpips_allow_missing: false``) lets lpips fetch
+    its backbone weights. In every other case, when they are not in the torch hub cache
+    (:func:`lpips_backbone_file`), LPIPS is off: one line on stderr says so (when ``say``:
+    rank 0) and ``None`` is returned.
 
     When it cannot be loaded: with ``weight > 0`` and not ``allow_missing`` the error is
     raised; otherwise a message goes to stderr and ``None`` is returned (the LPIPS loss
@@ -148,16 +180,26 @@ def resolve_lpips(net: str, *, weight: float, allow_missing: bool, for_metrics: 
     """
     if weight <= 0 and not for_metrics:
         return None
+    what = ("the LPIPS loss term and metric are" if weight > 0 and for_metrics
+            else "the LPIPS loss term is" if weight > 0 else "the LPIPS metric is")
+    asked = weight > 0 and not allow_missing
+    missing = None if asked else _missing_backbone(net)
+    if missing is not None:
+        if say:
+            print(f"attiqa-enhance: {what} off: the ImageNet weights of LPIPS's {net} backbone are not on this machine "
+                  f"({missing}) and are downloaded only when asked for; to use LPIPS, put that file there or set "
+                  "loss.lpips_weight > 0 with loss.lpips_allow_missing=false", file=sys.stderr)
+        return None
     try:
         return load_lpips(net)
     except LpipsUnavailable as exc:
-        if weight > 0 and not allow_missing:
+        if asked:
             raise LpipsUnavailable(
                 f"{exc}. loss.lpips_weight={weight} needs it; set loss.lpips_allow_missing=true to train without "
                 "the LPIPS term, or loss.lpips_weight=0"
             ) from exc
-        what = "the LPIPS loss term and metric are disabled" if weight > 0 else "the LPIPS metric is disabled"
-        print(f"attiqa-enhance: warning: {exc}; {what}", file=sys.stderr)
+        if say:
+            print(f"attiqa-enhance: warning: {exc}; {what} disabled", file=sys.stderr)
         return None
 
 

@@ -124,6 +124,7 @@ class _Trainer:
             weight=cfg.loss.lpips_weight,
             allow_missing=cfg.loss.lpips_allow_missing,
             for_metrics=cfg.val.lpips,
+            say=info.is_main,
         )
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         weights = _loss_weights(cfg, self.lpips is not None)

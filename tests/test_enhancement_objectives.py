@@ -127,7 +127,21 @@ def _lpips_fails(monkeypatch):
     monkeypatch.setattr(lpips, "LPIPS", fail)
 
 
-def test_missing_lpips_is_an_error_unless_allowed(monkeypatch, capsys):
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty torch hub cache (``TORCH_HOME``): a machine that never fetched an LPIPS backbone.
+    Returns its ``checkpoints`` folder (not created)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def _cached(hub_cache, name):
+    hub_cache.mkdir(parents=True, exist_ok=True)
+    (hub_cache / name).write_bytes(b"")  # never read: lpips.LPIPS is a stand-in in these tests
+
+
+def test_missing_lpips_is_an_error_unless_allowed(hub_cache, monkeypatch, capsys):
+    _cached(hub_cache, "alexnet-owt-7be5be79.pth")  # on the machine, yet lpips fails to load it
     _lpips_fails(monkeypatch)
     with pytest.raises(LpipsUnavailable, match="set loss.lpips_allow_missing=true"):
         resolve_lpips("alex", weight=0.1, allow_missing=False, for_metrics=False)
@@ -136,6 +150,31 @@ def test_missing_lpips_is_an_error_unless_allowed(monkeypatch, capsys):
     assert "LPIPS (alex) is unavailable: OSError" in err and "the LPIPS loss term and metric are disabled" in err
     assert resolve_lpips("alex", weight=0.0, allow_missing=False, for_metrics=True) is None
     assert "the LPIPS metric is disabled" in capsys.readouterr().err
+
+
+def test_lpips_downloads_nothing_unless_asked_for(hub_cache, monkeypatch, capsys):
+    # #37: without its backbone weights on the machine, LPIPS is off (one line), not fetched,
+    # unless the config asks for it: loss.lpips_weight > 0 with loss.lpips_allow_missing false.
+    import lpips
+
+    calls = []
+    monkeypatch.setattr(lpips, "LPIPS", lambda net, verbose: calls.append(net) or FakeLpips())
+    assert objectives.lpips_backbone_file("alex") == hub_cache / "alexnet-owt-7be5be79.pth"
+    # configs/enhance_lowlight.yaml: lpips_weight 0.1, lpips_allow_missing true, val.lpips true
+    assert resolve_lpips("alex", weight=0.1, allow_missing=True, for_metrics=True) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("attiqa-enhance: the LPIPS loss term and metric are off: ")
+    assert f"({hub_cache / 'alexnet-owt-7be5be79.pth'})" in err and "loss.lpips_allow_missing=false" in err
+    assert resolve_lpips("vgg", weight=0.0, allow_missing=False, for_metrics=True) is None  # val.lpips alone
+    assert capsys.readouterr().err.startswith("attiqa-enhance: the LPIPS metric is off: ")
+    assert resolve_lpips("alex", weight=0.1, allow_missing=True, for_metrics=False, say=False) is None  # rank > 0
+    assert capsys.readouterr().err == "" and calls == []
+    # Asked for: lpips may fetch its backbone (the stand-in is what it would build).
+    assert isinstance(resolve_lpips("alex", weight=0.1, allow_missing=False, for_metrics=True), FakeLpips)
+    # On the machine already: used, nothing to fetch.
+    _cached(hub_cache, "vgg16-397923af.pth")
+    assert isinstance(resolve_lpips("vgg", weight=0.0, allow_missing=False, for_metrics=True), FakeLpips)
+    assert calls == ["alex", "vgg"] and capsys.readouterr().err == ""
 
 
 def test_lpips_not_loaded_when_unused(monkeypatch):

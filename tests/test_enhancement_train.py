@@ -380,3 +380,16 @@ def test_data_problems_are_reported_before_any_model_is_built(assets, tmp_path, 
     assert built == []
     assert _train(assets, tmp_path / "fine", **{"train.steps": 1, "val.every": 10}) == 0
     assert built == ["create_unet", "AttiqaLoss", "resolve_lpips"]  # the probe sees them when they are built
+
+
+def test_the_lowlight_recipe_on_a_machine_without_the_lpips_backbone_fetches_nothing(assets, tmp_path, monkeypatch,
+                                                                                      capsys):
+    # enhance_lowlight asks for LPIPS only if available (lpips_allow_missing: true): no download is tried (#37).
+    import lpips
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache
+    monkeypatch.setattr(lpips, "LPIPS", lambda *a, **k: pytest.fail("lpips.LPIPS would fetch its backbone"))
+    assert _train(assets, tmp_path / "run", **{"loss.lpips_weight": 0.1, "val.lpips": True, "train.steps": 2}) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "LPIPS" in line or "lpips" in line]
+    assert len(said) == 1 and said[0].startswith("attiqa-enhance: the LPIPS loss term and metric are off: ")
+    assert "val/lpips" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
