@@ -10,8 +10,10 @@ are written here from the paper's definitions.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -116,6 +118,11 @@ class LpipsUnavailable(RuntimeError):
     """The lpips package or its backbone weights cannot be loaded."""
 
 
+#: the starts of the warnings torchvision gives for ``pretrained=`` (what lpips passes)
+_TORCHVISION_LEGACY_WARNINGS = ("The parameter 'pretrained' is deprecated",
+                                "Arguments other than a weight enum or `None` for 'weights' are deprecated")
+
+
 def load_lpips(net: str = "alex") -> nn.Module:
     """A frozen ``lpips.LPIPS`` metric in eval mode.
 
@@ -130,7 +137,12 @@ def load_lpips(net: str = "alex") -> nn.Module:
     try:
         import lpips
 
-        model = lpips.LPIPS(net=net, verbose=False)
+        with warnings.catch_warnings():
+            # lpips builds its backbone with torchvision's pre-0.13 ``pretrained=`` argument:
+            # torchvision's two deprecation warnings about it are lpips's business, not the user's.
+            for message in _TORCHVISION_LEGACY_WARNINGS:
+                warnings.filterwarnings("ignore", message=re.escape(message), category=UserWarning)
+            model = lpips.LPIPS(net=net, verbose=False)
     except Exception as exc:  # import error, URLError, corrupt cache file, ...
         raise LpipsUnavailable(
             f"LPIPS ({net}) is unavailable: {type(exc).__name__}: {exc}. lpips builds its backbone from "

@@ -1,5 +1,7 @@
 """Every loss term reaches the U-Net's weights; term values go the right way; LPIPS failure handling."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -175,6 +177,26 @@ def test_lpips_downloads_nothing_unless_asked_for(hub_cache, monkeypatch, capsys
     _cached(hub_cache, "vgg16-397923af.pth")
     assert isinstance(resolve_lpips("vgg", weight=0.0, allow_missing=False, for_metrics=True), FakeLpips)
     assert calls == ["alex", "vgg"] and capsys.readouterr().err == ""
+
+
+def test_loading_lpips_shows_no_torchvision_deprecation_warnings(monkeypatch):
+    # #37: lpips passes torchvision the deprecated pretrained=; a normal run must not show that.
+    import lpips
+
+    real = lpips.LPIPS
+    # A random trunk (pnet_rand): nothing is fetched, and torchvision still gets pretrained=.
+    monkeypatch.setattr(lpips, "LPIPS", lambda net, verbose: real(net=net, verbose=verbose, pnet_rand=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        real(net="squeeze", verbose=False, pnet_rand=True)
+        assert any("'pretrained' is deprecated" in str(w.message) for w in caught)  # the noise in question
+        caught.clear()
+        model = objectives.load_lpips("squeeze")
+        assert [str(w.message) for w in caught] == []
+    assert not model.training
+    filters = list(warnings.filters)
+    objectives.load_lpips("squeeze")
+    assert warnings.filters == filters  # silenced at the call only: no filter is left behind
 
 
 def test_lpips_not_loaded_when_unused(monkeypatch):
