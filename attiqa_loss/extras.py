@@ -1,10 +1,12 @@
 """Optional dependencies, grouped by the pip "extra" that installs them (no torch import here).
 
-``pip install attiqa`` gives the loss (:class:`attiqa_loss.AttiqaLoss`), scoring and the
-``attiqa-score`` tool. The training tools need more: ``pip install 'attiqa[pretrain]'``
-for ``attiqa-pretrain``, ``'attiqa[enhance]'`` for ``attiqa-enhance``, ``'attiqa[all]'``
-for both. Each tool calls :func:`require_extra` before importing its modules, so a
-missing package is one line that says what to install, not a traceback.
+attiqa is installed from its repository (it is not on the package index): ``pip install
+.`` in a clone's root gives the loss (:class:`attiqa_loss.AttiqaLoss`), scoring and the
+``attiqa-score`` tool. The training tools need more: ``pip install -e '.[pretrain]'``
+for ``attiqa-pretrain``, ``'.[enhance]'`` for ``attiqa-enhance``, ``'.[all]'`` for both
+(where attiqa is installed already, ``pip install 'attiqa[enhance]'`` adds an extra's
+packages to it). Each tool calls :func:`require_extra` before importing its modules, so
+a missing package is one line that says what to install, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["EXTRAS", "missing_modules", "require_extra"]
+__all__ = ["EXTRAS", "install_hint", "missing_modules", "require_extra"]
 
 #: extra name -> ((import name, pip distribution), ...) that the extra installs.
 EXTRAS: Dict[str, Tuple[Tuple[str, str], ...]] = {
@@ -42,12 +44,20 @@ def require_extra(tool: str, extra: str) -> None:
 
     Raises:
         SystemExit: ``"<tool> needs the optional dependencies of attiqa[<extra>] (missing:
-            ...); install them with: pip install 'attiqa[<extra>]'"``.
+            ...); install them with: <install_hint(extra)>"``.
         KeyError: an unknown ``extra`` (a programming error).
     """
     missing = missing_modules(EXTRAS[extra])
     if missing:
         raise SystemExit(
             f"{tool} needs the optional dependencies of attiqa[{extra}] (missing: {', '.join(missing)}); "
-            f"install them with: pip install 'attiqa[{extra}]'"
+            f"install them with: {install_hint(extra)}"
         )
+
+
+def install_hint(extra: str) -> str:
+    """How to install ``extra``'s packages, for a clone and for an installed copy (attiqa
+    is not on the package index, so ``pip install 'attiqa[...]'`` alone only works where
+    attiqa is installed already)."""
+    return (f"pip install -e '.[{extra}]' in the root of the attiqa repository (a clone), "
+            f"or pip install 'attiqa[{extra}]' where attiqa is installed already")

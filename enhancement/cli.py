@@ -33,12 +33,14 @@ AttiqaLoss (attribute-aware no-reference quality).
 
 {_SCORES}"""
 
-TRAIN_DESCRIPTION = f"""Train a U-Net enhancer (docs/method.md, section 9).
+TRAIN_DESCRIPTION = f"""Train a U-Net enhancer (the method: docs/method.md, section 9, in the source
+repository).
 
-The config (YAML, see configs/enhance_*.yaml) sets the data mode (paired low/ + high/
-folders, synthetic pairs from clean photos, or unpaired low-light photos), the U-Net,
-each loss term's weight and the optimisation. --set overrides single values; unknown
-keys are an error. Runs under torchrun for DDP (gloo on CPU, NCCL on GPU).
+The config (a YAML file, or a shipped one by name: enhance_lowlight, enhance_denoise, ...)
+sets the data mode (paired low/ + high/ folders, synthetic pairs from clean photos, or
+unpaired low-light photos), the U-Net, each loss term's weight and the optimisation.
+--set overrides single values; unknown keys are an error. Runs under torchrun for DDP
+(gloo on CPU, NCCL on GPU).
 
 Writes to --out: config.yaml, state.pt (resume with --resume), enhancer.safetensors
 (the final weights, read by `infer`), metrics.json and TensorBoard logs in tb/.

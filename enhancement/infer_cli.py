@@ -33,7 +33,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", type=Path, default=None,
         help="a run folder (with enhancer.safetensors) or the file; default: the enhancer shipped in the package "
-        "(low-light, docs/enhancement.md)",
+        "(low-light; docs/enhancement.md in the source repository)",
     )
     p.add_argument("--data", type=Path, required=True, help="image file or folder (searched recursively)")
     p.add_argument("--out", type=Path, required=True, help="output folder for enhanced images and scores.csv")

@@ -57,6 +57,9 @@ def resolve_clip_model(model: str) -> Tuple[str, Optional[Dict[str, Any]]]:
     another config is refused rather than shadowing it. ``hf-hub:`` and ``local-dir:``
     names pass through to open_clip; for them and for built-in names the config is None.
 
+    A ``.json`` name that is not a file but a shipped config's (``configs/open_clip_tiny.json``,
+    ``open_clip_tiny.json``) is the shipped file, so the name works outside a clone too.
+
     Raises:
         FileNotFoundError: ``model`` ends in ``.json`` but no such file exists.
         ValueError: the JSON is not an open_clip model config, or the name is unknown
@@ -69,7 +72,12 @@ def resolve_clip_model(model: str) -> Tuple[str, Optional[Dict[str, Any]]]:
     if model.endswith(".json"):
         path = Path(model)
         if not path.is_file():
-            raise FileNotFoundError(f"open_clip model config not found: {path}")
+            from attiqa_train.config_files import resolve_config_path
+
+            try:  # configs/open_clip_tiny.json (as --help says) from an installed copy: the shipped one
+                path = resolve_config_path(model)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"open_clip model config not found: {path}") from None
         try:
             cfg = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

@@ -41,7 +41,8 @@ from .mos_report import METRICS, format_table, summarize, write_csv, write_summa
 
 __all__ = ["DESCRIPTION", "FinetuneConfig", "add_arguments", "run", "train_full"]
 
-DESCRIPTION = """Fit a MOS quality head on a pretrained ATTIQA network and measure it (docs/method.md, section 7).
+DESCRIPTION = """Fit a MOS quality head on a pretrained ATTIQA network and measure it (docs/method.md, section 7,
+in the source repository).
 
 Input: --checkpoint (an attiqa safetensors checkpoint from `attiqa-pretrain train`) and
 --csv with columns path,mos (relative paths resolve against the CSV's folder, or

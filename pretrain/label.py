@@ -46,7 +46,8 @@ __all__ = [
     "rescore",
 ]
 
-DESCRIPTION = """CLIP pseudo-labels for unlabelled photos (ATTIQA stage 2, docs/method.md, section 4).
+DESCRIPTION = """CLIP pseudo-labels for unlabelled photos (ATTIQA stage 2, docs/method.md, section 4,
+in the source repository).
 
   p_a = softmax(tau * [cos(f, t+), cos(f, t-)])[0]     per attribute a, tau = CLIP logit scale
 

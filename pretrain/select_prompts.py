@@ -32,7 +32,8 @@ from .prompts import list_candidates, load_candidates, save_prompt_set
 
 __all__ = ["DESCRIPTION", "SelectPromptsConfig", "add_arguments", "run", "pick_images", "score_prompts", "select_prompts"]
 
-DESCRIPTION = """Score candidate antonym prompts on a degradation proxy task and keep the best (docs/method.md, section 3).
+DESCRIPTION = """Score candidate antonym prompts on a degradation proxy task and keep the best
+(docs/method.md, section 3, in the source repository).
 
 Each attribute's candidates (pairs x templates, pretrain/prompts.py or select.candidates)
 are scored by the mean per-image SRCC between the CLIP pseudo-label and the degradation

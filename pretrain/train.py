@@ -1,4 +1,5 @@
-"""``attiqa-pretrain train``: train the attribute-aware network (docs/method.md, section 6).
+"""``attiqa-pretrain train``: train the attribute-aware network (docs/method.md, section 6, in the
+source repository).
 
 Teachers: ``synthetic`` (graded degradations of pristine photos, no downloads) and/or
 ``clip`` (pseudo-labels written by ``attiqa-pretrain label``). Single process, or DDP

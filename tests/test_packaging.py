@@ -144,9 +144,19 @@ def test_require_extra_message(monkeypatch):
     with pytest.raises(SystemExit) as info:
         extras.require_extra("attiqa-pretrain", "pretrain")
     assert str(info.value) == ("attiqa-pretrain needs the optional dependencies of attiqa[pretrain] "
-                               "(missing: kornia); install them with: pip install 'attiqa[pretrain]'")
+                               "(missing: kornia); install them with: pip install -e '.[pretrain]' in the root of "
+                               "the attiqa repository (a clone), or pip install 'attiqa[pretrain]' where attiqa is "
+                               "installed already")
     monkeypatch.setitem(extras.EXTRAS, "pretrain", (("json", "json"),))
     extras.require_extra("attiqa-pretrain", "pretrain")  # nothing missing: returns
+
+
+def test_install_hint_gives_the_clone_form_and_every_extra_exists():
+    # #37: attiqa is not on the package index, so the hint must work from a clone too.
+    for extra in extras.EXTRAS:
+        hint = extras.install_hint(extra)
+        assert f"pip install -e '.[{extra}]' in the root of the attiqa repository" in hint and "\n" not in hint
+        assert extra in _setup_cfg()["options.extras_require"]
 
 
 def test_pretrain_cli_without_its_extra_is_one_line(monkeypatch, tmp_path):
@@ -170,7 +180,7 @@ def test_enhance_cli_without_its_extra_is_one_line(monkeypatch, tmp_path, capsys
         with pytest.raises(SystemExit) as info:
             cli.main(command)
         assert str(info.value) == ("attiqa-enhance needs the optional dependencies of attiqa[enhance] "
-                                   "(missing: lpips); install them with: pip install 'attiqa[enhance]'")
+                                   "(missing: lpips); install them with: " + extras.install_hint("enhance"))
     assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
     with pytest.raises(SystemExit) as info:  # --help needs no extra
         cli.main(["train", "--help"])
@@ -186,7 +196,7 @@ def test_score_logdir_without_tensorboard_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as info:
         cli.main(["--logdir", str(tmp_path / "tb"), str(tmp_path)])
     assert str(info.value) == ("attiqa-score --logdir needs the optional dependencies of attiqa[tensorboard] "
-                               "(missing: tensorboard); install them with: pip install 'attiqa[tensorboard]'")
+                               "(missing: tensorboard); install them with: " + extras.install_hint("tensorboard"))
 
 
 def test_every_package_folder_is_installed_and_the_configs_ship():

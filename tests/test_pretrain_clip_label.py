@@ -92,6 +92,17 @@ def test_unknown_model_and_weights_are_clear_errors(tmp_path):
         create_clip_teacher(str(tmp_path / "missing.json"), "none")
 
 
+def test_the_tiny_model_config_named_in_the_help_works_from_any_folder(tmp_path, monkeypatch):
+    # --clip-model's help names configs/open_clip_tiny.json; outside a clone that is the shipped file (#37).
+    from pretrain.clip_model import resolve_clip_model
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs/open_clip_tiny.json", "open_clip_tiny.json"):
+        assert resolve_clip_model(name) == ("open_clip_tiny", json.loads(Path(TINY_CLIP).read_text()))
+    with pytest.raises(FileNotFoundError, match="open_clip model config not found: configs/no_such.json"):
+        resolve_clip_model("configs/no_such.json")
+
+
 def test_random_weights_are_reproducible_and_tau_is_the_logit_scale(teacher):
     again = create_clip_teacher(TINY_CLIP, "none")
     x = torch.rand(2, 3, 64, 64)
