@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .attributes import ATTRIBUTES
+from .exits import EXIT_STATUS_HELP, STDOUT, flush_stdout, report_io_error, stdout_closed, write_stdout
 from .extras import require_extra
 from .helptext import PlainHelpFormatter
 from .score_output import (  # noqa: F401  (Row, TB_*, run_names: importable from here, as before)
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=PlainHelpFormatter,
         epilog="Exit status 1 if any file could not be read or scored, out-of-memory included (the rest are still "
         "scored);\n"
-        "2 if a path does not exist, no image was found, or the model cannot be loaded.",
+        "2 if a path does not exist, no image was found, or the model cannot be loaded;\n" + EXIT_STATUS_HELP,
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
     p.add_argument("--checkpoint", type=Path, default=None, help="a .safetensors model (default: the embedded one)")
@@ -111,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if stdout_closed():  # the scores would go nowhere: say so rather than exit 0
+        return report_io_error("attiqa-score", OSError(None, "it is closed; redirect it to a file or a pipe", STDOUT))
+    try:
+        return _run(args)
+    except OSError as exc:  # a read-only --logdir, a full disk or standard output: one line naming it
+        return report_io_error("attiqa-score", exc)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.logdir is not None:
         require_extra("attiqa-score --logdir", "tensorboard")
     from .checks import MIN_SIZE  # torch from here on: after --help and argument errors
@@ -127,6 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .checkpoint import CheckpointError
     from .io import ImageListing, scan_images
+    from .io.atomic import check_writable
     from .loss import load_attiqa
     from .scoring import compare_folders, folder_scores_from_rows, score_files
     from .checks import check_device
@@ -136,6 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_device(device)
     except ValueError as exc:
         raise SystemExit(f"attiqa-score: --device: {exc}") from None
+    if args.logdir is not None:  # before any image is scored
+        check_writable(args.logdir)
     paths: Dict[str, Path] = {}
     for p in args.paths:  # the same folder named twice (x, ./x, /abs/x) counts once
         paths.setdefault(os.path.abspath(p), p)
@@ -176,15 +189,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         comparison = compare_folders(folders)
         records = comparison_records(rows, per_path, comparison)
         if rows or args.format != "table":
-            print(_format_comparison(records, rows, args.format))
+            write_stdout(_format_comparison(records, rows, args.format), flush=False)
         summary = folder_summary(comparison, [str(p) for p in per_path])
         if args.format == "table":
-            print("\n" + summary)
+            write_stdout("\n" + summary, flush=False)
         else:
             print(summary, file=sys.stderr)
     elif rows or args.format != "table":
         # csv/json consumers get a parseable (header-only / empty) document even if nothing scored
-        print(_format(rows, args.format))
+        write_stdout(_format(rows, args.format), flush=False)
+    flush_stdout()  # a full disk or a closed pipe shows here, not silently at exit
     if args.logdir is not None and rows:
         runs = {name: folder.scores.tolist() for name, folder in zip(run_names(list(per_path)), folders)}
         _write_tensorboard(args.logdir, {k: v for k, v in runs.items() if v})

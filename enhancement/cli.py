@@ -13,8 +13,9 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
+from attiqa_loss.exits import EXIT_STATUS_HELP, flush_stdout, report_io_error
 from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
@@ -81,15 +82,23 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="hide the progress bar (the same as --set train.progress=false)")
 
 
+#: The exit statuses, in the epilog of every subcommand's --help.
+EXIT_STATUS = ("Exit status 0 when done; otherwise one line on stderr says why (infer: 1 if some images\n"
+               "failed, each is named and the others are written);\n" + EXIT_STATUS_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attiqa-enhance", description=DESCRIPTION, formatter_class=PlainHelpFormatter)
+    parser = argparse.ArgumentParser(prog="attiqa-enhance", description=DESCRIPTION, formatter_class=PlainHelpFormatter,
+                                     epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fmt = PlainHelpFormatter
     _add_train_arguments(
-        sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt)
+        sub.add_parser("train", help="train an enhancer", description=TRAIN_DESCRIPTION, formatter_class=fmt,
+                       epilog=EXIT_STATUS)
     )
     add_infer_arguments(
-        sub.add_parser("infer", help="enhance a folder", description=INFER_DESCRIPTION, formatter_class=fmt)
+        sub.add_parser("infer", help="enhance a folder", description=INFER_DESCRIPTION, formatter_class=fmt,
+                       epilog=EXIT_STATUS)
     )
     sub.add_parser("demo", help="the offline demonstration (enhancement.demo)", add_help=False)
     return parser
@@ -128,6 +137,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("train", "infer", "demo") else None
+    try:
+        code = _main(argv)
+        flush_stdout()
+        return code
+    except OSError as exc:  # a read-only --out, a full disk: one line naming the path, exit status 3
+        return report_io_error(f"attiqa-enhance {command}" if command else "attiqa-enhance", exc)
+
+
+def _main(argv: List[str]) -> int:
     if argv and argv[0] in ("train", "infer", "demo") and not {"-h", "--help"} & set(argv[1:]):
         require_extra("attiqa-enhance", "enhance")
     if argv and argv[0] == "demo":
@@ -145,6 +164,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if out is not None and Path(out).exists() and not Path(out).is_dir():  # --out is a folder in both commands
         _say(f"{args.command}: error: --out {out} is a file, not a folder")
         return 2
+    if out is not None:  # a read-only folder is one line now, not a traceback after the work
+        from attiqa_loss.io.atomic import check_writable
+
+        check_writable(out)
     return run_train(args) if args.command == "train" else run_infer(args)
 
 

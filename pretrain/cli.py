@@ -14,8 +14,9 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
+from attiqa_loss.exits import EXIT_STATUS_HELP, flush_stdout, report_io_error
 from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
@@ -35,6 +36,10 @@ SUBCOMMANDS = {
     "verdict": ("pretrain.ship_rule", "the ship rule: PASS or FAIL for a model from its robustness and validity reports"),
 }
 
+#: The exit statuses, in the epilog of every subcommand's --help.
+EXIT_STATUS = ("Exit status 0 when done (verdict: 1 for a FAIL verdict); otherwise one line on stderr\n"
+               "says why; " + EXIT_STATUS_HELP)
+
 DESCRIPTION = """ATTIQA pretraining pipeline.
 
   select-prompts -> label -> train -> finetune / evaluate
@@ -46,7 +51,8 @@ overrides (unknown keys are an error) and --out DIR."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attiqa-pretrain", description=DESCRIPTION, formatter_class=PlainHelpFormatter)
+    parser = argparse.ArgumentParser(prog="attiqa-pretrain", description=DESCRIPTION, formatter_class=PlainHelpFormatter,
+                                     epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -61,6 +67,7 @@ def subcommand_parser(name: str, module, *, width: Optional[int] = None) -> argp
         prog=f"attiqa-pretrain {name}",
         description=getattr(module, "DESCRIPTION", SUBCOMMANDS[name][1]),
         formatter_class=formatter,
+        epilog=EXIT_STATUS,
     )
     module.add_arguments(sub)
     return sub
@@ -97,6 +104,16 @@ def _stored_help(name: str) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    try:
+        code = _main(argv)
+        flush_stdout()
+        return code
+    except OSError as exc:  # a read-only --out, a full disk: one line naming the path, exit status 3
+        return report_io_error(f"attiqa-pretrain {name}" if name else "attiqa-pretrain", exc)
+
+
+def _main(argv: List[str]) -> int:
     parser = build_parser()
     # Parse the subcommand first, then let its module declare its own arguments.
     known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
@@ -113,6 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = getattr(args, "out", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():  # every --out is a folder
         raise SystemExit(f"attiqa-pretrain {name}: --out {out} is a file, not a folder")
+    if out is not None:  # a read-only folder is one line now, not a traceback after the work
+        from attiqa_loss.io.atomic import check_writable
+
+        check_writable(out)
     return int(module.run(args) or 0)
 
 

@@ -2,7 +2,9 @@
 target under a temporary name (``.<target name>.<host>-<pid>.<random>.tmp``) and rename
 it onto the target only on success, durably (``fsync``); :func:`orphan_temp_files` lists
 the temporary files that crashed writers left behind (their process, :func:`_pid_alive`,
-no longer runs), which the writers remove once per folder and process."""
+no longer runs), which the writers remove once per folder and process. An ``OSError`` of a
+write (a read-only folder, a full disk) names the destination, not the temporary file;
+:func:`check_writable` tells before any work whether a folder can be written."""
 
 from __future__ import annotations
 
@@ -122,7 +124,43 @@ def _clean_orphans(folder: Path) -> None:
 def _temp_file(path: Path) -> Tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_orphans(path.parent)
-    return tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only folder, a full disk: name the file that was to be written
+        _naming(exc, path, None)
+        raise
+
+
+def _naming(exc: BaseException, path: Path, tmp) -> BaseException:
+    """``exc`` with ``filename`` set to ``path`` when it is an ``OSError`` that names no file
+    or only the temporary one (a failed ``write``, ``fsync`` or rename says no name), so
+    that the message names the file the caller asked for."""
+    if isinstance(exc, OSError) and (exc.filename is None or (tmp is not None and exc.filename == tmp)):
+        exc.filename = str(path)
+        exc.filename2 = None
+    return exc
+
+
+def check_writable(folder: PathLike) -> None:
+    """Raise an ``OSError`` naming ``folder`` when nothing can be written there: a file is
+    created (and removed) in it, or, when it does not exist yet, in its nearest existing
+    parent (where it would be created). Commands call it before any work, so that a
+    read-only output folder is one line at the start instead of failures at the end."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        if probe == folder:
+            raise NotADirectoryError(20, "Not a directory", str(folder))
+        raise NotADirectoryError(20, f"Not a directory: {probe}", str(folder))
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".attiqa-write-check.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=probe)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror or str(exc), str(folder)) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
 
 
 @contextlib.contextmanager
@@ -142,9 +180,10 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _naming(exc, path, tmp)
         raise
 
 
@@ -160,7 +199,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield Path(tmp)
         _fsync_file(tmp)
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _naming(exc, path, tmp)
         raise

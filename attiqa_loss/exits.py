@@ -1,0 +1,110 @@
+"""Exit statuses of the command-line tools, and the one line an I/O error ends a command with
+(no torch import here).
+
+Every command (``attiqa-score``, ``attiqa-enhance``, ``attiqa-pretrain``) exits with
+
+- :data:`EXIT_OK` (0): done;
+- :data:`EXIT_FAILED` (1): some input files failed (unreadable, out of memory, non-finite
+  scores; each is named and the others were processed);
+- :data:`EXIT_USAGE` (2): a bad option or config value, a missing input, a model that
+  cannot be loaded (one line names the option, key or file);
+- :data:`EXIT_IO` (3): a file or folder could not be written or read: a read-only
+  folder, a full disk, a closed or full standard output (one line names the path, see
+  :func:`io_error_line`).
+
+(``attiqa-pretrain verdict`` uses 1 for a FAIL verdict.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_IO", "EXIT_STATUS_HELP", "STDOUT", "io_error_line",
+           "report_io_error", "stdout_closed", "write_stdout", "flush_stdout"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_IO = 3
+
+#: How the ``--help`` epilogs state :data:`EXIT_IO`.
+EXIT_STATUS_HELP = (f"{EXIT_IO} if a file or folder could not be written or read (a read-only folder, a full disk,\n"
+                    "a closed standard output): one line names the path.")
+
+#: The name :func:`io_error_line` gives the standard output.
+STDOUT = "<standard output>"
+
+
+def io_error_line(prog: str, exc: OSError) -> str:
+    """``"<prog>: I/O error on <path>: <reason>"`` for ``exc`` (one line): the path is the
+    error's ``filename`` (``"<path> -> <path2>"`` for a rename), the reason its ``strerror``."""
+    path = exc.filename if exc.filename is not None else None
+    if path is not None and exc.filename2 is not None:
+        path = f"{path} -> {exc.filename2}"
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = f" on {os.fsdecode(path) if isinstance(path, bytes) else path}" if path is not None else ""
+    return f"{prog}: I/O error{where}: {reason}"
+
+
+def _silence_stdout() -> None:
+    # After a failed write the interpreter would flush the same buffer again at exit and
+    # print "Exception ignored ... OSError"; point the real descriptor at the null device.
+    stream = sys.stdout
+    if stream is None or stream is not sys.__stdout__:
+        return
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
+def report_io_error(prog: str, exc: OSError) -> int:
+    """Print :func:`io_error_line` on stderr (when there is one) and return :data:`EXIT_IO`."""
+    if exc.filename == STDOUT:
+        _silence_stdout()
+    if sys.stderr is not None:
+        try:
+            print(io_error_line(prog, exc), file=sys.stderr)
+        except (OSError, ValueError):
+            pass
+    return EXIT_IO
+
+
+def stdout_closed() -> bool:
+    """True when the process has no standard output (started with it closed, ``>&-``)."""
+    stream = sys.stdout
+    return stream is None or getattr(stream, "closed", False)
+
+
+def write_stdout(text: str, *, flush: bool = True) -> None:
+    """``print(text)`` to the standard output, flushed; an ``OSError`` (a full disk, a
+    closed pipe) is raised again with ``filename`` :data:`STDOUT`."""
+    try:
+        print(text)
+        if flush:
+            sys.stdout.flush()
+    except OSError as exc:
+        raise _on_stdout(exc) from None
+
+
+def flush_stdout() -> None:
+    """Flush the standard output; an ``OSError`` is raised again naming :data:`STDOUT`."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _on_stdout(exc) from None
+
+
+def _on_stdout(exc: OSError) -> OSError:
+    return type(exc)(exc.errno, exc.strerror or str(exc), STDOUT) if exc.errno is not None else \
+        OSError(None, str(exc) or type(exc).__name__, STDOUT)

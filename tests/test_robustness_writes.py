@@ -1,0 +1,295 @@
+"""Write failures end a command with one line naming the path and exit status 3
+(``attiqa_loss.exits.EXIT_IO``), never a traceback: a read-only output folder, a full
+disk during training, a full or closed standard output (issue 38).
+
+A read-only folder is made with ``chmod 0o555``; where that does not stop this process
+(root), the :func:`read_only` fixture refuses writes under the folder in Python, as the
+operating system would. Tiny random models, CPU only, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import io
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enhancement_helpers import REPO, tiny_overrides, write_images, write_quality_model
+
+EXIT_IO = 3  # attiqa_loss.exits.EXIT_IO (imported lazily: the old code had no such module)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        fd = os.open(folder / ".probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(folder / ".probe")
+    return True
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: ``folder`` exists and nothing can be created, written, renamed
+    or removed in it (or below it) for the rest of the test."""
+    made = []
+
+    def make(folder: Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        made.append(folder)
+        if not _writable(folder):  # the operating system refuses: nothing more to do
+            return folder
+        root = os.path.abspath(folder)
+
+        def inside(path) -> bool:
+            try:
+                p = os.path.abspath(os.fsdecode(path))
+            except TypeError:  # a file descriptor
+                return False
+            return p == root or p.startswith(root + os.sep)
+
+        def refuse(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+
+        real_os_open, real_open = os.open, builtins.open
+
+        def os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+                refuse(path)
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def py_open(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") and inside(file):
+                refuse(file)
+            return real_open(file, mode, *args, **kwargs)
+
+        def guard(real, *checked):
+            def fn(*args, **kwargs):
+                for i in checked:
+                    if i < len(args) and inside(args[i]):
+                        refuse(args[i])
+                return real(*args, **kwargs)
+            return fn
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", py_open)
+        monkeypatch.setattr(io, "open", py_open)
+        monkeypatch.setattr(os, "mkdir", guard(os.mkdir, 0))
+        monkeypatch.setattr(os, "replace", guard(os.replace, 0, 1))
+        monkeypatch.setattr(os, "rename", guard(os.rename, 0, 1))
+        monkeypatch.setattr(os, "unlink", guard(os.unlink, 0))
+        monkeypatch.setattr(os, "remove", guard(os.remove, 0))
+        return folder
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("writes")
+    write_images(root / "clean", 3, size=(48, 60))
+    return {"clean": root / "clean", "quality": write_quality_model(root / "q.safetensors")}
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _enhance_train(assets, out, **settings):
+    from enhancement import cli
+
+    args = ["train", "--config", str(REPO / "configs" / "enhance_lowlight.yaml"), "--data", str(assets["clean"]),
+            "--out", str(out)]
+    return cli.main(args + tiny_overrides(assets["quality"], **{"train.steps": 2, **settings}))
+
+
+# --------------------------------------------------------------------------- read-only output folders
+
+
+def test_enhance_infer_into_a_read_only_folder_is_one_line_naming_it(assets, tmp_path, read_only, capsys):
+    from enhancement import cli
+    from enhancement.unet import create_unet
+    from enhancement.weights import save_enhancer
+
+    enhancer = save_enhancer(create_unet(width=4, depth=1, blocks=1), tmp_path / "enhancer.safetensors")
+    out = read_only(tmp_path / "out")
+    code = cli.main(["infer", "--checkpoint", str(enhancer), "--data", str(assets["clean"]), "--out", str(out),
+                     "--attiqa-checkpoint", str(assets["quality"]), "--no-progress"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_IO
+    assert line.startswith(f"attiqa-enhance infer: I/O error on {out}: ") and "ermission denied" in line
+
+
+def test_enhance_train_into_a_read_only_folder_is_one_line_naming_it(assets, tmp_path, read_only, capsys):
+    out = read_only(tmp_path / "run")
+    code = _enhance_train(assets, out)
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_IO
+    assert line.startswith(f"attiqa-enhance train: I/O error on {out}: ")
+
+
+def test_enhance_train_into_a_new_folder_under_a_read_only_one(assets, tmp_path, read_only, capsys):
+    parent = read_only(tmp_path / "ro")
+    code = _enhance_train(assets, parent / "run")
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_IO and line.startswith(f"attiqa-enhance train: I/O error on {parent / 'run'}: ")
+
+
+def test_pretrain_train_into_a_read_only_folder_is_one_line(tmp_path, photo_dir, read_only, capsys):
+    from pretrain.cli import main
+
+    out = read_only(tmp_path / "run")
+    code = main(["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
+                 "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=1",
+                 "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "train.threads=1"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == EXIT_IO and line.startswith(f"attiqa-pretrain train: I/O error on {out}: ")
+
+
+def test_score_logdir_in_a_read_only_folder_is_one_line_before_scoring(image_folder, tiny_checkpoint_path, tmp_path,
+                                                                       read_only, capsys):
+    from attiqa_loss import cli
+
+    logdir = read_only(tmp_path / "tb")
+    code = cli.main([str(image_folder()), "--checkpoint", str(tiny_checkpoint_path), "--no-progress",
+                     "--logdir", str(logdir)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_IO and out == ""  # refused before any image was scored
+    assert _one_line(err).startswith(f"attiqa-score: I/O error on {logdir}: ")
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_a_disk_filling_during_training_is_one_line_naming_the_file(assets, tmp_path, monkeypatch, capsys):
+    from attiqa_loss.io import atomic
+
+    real = atomic._publish
+
+    def full_disk(tmp, path):
+        if Path(path).name == "state.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tmp, path)
+
+    monkeypatch.setattr(atomic, "_publish", full_disk)
+    out = tmp_path / "run"
+    code = _enhance_train(assets, out)
+    err = capsys.readouterr().err
+    assert code == EXIT_IO and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"attiqa-enhance train: I/O error on {out / 'state.pt'}: No space left on device"
+    assert not list(out.glob(".state.pt.*.tmp"))  # no temporary file left behind
+
+
+def test_a_full_disk_in_pretrain_is_one_line_naming_the_file(tmp_path, photo_dir, monkeypatch, capsys):
+    from attiqa_loss.io import atomic
+    from pretrain.cli import main
+
+    real = atomic._publish
+
+    def full_disk(tmp, path):
+        if Path(path).name == "state.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tmp, path)
+
+    monkeypatch.setattr(atomic, "_publish", full_disk)
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
+                 "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=1",
+                 "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "train.threads=1",
+                 "--set", "synthetic.holdout_every=0"])
+    err = capsys.readouterr().err
+    assert code == EXIT_IO and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"attiqa-pretrain train: I/O error on {out / 'state.pt'}: No space left on device"
+
+
+def test_every_atomic_write_error_names_the_destination_not_the_temporary_file(tmp_path, monkeypatch):
+    from attiqa_loss.io import atomic, atomic_path, atomic_write
+
+    def full_disk(tmp, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_publish", full_disk)
+    for writer in (atomic_write, atomic_path):
+        target = tmp_path / f"{writer.__name__}.bin"
+        with pytest.raises(OSError) as info:
+            with writer(target) as f:
+                f.write(b"x") if writer is atomic_write else f.write_bytes(b"x")
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- standard output
+
+
+class _FullStream(io.StringIO):
+    """A standard output on a full disk: every write and flush fails with ENOSPC."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_score_output_to_a_full_disk_is_one_line_and_exit_status_3(image_folder, tiny_checkpoint_path, monkeypatch,
+                                                                   capsys):
+    from attiqa_loss import cli
+
+    monkeypatch.setattr(sys, "stdout", _FullStream())
+    code = cli.main([str(image_folder()), "--checkpoint", str(tiny_checkpoint_path), "--no-progress",
+                     "--format", "csv"])
+    assert code == EXIT_IO
+    assert _one_line(capsys.readouterr().err) == "attiqa-score: I/O error on <standard output>: No space left on device"
+
+
+@pytest.mark.skipif(not (os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode)),
+                    reason="no /dev/full character device here")
+def test_score_csv_to_dev_full_exits_3(image_folder, tiny_checkpoint_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "attiqa_loss.cli", str(image_folder()), "--checkpoint",
+                               str(tiny_checkpoint_path), "--no-progress", "--format", "csv"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    assert proc.returncode == EXIT_IO
+    assert _one_line(proc.stderr) == "attiqa-score: I/O error on <standard output>: No space left on device"
+
+
+def test_score_with_standard_output_closed_exits_non_zero(image_folder, tiny_checkpoint_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "attiqa_loss.cli", str(image_folder()), "--checkpoint",
+                           str(tiny_checkpoint_path), "--no-progress"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, timeout=300,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == EXIT_IO
+    assert _one_line(proc.stderr).startswith("attiqa-score: I/O error on <standard output>: it is closed")
+
+
+def test_every_command_states_exit_status_3_in_its_help():
+    from attiqa_loss.cli import build_parser as score_parser
+    from enhancement.cli import build_parser as enhance_parser
+    from pretrain.cli import HELP_TEXTS_FILE  # noqa: F401  (the stored texts are checked by test_cli_help)
+    from pretrain.help_texts import HELP
+
+    texts = [score_parser().format_help(), enhance_parser().format_help()]
+    sub = enhance_parser()._subparsers._group_actions[0].choices
+    texts += [sub["train"].format_help(), sub["infer"].format_help()]
+    texts += [HELP[name] for name in HELP]
+    for text in texts:
+        assert "3 if a file or folder could not be written or read" in " ".join(text.split())
