@@ -7,6 +7,12 @@ folders").
   ``--overwrite`` (the previous run's files are removed, said on stderr), refuses
   ``--resume`` without a saved state, and refuses ``--resume`` with a config that differs
   from the run's ``config.yaml`` in a key that changes the result, naming the keys.
+- A run records the names it writes into its folder in :data:`MANIFEST_NAME`
+  (:func:`record_files`). ``--overwrite`` deletes only names listed there: a folder
+  holding files of a run's names that no run recorded (the user's own ``config.yaml`` or
+  ``tb/``) is refused with one line naming the folder and the files
+  (:func:`check_replaceable`), and nothing is deleted. ``--resume`` of a run written
+  before the record existed records it.
 
 Under ``torchrun`` only rank 0 takes the lock and inspects the folder; its verdict is
 shared with the other ranks, so they stop too instead of waiting at a barrier.
@@ -14,15 +20,71 @@ shared with the other ranks, so they stop too instead of waiting at a barrier.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from .distributed import agree_across_ranks
 from .lock import LOCK_NAME, PathLike, RunFolderError, RunLock, RunLockError, _say, acquire_lock
 
-__all__ = ["LOCK_NAME", "RunFolderError", "RunLockError", "RunLock", "acquire_lock", "lock_folder", "changed_keys",
-           "prepare_run_dir"]
+__all__ = ["LOCK_NAME", "MANIFEST_NAME", "RunFolderError", "RunLockError", "RunLock", "acquire_lock", "lock_folder",
+           "changed_keys", "prepare_run_dir", "read_manifest", "owned_files", "record_files", "check_replaceable"]
+
+#: The record of the names a run wrote into its folder (JSON: ``commands``, ``files``).
+#: ``--overwrite`` deletes or replaces only names listed in it.
+MANIFEST_NAME = "attiqa-run.json"
+
+
+def read_manifest(out: PathLike) -> Optional[Dict[str, Any]]:
+    """The run record of folder ``out`` (:data:`MANIFEST_NAME`), or None when there is none
+    (or it cannot be read: then nothing counts as written by a run)."""
+    try:
+        data = json.loads((Path(out) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        return None
+    return data
+
+
+def owned_files(out: PathLike) -> Optional[Set[str]]:
+    """The names (relative to ``out``) that a run recorded writing there; None: no record."""
+    data = read_manifest(out)
+    return None if data is None else {str(n) for n in data["files"]}
+
+
+def record_files(out: PathLike, command: str, names: Iterable[str]) -> None:
+    """Add ``names`` (relative to ``out``) to the folder's run record, written atomically;
+    call it before the files are written, under the folder's lock."""
+    from .files import write_json
+
+    old = read_manifest(out) or {}
+    files = list(dict.fromkeys([*map(str, old.get("files", [])), *names]))
+    earlier = old.get("commands") if isinstance(old.get("commands"), list) else []
+    commands = list(dict.fromkeys([*map(str, earlier), command]))
+    write_json(Path(out) / MANIFEST_NAME, {"format": "attiqa-run-files", "version": 1, "commands": commands,
+                                           "files": files})
+
+
+def check_replaceable(out: PathLike, present: Sequence[str], flag: str = "--overwrite") -> None:
+    """Raise :class:`RunFolderError` (one line naming the folder and the files) unless every
+    name in ``present`` (files a command is about to delete or replace) is listed in the
+    folder's run record: files no run wrote are the user's and are never deleted."""
+    out = Path(out)
+    owned = owned_files(out)
+    foreign = [n for n in present if owned is None or n not in owned]
+    if not foreign:
+        return
+    manifest = out / MANIFEST_NAME
+    if owned is None:
+        why = f"no record of a run that wrote them ({manifest} is missing)"
+    else:
+        why = f"the run recorded in {manifest} did not write them"
+    raise RunFolderError(
+        f"{flag}: {out} holds {', '.join(foreign)}, but {why}, so nothing is deleted; move them out of the folder "
+        "(or delete them yourself if they are an earlier run's) or choose another --out"
+    )
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "",
@@ -102,7 +164,8 @@ def prepare_run_dir(
         state_what: what to call it in messages.
         resume: continue the run in ``out`` (needs ``state_name``).
         overwrite: replace the run in ``out``: its ``run_files`` are removed (other files
-            in the folder are left alone) and that is said on stderr.
+            in the folder are left alone) and that is said on stderr; refused when one of
+            them is not listed in the folder's run record (:func:`check_replaceable`).
         config: the new run's config as a nested dict; on ``resume`` it is compared with
             ``out/config.yaml`` and any changed key outside ``free_keys`` is refused.
         free_keys: keys that do not change the result (``"val."`` = the whole section).
@@ -127,7 +190,7 @@ def prepare_run_dir(
         try:
             lock = _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
                           defaults, legacy_state_names)
-        except RunFolderError as exc:
+        except (RunFolderError, OSError) as exc:  # OSError: the record or a removal could not be written
             error = exc
     _share_verdict(error, lock, out, device)
     return lock
@@ -174,9 +237,11 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
                     f"{out} already holds a run ({', '.join(present)}); --resume continues it, --overwrite replaces it "
                     "(its files are deleted), or choose another --out"
                 )
+            check_replaceable(out, present)  # before anything is deleted
             for name in present:
                 _remove(out / name)
             _say(f"{command}: --overwrite: removed the previous run's {', '.join(present)} from {out}")
+        record_files(out, command, run_files)  # before the run writes any of them
     except BaseException:
         lock.release()
         raise

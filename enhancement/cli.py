@@ -75,8 +75,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in OUT (its config, state, weights, metrics and tb/ are deleted); without "
-        "--resume or --overwrite an OUT holding a run is refused",
+        help="replace the run in OUT (its config, state, weights, metrics and tb/ are deleted, only as far as "
+        "OUT/attiqa-run.json records that a run wrote them); without --resume or --overwrite an OUT holding a "
+        "run is refused",
     )
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress bar (the same as --set train.progress=false)")

@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value after the demo's settings (repeatable)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run in --out (without it, an --out holding a run is refused)")
+                   help="replace an earlier run in --out, only the files it recorded writing in "
+                   "OUT/attiqa-run.json (without it, an --out holding a run is refused)")
     return p
 
 
@@ -212,10 +213,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f"attiqa-enhance demo: --steps must be >= 1, got {args.steps}")
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"attiqa-enhance demo: --out {args.out} is a file, not a folder")
-    present = [n for n in RUN_FILES if (args.out / n).exists()]
+    # Besides the training run's files the demo writes these (the photos only when it samples them).
+    own = ("samples", "comparison.png") + (("photos",) if args.data is None else ())
+    present = [n for n in (*RUN_FILES, *own) if (args.out / n).exists()]
     if present and not args.overwrite:  # before any work (the photos are sampled into --out)
         raise SystemExit(f"attiqa-enhance demo: {args.out} already holds a run ({', '.join(present)}); "
                          "--overwrite replaces it, or choose another --out")
+    from attiqa_train.rundir import RunFolderError, check_replaceable, lock_folder, record_files
+
+    try:
+        with lock_folder(args.out, "attiqa-enhance demo"):
+            check_replaceable(args.out, present)  # --overwrite replaces only what a run wrote
+            record_files(args.out, "attiqa-enhance demo", own)
+    except RunFolderError as exc:
+        raise SystemExit(f"attiqa-enhance demo: {exc}") from None
     data = args.data if args.data is not None else sample_photos(args.out / "photos")
     overrides: List[str] = [
         *DEMO_OVERRIDES,

@@ -229,8 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in OUT from OUT/state.pt (refused without it, or with a config that "
                         "changes the result; reuses OUT/config.yaml when --config is not given)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in OUT (its config, state, checkpoint and tb/ are deleted); without "
-                        "--resume or --overwrite an OUT holding a run is refused")
+                        help="replace the run in OUT (its config, state, checkpoint and tb/ are deleted, only as "
+                        "far as OUT/attiqa-run.json records that a run wrote them); without --resume or "
+                        "--overwrite an OUT holding a run is refused")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -20,6 +20,7 @@ import yaml
 from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_images, write_quality_model
 
 LOCK_NAME = "attiqa.lock"  # attiqa_train.rundir.LOCK_NAME (imported lazily: the old code had no such module)
+MANIFEST_NAME = "attiqa-run.json"  # attiqa_train.rundir.MANIFEST_NAME
 
 # --------------------------------------------------------------------------- helpers
 
@@ -135,6 +136,35 @@ def test_pretrain_overwrite_replaces_the_run_and_says_so(photo_dir, tmp_path, ca
     assert old_events and not old_events & {p.name for p in (out / "tb").rglob("events.*")}  # no mixed events
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files go
     assert (out / "checkpoint.safetensors").is_file()
+    record = json.loads((out / MANIFEST_NAME).read_text())  # what --overwrite may delete next time
+    assert record["files"] == ["config.yaml", "state.pt", "checkpoint.safetensors", "tb"]
+
+
+def test_pretrain_overwrite_never_deletes_files_no_run_wrote(photo_dir, tmp_path):
+    # Issue 38: the user's own config.yaml and tb/ in --out were replaced / deleted by --overwrite.
+    out = tmp_path / "proj"
+    (out / "tb").mkdir(parents=True)
+    (out / "tb" / "mine.txt").write_text("my notes")
+    (out / "config.yaml").write_text("my: config\n")
+    code, message = _pretrain(out, photo_dir, "--overwrite")
+    assert code is None and "\n" not in message
+    assert message == (f"attiqa-pretrain train: --overwrite: {out} holds config.yaml, tb, but no record of a run "
+                       f"that wrote them ({out / MANIFEST_NAME} is missing), so nothing is deleted; move them out of "
+                       "the folder (or delete them yourself if they are an earlier run's) or choose another --out")
+    assert (out / "config.yaml").read_text() == "my: config\n" and (out / "tb" / "mine.txt").read_text() == "my notes"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "tb"]  # no lock, no record left behind
+
+
+def test_pretrain_resume_of_a_run_without_a_record_records_it(photo_dir, tmp_path):
+    # A run folder of an earlier version has no record: --resume (the user says it is a run) adds one.
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    (out / MANIFEST_NAME).unlink()
+    code, message = _pretrain(out, photo_dir, "--overwrite")
+    assert code is None and "but no record of a run that wrote them" in message
+    assert _pretrain(out, photo_dir, "--resume", "--set", "train.log_every=7") == (0, "")
+    assert json.loads((out / MANIFEST_NAME).read_text())["files"] == ["config.yaml", "state.pt",
+                                                                        "checkpoint.safetensors", "tb"]
 
 
 def test_pretrain_resume_without_a_state_is_refused(photo_dir, tmp_path):
@@ -305,6 +335,17 @@ def test_enhance_refuses_a_finished_run_and_overwrite_replaces_it(enhance_assets
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 0.01
 
 
+def test_enhance_overwrite_never_deletes_files_no_run_wrote(enhance_assets, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"mine": 1}')
+    assert _enhance(enhance_assets, out, "--overwrite") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"attiqa-enhance train: error: --overwrite: {out} holds metrics.json, but no record of a "
+                          "run that wrote them") and "\n" not in err
+    assert (out / "metrics.json").read_text() == '{"mine": 1}' and sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
 @pytest.mark.parametrize("change, keys", [({"train.lr": 0.01}, "['train.lr']"),
                                           ({"train.steps": 3}, "['train.steps']"),
                                           ({"data.crop_size": 40}, "['data.crop_size']")])
@@ -413,3 +454,24 @@ def test_demo_refuses_an_earlier_run_unless_overwrite(tmp_path, tiny_checkpoint_
     assert (out / "enhancer.safetensors").read_bytes() == weights
     assert main(args + ["--overwrite"]) == 0
     assert "--overwrite: removed the previous run's" in capsys.readouterr().err
+
+
+def test_demo_never_replaces_files_no_run_wrote(tmp_path, tiny_checkpoint_path, write_png):
+    from enhancement.demo import main
+
+    photos = tmp_path / "photos"
+    for i in range(6):
+        write_png(photos / f"{i}.png", 64, 64, seed=i)
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "comparison.png").write_bytes(b"my own picture")
+    args = ["--out", str(out), "--steps", "1", "--checkpoint", str(tiny_checkpoint_path), "--data", str(photos),
+            "--set", "data.crop_size=32", "--set", "val.crop_size=32", "--set", "data.val_images=2",
+            "--set", "model.width=4", "--set", "model.depth=2", "--set", "train.batch_size=2",
+            "--set", "loss.lpips_weight=0", "--set", "val.lpips=false", "--set", "train.progress=false"]
+    with pytest.raises(SystemExit, match=r"already holds a run \(comparison.png\)"):
+        main(args)
+    with pytest.raises(SystemExit, match=rf"--overwrite: {out} holds comparison.png, but no record of a run"):
+        main(args + ["--overwrite"])
+    assert (out / "comparison.png").read_bytes() == b"my own picture"
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png"]
