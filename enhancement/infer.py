@@ -14,6 +14,8 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_loss.io import ImageListing, atomic_write, read_image, read_image_with_size, save_image, scan_images
 from attiqa_loss.checks import MIN_SIZE
 
+from .infer_record import input_stat
+
 __all__ = [
     "SCORES_FILENAME",
     "OUTPUT_FORMATS",
@@ -76,6 +78,7 @@ def enhance_files(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     max_side: Optional[int] = None,
     resized: Optional[List[Tuple[str, Tuple[int, int], Tuple[int, int]]]] = None,
+    record=None,
 ) -> Tuple[List[Dict[str, object]], List[Tuple[str, str]]]:
     """Enhance each image (any size) and save it under ``out_dir`` with its path relative to ``root``.
 
@@ -96,6 +99,9 @@ def enhance_files(
             before it is enhanced, and written at that size; None: full size.
         resized: if a list is given, ``(path, (width, height) of the file, (width,
             height) enhanced)`` is appended for each image ``max_side`` downscaled.
+        record: an :class:`enhancement.infer_record.InferRecord` of ``out_dir``, or None:
+            each output is recorded as infer's before it is written, and as complete
+            (with its row) once written and scored, so an interrupted run can resume.
 
     Returns:
         ``(rows, failures)``: one row per enhanced image (``path`` and ``output`` plus
@@ -112,6 +118,7 @@ def enhance_files(
     for path in tqdm(files, unit="img", disable=not progress, file=sys.stderr):
         rel = path.relative_to(root)
         try:
+            stat = input_stat(path) if record is not None else None
             image, size = read_image_with_size(path, max_side=max_side)
         except Exception as exc:  # one unreadable file must not stop the folder
             failures.append((str(path), f"{type(exc).__name__}: {exc}"))
@@ -125,8 +132,11 @@ def enhance_files(
             x = image[None].to(device)
             out = model(x).float().clamp(0, 1)
             reason = "writing"
+            output = str(target.relative_to(out_dir))
+            if record is not None:
+                record.start(output)
             save_image(out[0], target, quality=jpeg_quality)
-            row: Dict[str, object] = {"path": str(rel), "output": str(target.relative_to(out_dir))}
+            row: Dict[str, object] = {"path": str(rel), "output": output}
             if quality is not None and min(x.shape[-2:]) >= MIN_SIZE:
                 reason = "reading back"
                 written = read_image(target)[None].to(device)  # score what was saved, not the float output
@@ -134,6 +144,9 @@ def enhance_files(
                 before, after = quality(x)[0].tolist(), quality(written)[0].tolist()
                 for i, name in enumerate(ATTRIBUTES):
                     row[f"{name}_before"], row[f"{name}_after"] = f"{before[i]:.6f}", f"{after[i]:.6f}"
+            if record is not None:
+                reason = "recording"
+                record.complete(str(rel), output, path, row, stat)
             reason = None
         except Exception as exc:  # memory errors too: this file fails, the others go on
             reason = _failure(reason, exc, target, tuple(image.shape))

@@ -21,6 +21,10 @@ kept) and write the results to --out, with scores.csv listing each attribute bef
 and after. A file that fails (unreadable, out of memory, ...) is listed on stderr and the
 others are still processed (exit status 1).
 
+An interrupted run (killed, Ctrl-C, a failed image) continues when the same command is
+run again: images already written are skipped and scores.csv, written at the end, covers
+every image (OUT/attiqa-infer.jsonl records the progress).
+
 --format same keeps each input's format (JPEG inputs give JPEG outputs), png writes
 lossless PNGs, jpg JPEGs; --quality sets the JPEG (and WebP) quality. The "after"
 scores are those of the files as written: each output is read back from disk and
@@ -61,7 +65,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace outputs (and scores.csv) that already exist in --out; without it such a --out is refused",
+        help="start again: replace outputs (and scores.csv) that an earlier infer wrote in --out (recorded in "
+        "OUT/attiqa-infer.jsonl); without it a finished run there is refused and an interrupted one continues. "
+        "Files infer did not write are never replaced",
     )
     p.add_argument(
         "--max-side",
@@ -85,20 +91,9 @@ def run_infer(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from attiqa_loss import load_attiqa
-    from attiqa_loss.cli import resized_note
     from attiqa_loss.checks import check_device
 
-    from .infer import (
-        DEFAULT_JPEG_QUALITY,
-        SCORES_FILENAME,
-        enhance_files,
-        output_collisions,
-        output_name,
-        scan_inputs,
-        summarize,
-        write_scores_csv,
-    )
+    from .infer import DEFAULT_JPEG_QUALITY, output_collisions, output_name, scan_inputs
     from .weights import load_enhancer
 
     try:
@@ -147,35 +142,114 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: {len(replaced)} output(s) would replace an input, e.g. {replaced[0]}; "
              "choose another --out")
         return 2
-    existing = [t for t in targets + [args.out / SCORES_FILENAME] if t.exists()]
-    if existing and not args.overwrite:
-        _say(f"infer: error: {len(existing)} output file(s) already exist in {args.out}, e.g. {existing[0]}; "
-             "pass --overwrite to replace them, or choose another --out")
-        return 2
-    if existing:
-        _say(f"infer: --overwrite: {len(existing)} existing output file(s) in {args.out} will be replaced")
     quality_path = args.attiqa_checkpoint
     if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
         quality_path = Path(training["attiqa_checkpoint"])
-    try:
-        quality = load_attiqa(quality_path)
-    except (FileNotFoundError, ValueError) as exc:
-        _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
+    jpeg_quality = DEFAULT_JPEG_QUALITY if args.quality is None else args.quality
+    from attiqa_train.lock import RunFolderError, acquire_lock
+
+    from .weights import resolve_enhancer_path
+
+    settings = _settings(args, resolve_enhancer_path(args.checkpoint), quality_path, jpeg_quality)
+    try:  # one process per --out: the record of what was written is appended by this one alone
+        lock = acquire_lock(args.out, "attiqa-enhance infer")
+    except RunFolderError as exc:
+        _say(f"infer: error: {exc}")
         return 2
+    try:
+        return _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality, settings, device)
+    finally:
+        lock.release()
+
+
+def _settings(args: argparse.Namespace, enhancer: Path, quality_path, jpeg_quality: int) -> dict:
+    """What decides the outputs, as recorded for a resumed run to compare with (the models
+    by their SHA-256, so a retrained file at the same path counts as another)."""
+    from attiqa_loss.loss import default_checkpoint_path
+    from attiqa_train.files import sha256_file
+
+    quality = Path(quality_path) if quality_path is not None else default_checkpoint_path()
+    return {"--data": str(args.data.resolve()), "--checkpoint": sha256_file(enhancer),
+            "--attiqa-checkpoint": sha256_file(quality) if quality.is_file() else str(quality),
+            "--format": args.output_format, "--quality": jpeg_quality, "--max-side": args.max_side}
+
+
+def _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality, settings, device) -> int:
+    """The part of :func:`run_infer` that runs under the lock of ``--out``: what is there
+    already (an interrupted run continues, a finished one needs --overwrite, files infer
+    did not write are never replaced), then the work, then ``scores.csv``."""
+    from attiqa_loss import load_attiqa
+    from attiqa_loss.cli import resized_note
+
+    from .infer import SCORES_FILENAME, enhance_files, summarize, write_scores_csv
+    from .infer_record import RECORD_NAME, InferRecord
+
+    record = InferRecord.read(args.out)
+    names = [str(t.relative_to(args.out)) for t in targets] + [SCORES_FILENAME]
+    existing = [n for n in names if (args.out / n).exists()]
+    foreign = [n for n in existing if n not in record.owned]
+    if foreign:
+        why = (f"no attiqa-enhance infer run recorded writing them in {args.out / RECORD_NAME}" if record.exists
+               else f"{args.out / RECORD_NAME}, the record of what infer wrote there, is missing")
+        _say(f"infer: error: {args.out} holds {len(foreign)} file(s) with the names of outputs, e.g. "
+             f"{args.out / foreign[0]}, but {why}, so they are never replaced (--overwrite neither); move them out "
+             "of the folder (or delete them yourself if an earlier infer wrote them), or choose another --out")
+        return 2
+    resuming = record.settings is not None and not record.finished and not args.overwrite
+    if resuming:
+        changed = record.changed_settings(settings)
+        if changed:
+            _say(f"infer: error: {args.out} holds an interrupted run with other settings ({', '.join(changed)} "
+                 f"differ; see {args.out / RECORD_NAME}); rerun it with the same options to continue it, "
+                 "or pass --overwrite to start again")
+            return 2
+    elif existing and not args.overwrite:
+        _say(f"infer: error: {len(existing)} output file(s) already exist in {args.out}, e.g. {args.out / existing[0]}; "
+             "pass --overwrite to replace them, or choose another --out")
+        return 2
+    elif existing:
+        _say(f"infer: --overwrite: {len(existing)} existing output file(s) in {args.out} will be replaced")
+    rels = [str(f.relative_to(root)) for f in files]
+    earlier = {}
+    if resuming:
+        earlier = {rel: row for rel, f in zip(rels, files) if (row := record.completed(rel, f)) is not None}
+        _say(f"infer: continuing the interrupted run in {args.out}: {len(earlier)} of {len(files)} image(s) already "
+             f"written, {len(files) - len(earlier)} to go (--overwrite starts again)")
+    todo = [f for rel, f in zip(rels, files) if rel not in earlier]
+    quality = None
+    if todo:
+        try:
+            quality = load_attiqa(quality_path)
+        except (FileNotFoundError, ValueError) as exc:
+            _say(f"infer: error: no quality model for the scores: {exc} (use --attiqa-checkpoint)")
+            return 2
     resized: list = []
-    rows, failures = enhance_files(
-        model, files, root, args.out, quality=quality, device=device, progress=not args.no_progress,
-        output_format=args.output_format,
-        jpeg_quality=DEFAULT_JPEG_QUALITY if args.quality is None else args.quality,
-        max_side=args.max_side, resized=resized,
-    )
-    write_scores_csv(rows, args.out / SCORES_FILENAME)
+    try:
+        if resuming:
+            record.resume()
+        else:
+            record.begin(settings)
+        new, failures = enhance_files(
+            model, todo, root, args.out, quality=quality, device=device, progress=not args.no_progress,
+            output_format=args.output_format, jpeg_quality=jpeg_quality, max_side=args.max_side, resized=resized,
+            record=record,
+        )
+        by_path = {**earlier, **{str(row["path"]): row for row in new}}
+        rows = [by_path[rel] for rel in rels if rel in by_path]  # in the order of the inputs, as one run writes them
+        record.start(SCORES_FILENAME)
+        write_scores_csv(rows, args.out / SCORES_FILENAME)
+        if not failures:  # with failures the run stays open: a rerun retries only those
+            record.finish(len(rows))
+    finally:
+        record.close()
     print(summarize(rows))
-    _say(f"infer: {len(rows)} image(s) written to {args.out}, scores in {args.out / SCORES_FILENAME}")
+    _say(f"infer: {len(rows)} image(s) written to {args.out}"
+         + (f" ({len(earlier)} of them by the interrupted run)" if earlier else "")
+         + f", scores in {args.out / SCORES_FILENAME}")
     for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
         print(line, file=sys.stderr)
     if failures:
-        _say(f"infer: {len(failures)} image(s) failed:")
+        _say(f"infer: {len(failures)} image(s) failed (a rerun of the same command retries them):")
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from enhancement_helpers import REPO, smooth_texture, tiny_overrides, write_imag
 
 LOCK_NAME = "attiqa.lock"  # attiqa_train.rundir.LOCK_NAME (imported lazily: the old code had no such module)
 MANIFEST_NAME = "attiqa-run.json"  # attiqa_train.rundir.MANIFEST_NAME
+INFER_RECORD = "attiqa-infer.jsonl"  # enhancement.infer_record.RECORD_NAME
 
 # --------------------------------------------------------------------------- helpers
 
@@ -419,6 +420,80 @@ def test_infer_never_overwrites_without_overwrite(infer_setup, tmp_path, capsys)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert _infer(infer_setup, out, "--overwrite") == 0
     assert "--overwrite: 3 existing output file(s)" in capsys.readouterr().err
+
+
+def test_infer_overwrite_never_replaces_a_file_infer_did_not_write(infer_setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"the user's own a.png")
+    for extra in ((), ("--overwrite",)):
+        assert _infer(infer_setup, out, *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"attiqa-enhance infer: error: {out} holds 1 file(s) with the names of outputs, e.g. "
+                              f"{out / 'a.png'}, but {out / INFER_RECORD}, the record of what infer wrote there, "
+                              "is missing, so they are never replaced") and "\n" not in err
+        assert (out / "a.png").read_bytes() == b"the user's own a.png"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def _outputs(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in (INFER_RECORD, LOCK_NAME)}
+
+
+def test_interrupted_infer_resumes_and_equals_an_uninterrupted_run(infer_setup, tmp_path, monkeypatch, capsys):
+    # Issue 38: infer killed midway left outputs but no scores.csv; a rerun needed --overwrite and redid everything.
+    import enhancement.infer as infer_module
+    from attiqa_loss.io import save_image
+
+    save_image(smooth_texture(38, 42, seed=3), infer_setup["data"] / "c.png")
+    reference = tmp_path / "reference"
+    assert _infer(infer_setup, reference) == 0
+    written = []
+
+    def interrupted(image, path, **kw):  # Ctrl-C while the third image is being written
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        save_image(image, path, **kw)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(infer_module, "save_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _infer(infer_setup, out)
+    assert len(written) == 2 and not (out / "scores.csv").exists() and not (out / LOCK_NAME).exists()
+    capsys.readouterr()
+    # Other settings do not mix into the interrupted run.
+    monkeypatch.setattr(infer_module, "save_image", save_image)
+    assert _infer(infer_setup, out, "--max-side", "512") == 2
+    assert (f"attiqa-enhance infer: error: {out} holds an interrupted run with other settings (--max-side differ"
+            in capsys.readouterr().err)
+    rerun = []
+    monkeypatch.setattr(infer_module, "save_image", lambda image, path, **kw: (rerun.append(path),
+                                                                                  save_image(image, path, **kw)))
+    assert _infer(infer_setup, out) == 0  # the same command again, no --overwrite
+    err = capsys.readouterr().err
+    assert f"infer: continuing the interrupted run in {out}: 2 of 3 image(s) already written, 1 to go" in err
+    assert len(rerun) == 1 and rerun[0] not in written  # only the rest
+    assert _outputs(out) == _outputs(reference)  # images and scores.csv, byte for byte
+    assert _infer(infer_setup, out) == 2  # finished: a new run needs --overwrite
+    assert "4 output file(s) already exist" in capsys.readouterr().err
+
+
+def test_infer_record_survives_a_torn_last_line(tmp_path):
+    from enhancement.infer_record import InferRecord
+
+    record = InferRecord(tmp_path)
+    record.begin({"--format": "same"})
+    record.start("a.png")
+    record.close()
+    with open(tmp_path / INFER_RECORD, "ab") as f:
+        f.write(b'{"event":"done","pa')  # killed while appending
+    again = InferRecord.read(tmp_path)
+    assert again.owned == {"a.png"} and again.settings == {"--format": "same"} and not again.finished
+    again.start("b.png")
+    again.close()
+    assert InferRecord.read(tmp_path).owned == {"a.png", "b.png"}
 
 
 def test_infer_into_a_folder_with_other_files_is_fine(infer_setup, tmp_path):
