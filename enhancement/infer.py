@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from attiqa_loss.io import ImageListing, atomic_write, read_image, read_image_with_size, save_image, scan_images
+from attiqa_loss.io import ImageListing, atomic_write, read_image, read_image_with_info, save_image, scan_images
 from attiqa_loss.checks import MIN_SIZE
 
 from .infer_record import input_stat
@@ -103,12 +103,16 @@ def enhance_files(
             each output is recorded as infer's before it is written, and as complete
             (with its row) once written and scored, so an interrupted run can resume.
 
+    Outputs keep the input's bit depth where the output format holds it: a 16-bit PNG
+    (or PPM, TIFF) input gives a 16-bit output (:func:`attiqa_loss.io.save_image`'s ``bits``).
+
     Returns:
         ``(rows, failures)``: one row per enhanced image (``path`` and ``output`` plus
         ``<attr>_before``/``<attr>_after``, empty for images under 32x32 or without
         ``quality``) and ``(path, reason)`` per image that could not be read or written.
         The ``after`` scores are those of the file as written, read back from disk (JPEG
-        compression and 8-bit rounding included), so re-scoring ``out_dir`` gives them again.
+        compression and the rounding to the file's bit depth included), so re-scoring
+        ``out_dir`` gives them again.
     """
     from tqdm.auto import tqdm
 
@@ -119,7 +123,7 @@ def enhance_files(
         rel = path.relative_to(root)
         try:
             stat = input_stat(path) if record is not None else None
-            image, size = read_image_with_size(path, max_side=max_side)
+            image, size, bits = read_image_with_info(path, max_side=max_side)
         except Exception as exc:  # one unreadable file must not stop the folder
             failures.append((str(path), f"{type(exc).__name__}: {exc}"))
             continue
@@ -135,7 +139,7 @@ def enhance_files(
             output = str(target.relative_to(out_dir))
             if record is not None:
                 record.start(output)
-            save_image(out[0], target, quality=jpeg_quality)
+            save_image(out[0], target, quality=jpeg_quality, bits=bits)
             row: Dict[str, object] = {"path": str(rel), "output": output}
             if quality is not None and min(x.shape[-2:]) >= MIN_SIZE:
                 reason = "reading back"

@@ -23,7 +23,8 @@ others are still processed (exit status 1).
 
 An interrupted run (killed, Ctrl-C, a failed image) continues when the same command is
 run again: images already written are skipped and scores.csv, written at the end, covers
-every image (OUT/attiqa-infer.jsonl records the progress).
+every image (OUT/attiqa-infer.jsonl records the progress). Outputs keep the bit depth of
+their input where the format holds it (a 16-bit PNG gives a 16-bit PNG).
 
 --format same keeps each input's format (JPEG inputs give JPEG outputs), png writes
 lossless PNGs, jpg JPEGs; --quality sets the JPEG (and WebP) quality. The "after"

@@ -137,3 +137,46 @@ def test_without_checkpoint_infer_uses_the_shipped_enhancer(setup, tmp_path, mon
     assert cli.main(["infer", "--data", str(setup["data"]), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "the shipped enhancer" in err and "is missing from this install" in err
+
+
+def _png_bit_depth(path: Path) -> int:
+    head = path.read_bytes()[:26]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return head[24]
+
+
+def test_16_bit_inputs_give_16_bit_outputs(setup, tmp_path):
+    # Issue 38: a 16-bit PNG was written back as an 8-bit one by --format same.
+    import numpy as np
+
+    from enhancement.weights import load_enhancer
+    from test_robustness_images import write_png16
+
+    deep = (smooth_texture(40, 44, seed=6).permute(1, 2, 0).numpy() * 65535).round().astype(np.uint16)
+    data = tmp_path / "deep"
+    write_png16(data / "d.png", deep)
+    tifffile = None
+    try:
+        import tifffile
+
+        tifffile.imwrite(data / "t.tif", deep, photometric="rgb")
+    except ImportError:
+        pass
+    out = tmp_path / "out"
+    assert cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data), "--out", str(out),
+                     "--no-progress"]) == 0
+    assert _png_bit_depth(out / "d.png") == 16
+    written = read_image(out / "d.png")
+    with torch.no_grad():
+        expected = load_enhancer(setup["enhancer"])(read_image(data / "d.png")[None]).float().clamp(0, 1)[0]
+    assert (written - expected).abs().max() <= 0.5 / 65535 + 1e-6  # the network's output to 16 bits, not 8
+    assert (written * 255 - (written * 255).round()).abs().max() > 0.01
+    if tifffile is not None:
+        assert tifffile.imread(out / "t.tif").dtype == np.uint16
+    _assert_scores_are_of_the_written_files(setup, out, _rows(out))
+    # --format png keeps 16 bits too (the TIFF becomes a 16-bit PNG); JPEG holds 8 bits only.
+    assert cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data), "--out",
+                     str(tmp_path / "png"), "--format", "png", "--no-progress"]) == 0
+    assert _png_bit_depth(tmp_path / "png" / "d.png") == 16
+    if tifffile is not None:
+        assert _png_bit_depth(tmp_path / "png" / "t.png") == 16

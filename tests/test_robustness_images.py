@@ -149,6 +149,22 @@ def test_16_bit_colour_tiff_keeps_its_precision(tmp_path):
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".ppm", ".tif"])
+def test_save_image_writes_16_bits_where_asked(tmp_path, suffix):
+    from attiqa_loss.io import save_image
+
+    if suffix == ".tif":
+        pytest.importorskip("tifffile")
+    arr = _deep(9, 13, 3, seed=3)
+    image = torch.from_numpy(arr.astype(np.float32) / 65535.0).permute(2, 0, 1)
+    path = tmp_path / f"x{suffix}"
+    save_image(image, path, bits=16)
+    torch.testing.assert_close(read_image(path), image, rtol=0, atol=0)  # every 16-bit value back
+    save_image(image, tmp_path / "x.jpg", bits=16)  # JPEG holds 8 bits: written as 8-bit, no error
+    with Image.open(tmp_path / "x.jpg") as im:
+        assert im.mode == "RGB"
+
+
 def test_16_bit_image_is_resized_in_float(tmp_path):
     arr = _deep(40, 60, 3)
     t = read_image(write_png16(tmp_path / "d.png", arr), max_side=30)

@@ -1,7 +1,8 @@
 """Reading and writing image files: :func:`decode_image` (the one reader behind every
 command and dataset: EXIF orientation, deep formats, the :data:`MAX_PIXELS` guard against
 decompression bombs), :func:`read_image` and :func:`read_image_with_size` (float
-tensors, optionally downscaled), :func:`save_image` (8-bit, atomic) and
+tensors, optionally downscaled), :func:`save_image` (atomic; 8-bit, or 16-bit where
+asked and the format holds it) and
 :class:`ImageFiles`, a dataset that reports decoding failures instead of raising."""
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ def read_image_with_size(path: PathLike, *, max_side: Optional[int] = None,
                          max_pixels: Optional[int] = None) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """:func:`read_image`, plus the file's own ``(width, height)`` (upright), so that a
     caller can say when ``max_side`` downscaled it."""
+    image, original, _ = read_image_with_info(path, max_side=max_side, max_pixels=max_pixels)
+    return image, original
+
+
+def read_image_with_info(path: PathLike, *, max_side: Optional[int] = None,
+                         max_pixels: Optional[int] = None) -> Tuple[torch.Tensor, Tuple[int, int], int]:
+    """:func:`read_image_with_size`, plus the file's bits per sample (8; 16 for 16-bit
+    PNG, PGM/PPM and TIFF; 32 for float TIFF), so that a copy can be written as deep
+    (:func:`save_image`'s ``bits``)."""
     from PIL import Image
 
     image = decode_image(path, max_pixels=max_pixels)
@@ -122,23 +132,34 @@ def read_image_with_size(path: PathLike, *, max_side: Optional[int] = None,
         size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
     if size != image.size:
         image = image.resize(size, Image.BOX)
-    return image.to_tensor(), original
+    return image.to_tensor(), original, image.bits
 
 
-def save_image(image: torch.Tensor, path: PathLike, *, quality: Optional[int] = None) -> None:
-    """Write a ``(3, H, W)`` float image in [0, 1] as an 8-bit file (format from the suffix), atomically.
+def save_image(image: torch.Tensor, path: PathLike, *, quality: Optional[int] = None, bits: int = 8) -> None:
+    """Write a ``(3, H, W)`` float image in [0, 1] as a file (format from the suffix), atomically.
 
     ``quality`` (1-100) is passed to lossy encoders (JPEG, WebP); None keeps Pillow's
-    default (75). Lossless formats ignore it."""
+    default (75). Lossless formats ignore it. ``bits``: 8 (default); 16 writes 16 bits
+    per sample where the format holds them (PNG, PPM, TIFF with ``tifffile``), 32 a
+    float32 TIFF (with ``tifffile``); other formats are written with 8 bits
+    (:func:`attiqa_loss.io.deep_write.deep_bits`)."""
     from PIL import Image
+
+    from .deep_write import deep_bits, write_deep
 
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
-    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image file extension {path.suffix!r} for {path}")
+    depth = deep_bits(fmt, bits)
+    if depth > 8:
+        planes = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        with atomic_write(path) as f:
+            write_deep(planes, f, fmt, depth)
+        return
+    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     options = {"quality": int(quality)} if quality is not None and fmt in ("JPEG", "WEBP") else {}
     with atomic_write(path) as f:
         Image.fromarray(arr).save(f, format=fmt, **options)
