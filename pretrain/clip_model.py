@@ -126,6 +126,23 @@ def _model_config_visible(name: str, cfg: Optional[Dict[str, Any]]) -> Iterator[
         factory._MODEL_CONFIGS = registry
 
 
+def _check_named_safetensors(path: Path) -> None:
+    """A file named ``.safetensors`` must be one: anything else (a pickle renamed, a
+    truncated download) is a one-line ``ValueError`` naming it, not a library traceback."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"--clip-pretrained (clip.pretrained) {path} is named .safetensors but is not a readable "
+                         f"safetensors file ({reason}); give a safetensors file, a PyTorch state dict (.pt, .pth, "
+                         f".bin) or an open_clip pretrained tag") from None
+
+
 def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[str], Dict[str, Any]]:
     """(value for open_clip.create_model, extra kwargs); validates tags and files up front."""
     import open_clip
@@ -138,6 +155,7 @@ def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[
         # OpenAI weights were trained with QuickGELU; building without it silently degrades them.
         return pretrained, {"force_quick_gelu": bool(tag_cfg.get("quick_gelu", False))}
     if Path(pretrained).is_file():
+        _check_named_safetensors(Path(pretrained))
         return pretrained, {}
     tags = open_clip.list_pretrained_tags_by_model(name)
     raise ValueError(

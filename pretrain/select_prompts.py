@@ -139,9 +139,12 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(cfg.device)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    teacher = create_clip_teacher(
-        cfg.clip.model, cfg.clip.pretrained, device=device, tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
-    )
+    try:
+        teacher = create_clip_teacher(
+            cfg.clip.model, cfg.clip.pretrained, device=device, tau=cfg.clip.tau, init_seed=cfg.clip.init_seed
+        )
+    except (ValueError, FileNotFoundError) as exc:  # an unknown model or tag, an unreadable weight file
+        raise SystemExit(f"error: {exc}") from None
     decoded = []
     for f in files:
         try:

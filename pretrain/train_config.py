@@ -132,7 +132,7 @@ class PretrainValConfig:
     max_side: int = 384
 
     def __post_init__(self) -> None:
-        check_minimums("val", self, max_images=0, max_side=MIN_SIZE)
+        check_minimums("val", self, levels=2, max_images=0, max_side=MIN_SIZE)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import torch
 
 from attiqa_loss import ATTRIBUTES, load_attiqa, read_checkpoint_metadata
+from attiqa_loss.checks import MIN_SIZE
 from attiqa_loss.io import atomic_write, list_images, read_image
 from attiqa_loss.loss import default_checkpoint_path
 
@@ -184,15 +185,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for validity.csv and validity.md")
 
 
+def option_error(args: argparse.Namespace) -> Optional[str]:
+    """The first option value the report cannot run with, as ``"--option must be ..., got
+    value"``; None when every value is usable."""
+    if args.levels < 2:
+        return f"--levels must be >= 2 (a rank correlation needs two levels), got {args.levels}"
+    if args.max_side < MIN_SIZE:
+        return f"--max-side must be >= {MIN_SIZE} (the network's smallest input), got {args.max_side}"
+    if args.max_images < 1:
+        return f"--max-images must be >= 1, got {args.max_images}"
+    if args.holdout_every is not None and args.holdout_every < 1:
+        return f"--holdout-every must be >= 1, got {args.holdout_every}"
+    return None
+
+
+def _refuse(message: str) -> int:
+    print(f"attiqa-pretrain validity: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
+    message = option_error(args)
+    if message is not None:
+        return _refuse(message)
     ckpt = args.checkpoint or default_checkpoint_path()
-    net = load_attiqa(args.checkpoint)
-    metadata = read_checkpoint_metadata(ckpt)
+    try:
+        net = load_attiqa(args.checkpoint)
+        metadata = read_checkpoint_metadata(ckpt)
+    except (FileNotFoundError, ValueError, OSError) as exc:  # CheckpointError is a ValueError
+        return _refuse(f"--checkpoint {ckpt}: {exc}")
     try:
         files = report_files(args.images, metadata, holdout_every=args.holdout_every,
                              all_images=args.all_images, max_images=args.max_images)
     except ValueError as exc:
-        raise SystemExit(f"attiqa-pretrain validity: {exc}") from None
+        return _refuse(str(exc))
     images = [read_image(f, max_side=args.max_side) for f in files]
     print(f"validity: {len(images)} photos, {args.levels} levels", file=sys.stderr)
     scorers = {"attiqa": lambda x: net(x, check=False), "handcrafted": handcrafted_scores}
