@@ -23,6 +23,7 @@ from .score_output import (  # noqa: F401  (Row, TB_*, run_names: importable fro
     Row,
     _format,
     _format_comparison,
+    _printable,
     _write_tensorboard,
     comparison_records,
     folder_summary,
@@ -208,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     if failures:
         print(f"attiqa-score: {len(failures)} of {len(files)} file(s) could not be scored:", file=sys.stderr)
         for path, reason in failures:
-            print(f"  {path}: {reason}", file=sys.stderr)
+            print(f"  {_printable(path)}: {reason}", file=sys.stderr)
         return 1
     return 0
 

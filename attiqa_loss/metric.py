@@ -136,7 +136,10 @@ class AttiqaMetric(_Base):  # type: ignore[misc, valid-type]
     ``compute()``: ``{attribute: 0-dim float tensor}`` in ``ATTRIBUTES`` order (sharpness,
     contrast, brightness, colorfulness, noisiness): the mean score over every image
     passed to ``update`` on every process, in [0, 1], quality-aligned (1 = sharp, high
-    contrast, well lit, colourful, noise-free). NaN before the first update.
+    contrast, well lit, colourful, noise-free). Called before any image was passed to
+    ``update`` (since the last ``reset``, on every process together) it raises a
+    ``RuntimeError`` saying so: there is no mean of nothing, and a NaN would pass
+    unnoticed into logs and checkpoint selection.
 
     ``forward(images)`` (calling the metric) updates and returns the same dict for that
     batch alone; ``reset()`` starts over. States: ``score_sum`` ``(5,)`` and ``count``
@@ -175,6 +178,15 @@ class AttiqaMetric(_Base):  # type: ignore[misc, valid-type]
         self.count = self.count + scores.shape[0]
 
     def compute(self) -> Dict[str, torch.Tensor]:
-        """Mean score per attribute, ``{name: 0-dim tensor}`` (NaN before any update)."""
+        """Mean score per attribute, ``{name: 0-dim tensor}``.
+
+        Raises:
+            RuntimeError: no image was passed to ``update`` since the last ``reset``
+                (on any process).
+        """
+        if float(self.count) == 0:
+            raise RuntimeError("AttiqaMetric.compute() was called before any image was passed to update() "
+                               "(since the last reset()): there is no mean score to return; call "
+                               "update(images) first")
         means = self.score_sum / self.count
         return {name: means[i] for i, name in enumerate(self.attributes)}

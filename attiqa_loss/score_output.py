@@ -41,6 +41,16 @@ def run_names(paths: Sequence[Path]) -> List[str]:
     return names
 
 
+def _printable(text: str) -> str:
+    """``text`` for one cell of a table row: a character that would break the row or the
+    terminal (a newline, tab, carriage return, escape, ...) is written as its escape
+    (``\\n``, ``\\t``, ``\\x1b``); everything else, non-ASCII letters included, stays as it is.
+    (csv and json quote such names themselves.)"""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fmt_row(label: str, width: int, values: Sequence[float], *, count: Optional[str] = None, signed: bool = False) -> str:
     spec = "+12.3f" if signed else "12.3f"
     head = f"{label:<{width}}" + (f"  {count:>6}" if count is not None else "")
@@ -49,9 +59,10 @@ def _fmt_row(label: str, width: int, values: Sequence[float], *, count: Optional
 
 def _image_table(rows: List[Row], *, mean_row: bool) -> str:
     names = list(ATTRIBUTES)
-    width = max([len("path")] + [len(p) for p, _ in rows])
+    shown = [_printable(p) for p, _ in rows]  # one line per file, whatever its name holds
+    width = max([len("path")] + [len(p) for p in shown])
     lines = [f"{'path':<{width}}  " + "  ".join(f"{n:>12}" for n in names)]
-    lines += [_fmt_row(p, width, s) for p, s in rows]
+    lines += [_fmt_row(p, width, s) for p, (_, s) in zip(shown, rows)]
     if mean_row and len(rows) > 1:
         means = [sum(s[i] for _, s in rows) / len(rows) for i in range(len(names))]
         lines.append(_fmt_row("mean", width, means))
@@ -118,6 +129,7 @@ def folder_summary(comparison: "FolderComparison", labels: Sequence[str]) -> str
     """The per-folder table: each folder's image count and mean per attribute, then each
     later folder's difference to the first (paired when the folders share names)."""
     names = list(ATTRIBUTES)
+    labels = [_printable(s) for s in labels]
     width = max([len("folder")] + [len(s) for s in labels])
     lines = [f"{'folder':<{width}}  {'images':>6}  " + "  ".join(f"{n:>12}" for n in names)]
     for label, folder in zip(labels, comparison.folders):

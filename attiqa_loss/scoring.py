@@ -30,7 +30,7 @@ from .folder_scores import (  # noqa: F401  (_relative_name: importable from her
     compare_folders,
     folder_scores_from_rows,
 )
-from .io import ImageFiles, list_images
+from .io import ImageFiles, scan_images
 from .network import AttiqaNet
 from .checks import MIN_SIZE
 
@@ -187,7 +187,10 @@ def score_folder(
 
     Raises:
         FileNotFoundError: ``folder`` does not exist, or no model is available.
-        ValueError: a bad ``device``, ``batch_size``, ``max_side`` or ``num_workers``.
+        ValueError: ``folder`` holds no image file (an empty folder has no mean to give:
+            the message names the folder and what was skipped there), or a bad
+            ``device``, ``batch_size``, ``max_side`` or ``num_workers``. (Images that
+            are all unreadable are not an error: they are in ``failures``.)
     """
     from .loss import load_attiqa
     from .checks import check_device
@@ -200,7 +203,11 @@ def score_folder(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     device = check_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     root = Path(folder)
-    files = list_images([root])
+    listing = scan_images([root])
+    files = listing.files
+    if not files:
+        skipped = f" ({listing.summary()})" if listing.skipped else ""
+        raise ValueError(f"no image files found in {root}{skipped}")
     if net is None:
         net = load_attiqa(checkpoint)
     rows, failures = score_files(

@@ -3,7 +3,8 @@
 Used by every training entry point (``attiqa-pretrain``, ``attiqa-enhance``). The rules:
 a YAML file only sets values the dataclass declares; an unknown key anywhere, in the
 file or in ``--set``, is an error that names it and lists the known keys; values are
-checked against the declared types. Config objects stop at ``main()``: code below it
+checked against the declared types, and a float must be finite (NaN and infinity are
+refused for every float key, naming it). Config objects stop at ``main()``: code below it
 takes plain arguments or built objects.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
@@ -72,6 +74,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is Union:
         if value is None and type(None) in args:
             return None
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message (e.g. "must be a finite number")
+            return _coerce(value, options[0], key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -102,6 +107,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # One rule for every float key of every config: NaN and infinity (.nan, .inf,
+            # 1e999) are refused here, before any check of the key's own range could let
+            # them through (nan < 0 is False) or training diverge on them later.
+            if not math.isfinite(value):
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
     if hint is str:

@@ -122,7 +122,9 @@ class PretrainTrainConfig:
 
     def __post_init__(self) -> None:
         check_minimums("train", self, steps=1, batch_size=4, warmup_steps=0, threads=0,
-                       log_every=1, val_every=1, state_every=1)
+                       log_every=1, val_every=1, state_every=1, weight_decay=0.0, grad_clip=0.0)
+        if self.lr <= 0:  # torch would say so only after the data scan, without the key
+            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
 
 
 @dataclass

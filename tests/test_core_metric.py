@@ -47,7 +47,8 @@ def test_reset_forward_and_the_network_is_left_alone():
     net = build_tiny_net(1)
     before = copy.deepcopy(net.state_dict())
     metric = AttiqaMetric(net)
-    assert all(torch.isnan(v) for v in metric.compute().values())  # nothing seen yet
+    with pytest.raises(RuntimeError, match=r"before any image was passed to update\(\)"):
+        metric.compute()  # nothing seen yet: no mean, and no silent NaN
     metric.update(_batch(2, 0))
     metric.reset()
     b1, b2 = _batch(2, 5), _batch(3, 9)

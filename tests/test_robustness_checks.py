@@ -91,3 +91,87 @@ def test_select_prompts_unusable_clip_pretrained_is_one_line(photo_dir, tmp_path
         main(["select-prompts", "--images", str(photo_dir), "--out", str(tmp_path / "prompts"),
               "--clip-model", TINY_CLIP, "--clip-pretrained", str(fake), "--set", "device=cpu"])
     assert str(info.value.code).startswith(f"error: --clip-pretrained (clip.pretrained) {fake} is named")
+
+
+# --------------------------------------------------------------------------- config values
+
+
+def test_pretrain_negative_lr_is_refused_when_the_config_is_read_naming_the_key(tmp_path):
+    from pretrain.cli import main
+
+    with pytest.raises(SystemExit) as info:  # no --images: the config is refused before any data is looked at
+        main(["train", "--out", str(tmp_path / "run"), "--set", "train.lr=-1"])
+    assert str(info.value.code) == "error: invalid config section 'train': train.lr must be > 0, got -1.0"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("which, override, key", [
+    ("pretrain", "train.lr=.nan", "train.lr"),
+    ("pretrain", "loss.margin=.inf", "loss.margin"),
+    ("pretrain", "synthetic.scale_range=[0.5, .inf]", "synthetic.scale_range[1]"),
+    ("pretrain", "synthetic.nuisance_weights.noisiness=.nan", "synthetic.nuisance_weights.noisiness"),
+    ("pretrain", "hardening.anchor_weight=1e999", "hardening.anchor_weight"),
+    ("enhance", "train.lr=.nan", "train.lr"),
+    ("enhance", "train.lr=.inf", "train.lr"),
+    ("enhance", "train.min_lr=-.inf", "train.min_lr"),
+    ("label", "clip.tau=.nan", "clip.tau"),
+])
+def test_non_finite_floats_are_refused_in_every_config_naming_the_key(which, override, key):
+    from attiqa_train.config import ConfigError, load_config
+
+    if which == "pretrain":
+        from pretrain.train import PretrainConfig as cls
+    elif which == "enhance":
+        from enhancement.config import EnhanceConfig as cls
+    else:
+        from pretrain.label import LabelConfig as cls
+    with pytest.raises(ConfigError) as info:
+        load_config(cls, overrides=[override])
+    assert str(info.value).startswith(f"config key '{key}' must be a finite number, got ")
+
+
+def test_a_nan_in_a_config_file_is_refused_naming_the_key(tmp_path):
+    from attiqa_train.config import ConfigError, load_config
+    from enhancement.config import EnhanceConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=r"^config key 'train.lr' must be a finite number, got nan$"):
+        load_config(EnhanceConfig, path)
+
+
+# --------------------------------------------------------------------------- results of nothing
+
+
+def test_score_folder_on_an_empty_folder_is_an_error_naming_it(tmp_path, tiny_net):
+    from attiqa_loss import score_folder
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"^no image files found in .*empty \(1 file"):
+        score_folder(tmp_path / "empty", net=tiny_net, device="cpu")
+
+
+def test_metric_compute_before_any_update_is_an_error():
+    from attiqa_loss import AttiqaMetric
+
+    from helpers import build_tiny_net
+
+    metric = AttiqaMetric(build_tiny_net(0))
+    with pytest.raises(RuntimeError, match=r"called before any image was passed to update\(\)"):
+        metric.compute()
+
+
+# --------------------------------------------------------------------------- the table of attiqa-score
+
+
+def test_a_file_name_holding_a_newline_keeps_its_table_row(tmp_path, write_png, tiny_checkpoint_path, capsys):
+    from attiqa_loss import cli
+
+    folder = tmp_path / "photos"
+    write_png(folder / "two\nlines.png")
+    write_png(folder / "plain.png", seed=1)
+    assert cli.main([str(folder), "--checkpoint", str(tiny_checkpoint_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4  # header, two images, mean
+    assert lines[2].startswith(f"{folder}/two\\nlines.png  ")
