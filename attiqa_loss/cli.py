@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attiqa-score",
         description=_HEADER,
         formatter_class=PlainHelpFormatter,
-        epilog="Exit status 1 if any file could not be read or scored, out-of-memory included (the rest are still "
-        "scored);\n"
+        epilog="Exit status 1 if any file could not be read or scored, out-of-memory and non-finite (NaN) scores "
+        "included\n(each is named; the rest are still scored);\n"
         "2 if a path does not exist, no image was found, or the model cannot be loaded;\n" + EXIT_STATUS_HELP,
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")

@@ -15,6 +15,7 @@ runs the network (:func:`score_files`, :func:`score_folder`); the results,
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +36,7 @@ from .network import AttiqaNet
 from .checks import MIN_SIZE
 
 __all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders", "MAX_BATCH_PIXELS",
-           "failure_reason"]
+           "failure_reason", "non_finite_reason"]
 
 
 #: Pixels one forward pass may hold (images of equal size share a pass up to this many):
@@ -67,6 +68,12 @@ def failure_reason(exc: BaseException, shape: Optional[Sequence[int]] = None) ->
     return f"{type(exc).__name__}: {first}"
 
 
+def non_finite_reason(row: Sequence[float], names: Sequence[str]) -> str:
+    """The failure reason of a file whose scores are not all finite."""
+    values = ", ".join(f"{n}={v:g}" for n, v in zip(names, row))
+    return f"the network gave non-finite scores ({values})"
+
+
 def score_files(
     net: AttiqaNet,
     files: Sequence[PathLike],
@@ -80,9 +87,9 @@ def score_files(
 ) -> Tuple[List[Tuple[str, List[float]]], List[Tuple[str, str]]]:
     """Score image files; images of equal size are batched together.
 
-    Every failure is one file's: a file that cannot be decoded, is smaller than 32x32, or
-    whose forward pass fails (an out-of-memory error included) is listed in the failures
-    and the rest are scored. A batch that fails is retried image by image. Images of
+    Every failure is one file's: a file that cannot be decoded, is smaller than 32x32,
+    whose forward pass fails (an out-of-memory error included) or whose scores are not all
+    finite (NaN, infinity) is listed in the failures and the rest are scored. A batch that fails is retried image by image. Images of
     equal size share a forward pass only up to :data:`MAX_BATCH_PIXELS` pixels.
 
     Args:
@@ -121,7 +128,10 @@ def score_files(
             reason = failure_reason(exc, tuple(items[0][0].shape))
         if reason is None:
             for (_, path), row in zip(items, out):
-                results[path] = row
+                if all(math.isfinite(v) for v in row):
+                    results[path] = row
+                else:  # a NaN score is this file's failure, never a result (nor a NaN mean)
+                    failures.append((path, non_finite_reason(row, net.attributes)))
             return
         _free_device_memory(device)  # (outside the except block: the failed pass is released)
         if len(items) > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -85,7 +86,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 #: The exit statuses, in the epilog of every subcommand's --help.
 EXIT_STATUS = ("Exit status 0 when done; otherwise one line on stderr says why (infer: 1 if some images\n"
-               "failed, each is named and the others are written);\n" + EXIT_STATUS_HELP)
+               "failed or got NaN scores, each is named and the others are written; train: 1 if the final\n"
+               "metrics are NaN);\n" + EXIT_STATUS_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,11 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     if metrics:
         print("\n".join(f"{k}: {v:.4f}" for k, v in sorted(metrics.items())))
+    bad = [f"{k}={v}" for k, v in sorted(metrics.items()) if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # a diverged run is no result: never exit 0 with NaN metrics
+        _say(f"train: the final validation metrics are not finite ({', '.join(bad)}): the training diverged "
+             f"(a lower train.lr or train.grad_clip may help); its files in {args.out} are kept for inspection")
+        return 1
     return 0
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -249,9 +250,19 @@ def _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality,
          + f", scores in {args.out / SCORES_FILENAME}")
     for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
         print(line, file=sys.stderr)
+    non_finite = [str(r["path"]) for r in rows if not _finite_scores(r)]
+    if non_finite:  # written, but a NaN score is no result: never exit 0 with one
+        _say(f"infer: the quality model gave non-finite (NaN) scores for {len(non_finite)} image(s), written as nan "
+             f"in {SCORES_FILENAME}: {', '.join(non_finite[:10])}{', ...' if len(non_finite) > 10 else ''}")
     if failures:
         _say(f"infer: {len(failures)} image(s) failed (a rerun of the same command retries them):")
         for path, reason in failures:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if non_finite else 0
+
+
+def _finite_scores(row: dict) -> bool:
+    """Whether every before/after score of a ``scores.csv`` row is a finite number (empty: not scored)."""
+    values = [v for k, v in row.items() if k.endswith(("_before", "_after")) and v not in ("", None)]
+    return all(math.isfinite(float(v)) for v in values)

@@ -175,3 +175,85 @@ def test_a_file_name_holding_a_newline_keeps_its_table_row(tmp_path, write_png, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4  # header, two images, mean
     assert lines[2].startswith(f"{folder}/two\\nlines.png  ")
+
+
+# --------------------------------------------------------------------------- NaN results never exit 0
+
+
+def _nan_for(net, width: int):
+    """``net`` giving NaN scores for images ``width`` pixels wide, its own scores for the others."""
+    real = net.forward
+
+    def forward(x, **kwargs):
+        out = real(x, **kwargs)
+        return torch.full_like(out, float("nan")) if x.shape[-1] == width else out
+
+    net.forward = forward
+    return net
+
+
+def test_score_a_file_with_nan_scores_is_a_failure_naming_it(tmp_path, write_png, monkeypatch, capsys):
+    import attiqa_loss.loss
+    from attiqa_loss import cli
+
+    from helpers import build_tiny_net
+
+    folder = tmp_path / "photos"
+    write_png(folder / "good.png", 48, 40)
+    write_png(folder / "bad.png", 48, 56)
+    monkeypatch.setattr(attiqa_loss.loss, "load_attiqa", lambda checkpoint=None: _nan_for(build_tiny_net(0), 56))
+    code = cli.main([str(folder), "--no-progress", "--format", "csv"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    rows = [line.split(",") for line in out.strip().splitlines()[1:]]
+    assert [r[0].rsplit("/", 1)[-1] for r in rows] == ["good.png"]  # no NaN row
+    assert all(v not in ("nan", "inf", "-inf") for r in rows for v in r[1:])
+    assert "attiqa-score: 1 of 2 file(s) could not be scored:" in err
+    assert f"  {folder / 'bad.png'}: the network gave non-finite scores (sharpness=nan, " in err
+
+
+def test_score_folder_keeps_nan_scores_out_of_its_means(tmp_path, write_png):
+    from attiqa_loss import score_folder
+
+    from helpers import build_tiny_net
+
+    write_png(tmp_path / "p" / "good.png", 48, 40)
+    write_png(tmp_path / "p" / "bad.png", 48, 56)
+    result = score_folder(tmp_path / "p", net=_nan_for(build_tiny_net(0), 56), device="cpu")
+    assert [p.name for p in result.paths] == ["good.png"]
+    assert [(p.rsplit("/", 1)[-1], r.split(" (")[0]) for p, r in result.failures] == [
+        ("bad.png", "the network gave non-finite scores")]
+    assert all(v == v for v in result.means().values())
+
+
+def test_infer_with_nan_scores_exits_1_naming_the_files(tmp_path, monkeypatch, capsys):
+    import attiqa_loss
+    from enhancement import cli
+    from enhancement.unet import create_unet
+    from enhancement.weights import save_enhancer
+
+    from enhancement_helpers import write_images
+    from helpers import build_tiny_net
+
+    write_images(tmp_path / "in", 2, size=(48, 56))
+    enhancer = save_enhancer(create_unet(width=4, depth=1, blocks=1), tmp_path / "enhancer.safetensors")
+    monkeypatch.setattr(attiqa_loss, "load_attiqa", lambda checkpoint=None: _nan_for(build_tiny_net(0), 56))
+    code = cli.main(["infer", "--checkpoint", str(enhancer), "--data", str(tmp_path / "in"),
+                     "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("attiqa-enhance infer: the quality model gave non-finite (NaN) scores for 2 image(s), written as nan "
+            "in scores.csv: img00.png, img01.png") in err.splitlines()
+
+
+def test_enhance_train_whose_final_metrics_are_nan_exits_1(tmp_path, monkeypatch, capsys):
+    import enhancement.train
+    from enhancement import cli
+
+    monkeypatch.setattr(enhancement.train, "train",
+                        lambda cfg, out, **kwargs: {"val/psnr": float("nan"), "val/ssim": 0.5})
+    code = cli.main(["train", "--out", str(tmp_path / "run"), "--set", "train.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(
+        "attiqa-enhance train: the final validation metrics are not finite (val/psnr=nan): the training diverged")
