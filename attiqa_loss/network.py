@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import timm
@@ -70,7 +71,10 @@ class AttiqaNet(nn.Module):
         mean, std: per-channel normalisation applied to the [0, 1] input.
         pretrained: load the backbone's pretrained weights through timm (ImageNet). Needs
             network access or ``pretrained_cfg_overlay={"file": "/path/weights.safetensors"}``.
-        pretrained_cfg_overlay: passed to :func:`timm.create_model`, e.g. a local weight file.
+        pretrained_cfg_overlay: passed to :func:`timm.create_model`, e.g. a local weight file
+            (``{"file": path}``: a safetensors file, or a PyTorch file of tensors only, read with
+            ``torch.load(weights_only=True)`` and handed to timm as safetensors, so that
+            nothing in it is ever unpickled as code).
         backbone_kwargs: extra keyword arguments for :func:`timm.create_model`.
         normalize_tone: the backbone sees each image's luminance ``Y`` (Rec. 601) with its
             mean removed and divided by its contrast, ``sqrt(var(Y) + TONE_FLOOR**2)``,
@@ -111,14 +115,22 @@ class AttiqaNet(nn.Module):
         self.attributes = tuple(attributes)
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.normalize_tone = bool(normalize_tone)
-        self.backbone = timm.create_model(
-            backbone,
-            pretrained=pretrained,
-            pretrained_cfg_overlay=dict(pretrained_cfg_overlay) if pretrained_cfg_overlay else None,
-            num_classes=0,
-            global_pool="avg",
-            **_timm_kwargs(self.backbone_kwargs),
-        )
+        overlay = dict(pretrained_cfg_overlay) if pretrained_cfg_overlay else None
+        weights = overlay.get("file") if overlay and pretrained else None
+        with contextlib.ExitStack() as stack:
+            if weights:  # timm reads the user's file only as safetensors: it never unpickles it, whatever its version
+                from .weights_file import safetensors_copy
+
+                overlay["file"] = str(stack.enter_context(
+                    safetensors_copy(weights, what="the backbone's pretrained weights")))
+            self.backbone = timm.create_model(
+                backbone,
+                pretrained=pretrained,
+                pretrained_cfg_overlay=overlay,
+                num_classes=0,
+                global_pool="avg",
+                **_timm_kwargs(self.backbone_kwargs),
+            )
         width = self.num_features
         self.heads = nn.ModuleDict({name: nn.Linear(width, 1) for name in self.attributes})
         # Normalisation comes from checkpoint metadata, so it is not part of the state dict.

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+import contextlib
+import shutil
+import tempfile
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,7 +27,13 @@ from safetensors.torch import load_file, save_file
 from .io import atomic_path
 
 __all__ = ["VERSION_KEY", "CheckpointError", "write_weights_file", "read_weights_file", "read_tensor_shapes",
-           "json_metadata", "state_dict_differences", "check_state_tensors", "load_strict"]
+           "json_metadata", "state_dict_differences", "check_state_tensors", "load_strict", "read_user_state_dict",
+           "safetensors_copy", "TIMM_STATE_KEYS", "OPEN_CLIP_STATE_KEYS"]
+
+#: Where timm (``load_state_dict``) and open_clip look for the weights inside a checkpoint
+#: dict, in order: :func:`read_user_state_dict` takes them out the same way.
+TIMM_STATE_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+OPEN_CLIP_STATE_KEYS = ("state_dict",)
 
 #: The metadata key of every weight file's layout version.
 VERSION_KEY = "format_version"
@@ -167,3 +176,87 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path
         raise CheckpointError(f"{path} does not match {does_not_match}: {differences}")
     check_state_tensors(path, state, expected)
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _is_safetensors(path: Path) -> Optional[str]:
+    """None when ``path`` reads as a safetensors file, else why it does not."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except (SafetensorError, OSError, ValueError) as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_user_state_dict(path: PathLike, *, what: str, state_keys: Sequence[str] = TIMM_STATE_KEYS
+                         ) -> Dict[str, torch.Tensor]:
+    """The tensors of a weight file a user names (a backbone's pretrained weights, CLIP
+    weights), read without running any code the file could carry.
+
+    A safetensors file is read as such (a file named ``.safetensors`` must be one); any
+    other file goes through ``torch.load(weights_only=True)``, which builds tensors and
+    plain containers only and refuses every other pickled object (torch >= 2.6, the floor
+    in setup.cfg, where ``weights_only`` has no known way around it). A checkpoint dict is
+    unwrapped at the first of ``state_keys`` it holds (as the library that reads it would),
+    and the result must map names to tensors. Every failure is one :class:`CheckpointError`
+    naming ``what`` and the file.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: unreadable, refused by ``weights_only``, or not a dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    why = _is_safetensors(path)
+    if why is None:
+        return load_file(str(path), device="cpu")
+    if path.suffix.lower() == ".safetensors":
+        raise CheckpointError(f"{what} {path} is named .safetensors but is not a readable safetensors file ({why})")
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError (a class outside tensors and containers), zip/EOF errors
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{what} {path} is neither a safetensors file nor a PyTorch file of tensors only (torch.load with "
+            f"weights_only=True refused it: {type(exc).__name__}: {first}); nothing in it was run. Convert it to "
+            f"safetensors where it came from (safetensors.torch.save_file(state_dict, 'weights.safetensors'))"
+        ) from None
+    if isinstance(data, Mapping):
+        for key in state_keys:
+            if data.get(key) is not None:
+                data = data[key]
+                break
+    if not isinstance(data, Mapping) or not data:
+        raise CheckpointError(f"{what} {path} holds no state dict (a mapping of names to tensors), "
+                              f"got {type(data).__name__}")
+    bad = [k for k, v in data.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad:
+        raise CheckpointError(f"{what} {path}: entries {bad[:5]} are not named tensors (a state dict holds only those)")
+    return dict(data)
+
+
+@contextlib.contextmanager
+def safetensors_copy(path: PathLike, *, what: str, state_keys: Sequence[str] = TIMM_STATE_KEYS) -> Iterator[Path]:
+    """A safetensors file with the tensors of the user's weight file ``path``, for a
+    library (timm, open_clip) that reads a file by name: so the library never unpickles
+    it, whatever its version. A readable ``.safetensors`` file is yielded as it is (a
+    safetensors file of another name as a link, or copy, named ``.safetensors``); any other
+    file is read by :func:`read_user_state_dict` and written, tensors unchanged, to a
+    temporary file that is removed after the block."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    if _is_safetensors(path) is None and path.suffix.lower() == ".safetensors":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="attiqa-weights-") as folder:
+        target = Path(folder) / "weights.safetensors"
+        if _is_safetensors(path) is None:
+            try:
+                target.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, target)
+        else:
+            state = read_user_state_dict(path, what=what, state_keys=state_keys)
+            save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(target))
+        yield target

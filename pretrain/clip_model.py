@@ -22,6 +22,7 @@ unless a pretrained tag asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from contextlib import contextmanager
@@ -143,20 +144,21 @@ def _check_named_safetensors(path: Path) -> None:
                          f".bin) or an open_clip pretrained tag") from None
 
 
-def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[str], Dict[str, Any]]:
-    """(value for open_clip.create_model, extra kwargs); validates tags and files up front."""
+def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[str], Dict[str, Any], bool]:
+    """(value for open_clip.create_model, extra kwargs, whether it is a local file);
+    validates tags and files up front."""
     import open_clip
 
     if pretrained is None or str(pretrained).lower() in _NO_WEIGHTS:
-        return None, {}
+        return None, {}, False
     pretrained = str(pretrained)
     tag_cfg = open_clip.pretrained.get_pretrained_cfg(name, pretrained)
     if tag_cfg:
         # OpenAI weights were trained with QuickGELU; building without it silently degrades them.
-        return pretrained, {"force_quick_gelu": bool(tag_cfg.get("quick_gelu", False))}
+        return pretrained, {"force_quick_gelu": bool(tag_cfg.get("quick_gelu", False))}, False
     if Path(pretrained).is_file():
         _check_named_safetensors(Path(pretrained))
-        return pretrained, {}
+        return pretrained, {}, True
     tags = open_clip.list_pretrained_tags_by_model(name)
     raise ValueError(
         f"--clip-pretrained {pretrained!r} is neither a pretrained tag of {name!r} (known: {tags}) "
@@ -178,8 +180,10 @@ def create_clip_teacher(
         model: open_clip model name (``"RN50"``, ``"ViT-B-32"``, ...) or a path to an
             open_clip model-config JSON.
         pretrained: an open_clip pretrained tag (e.g. ``"openai"``; open_clip downloads it
-            into its cache), a local checkpoint file, or ``"none"`` / ``None`` for random
-            weights.
+            into its cache), a local checkpoint file (safetensors, or a PyTorch file of
+            tensors only: read with ``torch.load(weights_only=True)`` and handed to
+            open_clip as safetensors, so nothing in it is unpickled as code; a TorchScript
+            archive is refused), or ``"none"`` / ``None`` for random weights.
         device: where the model runs.
         tau: softmax temperature; default the model's ``logit_scale.exp()``.
         init_seed: seed of the random initialisation (matters only without weights:
@@ -195,13 +199,19 @@ def create_clip_teacher(
         model = str(Path(model).resolve())
     schema = name.split(":", 1)[0] if name.startswith(("hf-hub:", "local-dir:")) else None
     # A schema name carries its own weights; open_clip ignores `pretrained` for it.
-    weights, extra = (None, {}) if schema else _resolve_pretrained(name, pretrained)
+    weights, extra, local = (None, {}, False) if schema else _resolve_pretrained(name, pretrained)
     # Random weights must be the same in every rank and after a resume, so they come
     # from a fixed seed without touching the caller's RNG.
-    with _model_config_visible(name, config):
+    with _model_config_visible(name, config), contextlib.ExitStack() as stack:
+        load = weights
+        if local:  # open_clip gets the user's file only as safetensors: it never unpickles it, whatever its version
+            from attiqa_loss.weights_file import OPEN_CLIP_STATE_KEYS, safetensors_copy
+
+            load = str(stack.enter_context(safetensors_copy(weights, what="--clip-pretrained (clip.pretrained)",
+                                                            state_keys=OPEN_CLIP_STATE_KEYS)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            clip = open_clip.create_model(name, pretrained=weights, device=device, **extra)
+            clip = open_clip.create_model(name, pretrained=load, device=device, **extra)
         tokenizer = open_clip.get_tokenizer(name)  # its context length comes from the config
     clip.eval().requires_grad_(False)
     pp = dict(clip.visual.preprocess_cfg)

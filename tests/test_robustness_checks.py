@@ -257,3 +257,106 @@ def test_enhance_train_whose_final_metrics_are_nan_exits_1(tmp_path, monkeypatch
     assert code == 1
     assert err.strip().splitlines()[-1].startswith(
         "attiqa-enhance train: the final validation metrics are not finite (val/psnr=nan): the training diverged")
+
+
+# --------------------------------------------------------------------------- user-given weight files
+
+
+class _RunsCode:
+    """Pickled, it makes the unpickler create ``marker``: code a weight file can carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _old_library_load(checkpoint_path, *args, **kwargs):
+    """How timm and open_clip read a file name before they passed weights_only (and what
+    any torch.load did by default before torch 2.6): safetensors by name, else unpickled."""
+    from safetensors.torch import load_file
+
+    if str(checkpoint_path).endswith(".safetensors"):
+        return load_file(str(checkpoint_path))
+    data = torch.load(str(checkpoint_path), map_location="cpu", weights_only=False)
+    return data.get("state_dict", data) if isinstance(data, dict) else data
+
+
+def test_setup_cfg_asks_for_a_torch_whose_weights_only_load_is_safe():
+    import configparser
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    requires = [line.strip() for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
+    torch_floor = next(r for r in requires if re.match(r"torch\b", r))
+    version = tuple(int(p) for p in torch_floor.split(">=")[1].split("."))
+    assert version >= (2, 6)  # torch.load(weights_only=True) without a known way around it
+
+
+def test_clip_pretrained_file_that_runs_code_is_refused_and_never_unpickled(tmp_path, monkeypatch):
+    import open_clip.factory
+
+    from pretrain.clip_model import create_clip_teacher
+
+    monkeypatch.setattr(open_clip.factory, "load_state_dict", _old_library_load)
+    marker = tmp_path / "ran"
+    weights = tmp_path / "clip.pt"
+    state = create_clip_teacher(TINY_CLIP, "none").model.state_dict()
+    torch.save({"state_dict": state, "extra": _RunsCode(marker)}, weights)
+    with pytest.raises(ValueError, match=r"weights_only=True refused it"):
+        create_clip_teacher(TINY_CLIP, str(weights))
+    assert not marker.exists()
+
+
+def test_clip_pretrained_state_dict_file_loads_its_weights(tmp_path, monkeypatch):
+    import open_clip.factory
+
+    from pretrain.clip_model import create_clip_teacher
+
+    monkeypatch.setattr(open_clip.factory, "load_state_dict", _old_library_load)
+    state = create_clip_teacher(TINY_CLIP, "none", init_seed=3).model.state_dict()
+    weights = tmp_path / "clip.pt"
+    torch.save({"state_dict": state, "epoch": 7}, weights)
+    loaded = create_clip_teacher(TINY_CLIP, str(weights), init_seed=0)
+    assert loaded.pretrained == str(weights)
+    assert all(torch.equal(v, state[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_backbone_pretrained_file_that_runs_code_is_refused_and_never_unpickled(tmp_path, monkeypatch):
+    import timm.models._builder
+
+    from attiqa_loss import AttiqaNet
+    from attiqa_loss.checkpoint import CheckpointError
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict", _old_library_load)
+    marker = tmp_path / "ran"
+    weights = tmp_path / "backbone.pth"
+    import timm
+
+    torch.save({"state_dict": timm.create_model("test_resnet").state_dict(), "extra": _RunsCode(marker)}, weights)
+    with pytest.raises(CheckpointError, match=r"the backbone's pretrained weights .*weights_only=True refused it"):
+        AttiqaNet("test_resnet", pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+    assert not marker.exists()
+
+
+def test_backbone_pretrained_pth_file_builds_the_network_its_safetensors_copy_builds(tmp_path, monkeypatch):
+    import timm
+    import timm.models._builder
+    from safetensors.torch import save_file
+
+    from attiqa_loss import AttiqaNet
+
+    monkeypatch.setattr(timm.models._builder, "load_state_dict", _old_library_load)
+    torch.manual_seed(5)
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({"state_dict_ema": state, "epoch": 2}, tmp_path / "b.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "b.safetensors"))
+    nets = []
+    for name in ("b.pth", "b.safetensors"):
+        torch.manual_seed(0)  # the heads come from the global generator: the same draws either way
+        nets.append(AttiqaNet("test_resnet", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / name)}))
+    a, b = (n.state_dict() for n in nets)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(a["backbone.conv1.0.weight"], state["conv1.0.weight"])  # the file's weights, not random ones
