@@ -293,3 +293,15 @@ def test_every_command_states_exit_status_3_in_its_help():
     texts += [HELP[name] for name in HELP]
     for text in texts:
         assert "3 if a file or folder could not be written or read" in " ".join(text.split())
+
+
+def test_an_os_error_made_from_a_message_alone_keeps_its_message(tmp_path, monkeypatch):
+    from attiqa_loss.io import atomic, atomic_write
+
+    def broken(tmp, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic, "_publish", broken)
+    with pytest.raises(OSError, match="^disk full$"):
+        with atomic_write(tmp_path / "a.bin") as f:
+            f.write(b"x")

@@ -135,7 +135,10 @@ def _naming(exc: BaseException, path: Path, tmp) -> BaseException:
     """``exc`` with ``filename`` set to ``path`` when it is an ``OSError`` that names no file
     or only the temporary one (a failed ``write``, ``fsync`` or rename says no name), so
     that the message names the file the caller asked for."""
-    if isinstance(exc, OSError) and (exc.filename is None or (tmp is not None and exc.filename == tmp)):
+    # (An OSError made from a message alone, OSError("disk full"), keeps it: only errors of the
+    # operating system, with an errno and its text, get the name.)
+    if (isinstance(exc, OSError) and exc.strerror is not None
+            and (exc.filename is None or (tmp is not None and exc.filename == tmp))):
         exc.filename = str(path)
         exc.filename2 = None
     return exc
