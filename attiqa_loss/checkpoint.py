@@ -21,6 +21,9 @@ one-line :class:`CheckpointError` naming the file, the tensor or key and the val
 tensors can still make a network whose scores are not (a BatchNorm ``running_var`` < 0
 gives NaN everywhere), so the loaded network scores one small fixed image
 (:func:`probe_image`) and a non-finite score refuses the file (:func:`check_finite_scores`).
+Before the network is built, it is built on the meta device and its tensor shapes compared
+with the file's header (:func:`network_from_metadata`): allowed ``backbone_kwargs`` such
+as ``base_width`` 4096 cannot make a small file allocate a huge network.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 from .attributes import ATTRIBUTES
 from .network import AttiqaNet
-from .weights_file import (CheckpointError, check_state_tensors, json_metadata, load_strict, read_weights_file,
-                           state_dict_differences, write_weights_file)
+from .weights_file import (CheckpointError, check_state_tensors, json_metadata, load_strict, read_tensor_shapes,
+                           read_weights_file, state_dict_differences, write_weights_file)
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint_metadata",
@@ -203,11 +206,21 @@ def network_from_metadata(
     *,
     prefix: str = "",
     tone: Any = False,
+    tensor_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    does_not_match: Optional[str] = None,
 ) -> AttiqaNet:
     """Build the :class:`AttiqaNet` a file's metadata describes, after checking the
     backbone name, the normalisation and ``backbone_kwargs``; every failure is a
     :class:`CheckpointError` naming ``path`` and the metadata key (``prefix`` says where
-    the keys live)."""
+    the keys live).
+
+    With ``tensor_shapes`` (the file's ``{name: shape}``, :func:`read_tensor_shapes`), the
+    network is first built on the meta device (no weight allocated) and its state dict
+    compared with them: a file whose tensors are not those of the network it describes
+    is refused (``"<path> does not match <does_not_match>: ..."``) before the network is
+    built for real, so a few-kB file naming ``base_width`` 4096 cannot make the loader
+    allocate a huge network. Keys of ``tensor_shapes`` are compared under ``prefix``
+    (``"net."`` for a MOS model, whose other keys are its head's)."""
     norm = f"{prefix}normalization" if not prefix else prefix.rstrip(".")
     try:
         check_backbone_name(backbone, f"{prefix}backbone")
@@ -218,15 +231,27 @@ def network_from_metadata(
             raise CheckpointError(f"{key} must be true or false, got {tone!r}")
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from None
-    try:
-        return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs, normalize_tone=tone)
-    except RuntimeError as exc:  # timm: unknown model name
-        raise CheckpointError(f"{path} names backbone {backbone!r} that timm cannot build: {exc}") from exc
-    except (TypeError, ValueError, AssertionError) as exc:  # an option this backbone does not take
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: backbone {backbone!r} cannot be built with {prefix}backbone_kwargs={kwargs!r}: {message}"
-        ) from exc
+
+    def build() -> AttiqaNet:
+        try:
+            return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs, normalize_tone=tone)
+        except RuntimeError as exc:  # timm: unknown model name
+            raise CheckpointError(f"{path} names backbone {backbone!r} that timm cannot build: {exc}") from exc
+        except (TypeError, ValueError, AssertionError) as exc:  # an option this backbone does not take
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(
+                f"{path}: backbone {backbone!r} cannot be built with {prefix}backbone_kwargs={kwargs!r}: {message}"
+            ) from exc
+
+    if tensor_shapes is not None:
+        with torch.device("meta"):  # the network the metadata describes, without allocating it
+            skeleton = build()
+        expected = {prefix + k: v for k, v in skeleton.state_dict().items()}
+        found = {k: tuple(v) for k, v in tensor_shapes.items() if k.startswith(prefix)}
+        differences = state_dict_differences(expected, found)
+        if differences:
+            raise CheckpointError(f"{path} does not match {does_not_match or f'backbone {backbone!r}'}: {differences}")
+    return build()
 
 
 def save_checkpoint(
@@ -295,7 +320,8 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
         raise CheckpointError(f"{path}: metadata normalization must be a JSON object with mean and std, got {norm!r}")
     net = network_from_metadata(
         path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"],
-        tone=norm.get("tone", False),
+        tone=norm.get("tone", False), tensor_shapes=read_tensor_shapes(path),
+        does_not_match=f"backbone {meta['backbone']!r}",
     )
     state, _ = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",
                                  noun="checkpoint")

@@ -360,3 +360,96 @@ def test_backbone_pretrained_pth_file_builds_the_network_its_safetensors_copy_bu
     a, b = (n.state_dict() for n in nets)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(a["backbone.conv1.0.weight"], state["conv1.0.weight"])  # the file's weights, not random ones
+
+
+# --------------------------------------------------------------------------- backbone_kwargs and the file's shapes
+
+
+class _RealBuild(BaseException):
+    """Raised by the spy below when a network is built off the meta device (not an
+    Exception: no loader may catch it and turn it into another message)."""
+
+
+@pytest.fixture
+def refuse_real_builds(monkeypatch):
+    """Within the test, building an AttiqaNet anywhere but on the meta device raises _RealBuild."""
+    import attiqa_loss.checkpoint as checkpoint
+
+    real = checkpoint.AttiqaNet
+    builds = []
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            on_meta = torch.empty(0).device.type == "meta"  # the default device inside `with torch.device("meta")`
+            builds.append("meta" if on_meta else "real")
+            if not on_meta:
+                raise _RealBuild(f"an AttiqaNet was built for real with {kwargs.get('backbone_kwargs')}")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "AttiqaNet", Spy)
+    return builds
+
+
+def _huge_metadata(meta):
+    import json
+
+    return {**meta, "backbone": "resnet50", "backbone_kwargs": json.dumps({"base_width": 4096, "cardinality": 1024})}
+
+
+def test_backbone_kwargs_describing_a_huge_network_are_refused_before_it_is_built(tiny_checkpoint, refuse_real_builds):
+    from attiqa_loss import load_checkpoint
+    from attiqa_loss.checkpoint import CheckpointError
+
+    from helpers import rewrite_checkpoint
+
+    rewrite_checkpoint(tiny_checkpoint, metadata=_huge_metadata)  # a few hundred kB naming a ~10^13-weight network
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_checkpoint)
+    message = str(info.value)
+    assert message.startswith(f"{tiny_checkpoint} does not match backbone 'resnet50': missing keys [")
+    assert "\n" not in message and refuse_real_builds == ["meta"]
+
+
+def test_mos_model_backbone_kwargs_describing_a_huge_network_are_refused_before_it_is_built(tmp_path, tiny_net,
+                                                                                            refuse_real_builds):
+    import json
+
+    from attiqa_loss.checkpoint import CheckpointError
+    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+
+    from helpers import rewrite_checkpoint
+
+    path = save_mos_model(MosModel(tiny_net), tmp_path / "mos_model.safetensors")
+
+    def huge(meta):
+        net = json.loads(meta["net"])
+        net.update(backbone="resnet50", backbone_kwargs={"base_width": 4096, "cardinality": 1024})
+        return {**meta, "net": json.dumps(net)}
+
+    rewrite_checkpoint(path, metadata=huge)
+    with pytest.raises(CheckpointError, match=rf"^{path} does not match its network: missing keys \["):
+        load_mos_model(path)
+    assert refuse_real_builds == ["meta"]
+
+
+def test_a_checkpoint_whose_shapes_match_is_built_once_for_real(tiny_checkpoint, monkeypatch):
+    import attiqa_loss.checkpoint as checkpoint
+    from attiqa_loss import AttiqaNet, load_checkpoint
+
+    real, devices = checkpoint.AttiqaNet, []
+
+    class Count(real):
+        def __init__(self, *args, **kwargs):
+            devices.append(torch.empty(0).device.type)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "AttiqaNet", Count)
+    net = load_checkpoint(tiny_checkpoint)
+    assert devices == ["meta", "cpu"] and next(net.parameters()).device.type == "cpu"
+    # The meta build draws nothing from the global generator, so a training run that loads
+    # a quality model after seeding (attiqa-enhance train) draws what it drew before.
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with torch.device("meta"):
+        AttiqaNet("test_resnet", backbone_kwargs={"drop_path_rate": 0.1})
+    assert torch.equal(torch.get_rng_state(), before)
