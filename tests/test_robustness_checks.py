@@ -101,7 +101,7 @@ def test_pretrain_negative_lr_is_refused_when_the_config_is_read_naming_the_key(
 
     with pytest.raises(SystemExit) as info:  # no --images: the config is refused before any data is looked at
         main(["train", "--out", str(tmp_path / "run"), "--set", "train.lr=-1"])
-    assert str(info.value.code) == "error: invalid config section 'train': train.lr must be > 0, got -1.0"
+    assert str(info.value.code) == "error: invalid config section 'train': train.lr must be >= 0.0, got -1.0"
     assert not (tmp_path / "run").exists()
 
 
