@@ -17,9 +17,8 @@ from .attributes import ATTRIBUTES
 from .exits import EXIT_STATUS_HELP, STDOUT, flush_stdout, report_io_error, stdout_closed, write_stdout
 from .extras import require_extra
 from .helptext import PlainHelpFormatter
-from .score_output import (  # noqa: F401  (Row, TB_*, run_names: importable from here, as before)
+from .score_output import (  # noqa: F401  (Row, TB_MEAN_STEPS, run_names: importable from here, as before)
     TB_MEAN_STEPS,
-    TB_SCALE_RUNS,
     Row,
     _format,
     _format_comparison,
@@ -104,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="also write each PATH's score distributions and means to TensorBoard (one run per PATH, named "
-        "after its folder, with parent folders added where two names would clash; the runs yscale_0_worst and "
-        "yscale_1_best hold the mean charts at 0 to 1)",
+        "after its folder, with parent folders added where two names would clash; tags attributes/<name>, as "
+        "in training runs); comparing folders, also difference/<name> (each folder minus the first) and the "
+        "means and differences as text tables",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -201,8 +201,15 @@ def _run(args: argparse.Namespace) -> int:
         write_stdout(_format(rows, args.format), flush=False)
     flush_stdout()  # a full disk or a closed pipe shows here, not silently at exit
     if args.logdir is not None and rows:
-        runs = {name: folder.scores.tolist() for name, folder in zip(run_names(list(per_path)), folders)}
-        _write_tensorboard(args.logdir, {k: v for k, v in runs.items() if v})
+        names = run_names(list(per_path))
+        runs = {name: folder.scores.tolist() for name, folder in zip(names, folders)}
+        differences, how = {}, ""
+        if comparing:  # each later folder minus the first, as in the printed per-folder table
+            differences = {names[i]: comparison.mean_difference(i) for i in range(1, len(folders)) if runs[names[i]]}
+            how = (f"mean of the per-image differences over the {len(comparison.paired_names)} image(s) paired by "
+                   "relative path" if comparison.paired else "difference of the folder means")
+        _write_tensorboard(args.logdir, {k: v for k, v in runs.items() if v}, differences, reference=names[0],
+                           how=how)
         print(f"attiqa-score: TensorBoard logs in {args.logdir} (tensorboard --logdir {args.logdir})", file=sys.stderr)
     for line in resized_note("attiqa-score", resized, args.max_side):
         print(line, file=sys.stderr)

@@ -151,69 +151,110 @@ def folder_summary(comparison: "FolderComparison", labels: Sequence[str]) -> str
     return "\n".join(lines)
 
 
-#: Constant runs written next to the folders' runs: ``(run name, value)`` of every
-#: ``mean/*`` tag, so each of those charts spans [0, 1] (the names of the enhancement runs'
-#: ``enhancement.tensorboard_utils.SCALE_RUNS``).
-TB_SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
+#: The tag of one attribute's score, the same in every TensorBoard log of the package
+#: (``attiqa-score --logdir`` and the training runs): ``attributes/<name>``; ``attributes/all``
+#: is the mean of the five in ``attiqa-score``'s runs.
+ATTRIBUTE_TAG = "attributes/{}"
+#: The tag of one attribute's difference to the first folder (``attiqa-score A B --logdir``).
+DIFFERENCE_TAG = "difference/{}"
+#: Text tags of ``attiqa-score --logdir`` (in the logdir's own run, shown as ``.``): the
+#: per-folder means and, comparing folders, the differences to the first, as tables.
+TEXT_MEANS_TAG = "tables/means"
+TEXT_DIFFERENCE_TAG = "tables/difference"
 #: Steps each folder mean is logged at: two points draw a short flat line, not a dot.
 TB_MEAN_STEPS = (0, 1)
 
 
-def _mean_description(name: str, scale_runs: Sequence[str]) -> str:
+def attribute_tag(name: str) -> str:
+    """``attributes/<name>``: the TensorBoard tag of one attribute's score (see :data:`ATTRIBUTE_TAG`)."""
+    return ATTRIBUTE_TAG.format(name)
+
+
+def _mean_description(name: str) -> str:
     what = (f"{name} ({ATTRIBUTES.descriptions[name]})" if name in ATTRIBUTES
             else "all: the mean of the five attribute scores")
     return (
         f"{what}: mean over the folder's images; quality-aligned score in [0, 1], 1 = desirable, higher is "
-        f"better. One run (line) per folder; the step axis (0 to 1) carries no meaning, the line is one value. "
-        f"{' and '.join(scale_runs)} are reference lines that keep the axis at [0, 1]. "
-        "The spread of the scores is in the histograms scores/<name>."
+        "better. One run (line) per folder; the step axis (0 to 1) carries no meaning, the line is one value. "
+        "The spread of the scores is in the histograms scores/<name>; the means as a table in the text "
+        f"{TEXT_MEANS_TAG}."
     )
 
 
-def _write_tensorboard(logdir: Path, folder_scores: Dict[str, List[List[float]]]) -> None:
-    """One run per folder under ``logdir`` (named by :func:`run_names`), plus two
-    constant runs:
+def _difference_description(name: str, reference: str, how: str) -> str:
+    return (
+        f"{name} ({ATTRIBUTES.descriptions[name]}): this folder's score minus {reference}'s ({how}); "
+        "above 0 = more desirable than the reference, below 0 = less. One run (line) per compared folder; "
+        f"the step axis carries no meaning. As a table in the text {TEXT_DIFFERENCE_TAG}."
+    )
+
+
+def _markdown_cell(text: str) -> str:
+    return _printable(text).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write_tensorboard(logdir: Path, folder_scores: Dict[str, List[List[float]]],
+                       differences: Optional[Dict[str, Dict[str, float]]] = None, *, reference: str = "",
+                       how: str = "") -> None:
+    """One run per folder under ``logdir`` (named by :func:`run_names`), and two text
+    tables in the logdir's own run; no other run, so every line in a chart is a folder:
 
     - folder runs: the histograms ``scores/<name>`` of its images' scores (step 0), and
-      ``mean/<name>``, ``mean/all`` (the mean of all five) at steps 0 and 1, so each mean
-      draws as a short horizontal line;
-    - :data:`TB_SCALE_RUNS` (``yscale_0_worst``, ``yscale_1_best``): ``mean/*`` = 0 and 1
-      at the same steps, which keeps every mean chart at [0, 1] (TensorBoard scales an
-      axis to the data; with them 0.92 and 0.95 look close, as they are).
+      ``attributes/<name>`` (the training runs' tag, :func:`attribute_tag`) and
+      ``attributes/all`` (the mean of all five), the folder means at steps 0 and 1, so
+      each mean draws as a short horizontal line;
+    - ``differences`` (``{run: {attribute: value}}``, the folders after the first when
+      folders are compared): ``difference/<name>`` = that folder minus ``reference`` (the
+      first folder's run), at steps 0 and 1 (``how``: how it was taken, for the tooltip);
+    - the logdir's own run (``.``): the text :data:`TEXT_MEANS_TAG`, a table of every
+      folder's image count and means, and with ``differences`` :data:`TEXT_DIFFERENCE_TAG`.
 
-    The ``mean/*`` tags carry a description (the tooltip): quality-aligned, 1 = desirable.
-    Runs are created in the order 0 line, folders, 1 line: TensorBoard colours runs in
-    the order they started.
+    The charts keep TensorBoard's own axis range (no constant reference runs: they would
+    draw as lines that look like data). Every scalar tag carries a description (the
+    tooltip): quality-aligned, 1 = desirable. Runs are created in the order of
+    ``folder_scores``: TensorBoard colours runs in the order they started.
     """
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import scalar
 
-    scale_runs: List[Tuple[str, float]] = []
-    for name, value in TB_SCALE_RUNS:
-        while name in folder_scores:  # a folder with that very name keeps it
-            name += "_"
-        scale_runs.append((name, value))
-    descriptions = {name: _mean_description(name, [r for r, _ in scale_runs]) for name in [*ATTRIBUTES, "all"]}
+    differences = differences or {}
+    described = {**{attribute_tag(n): _mean_description(n) for n in [*ATTRIBUTES, "all"]},
+                 **{DIFFERENCE_TAG.format(n): _difference_description(n, reference, how) for n in ATTRIBUTES}}
 
-    def write_means(writer, means: Dict[str, float]) -> None:
+    def write_lines(writer, values: Dict[str, float]) -> None:
         file_writer = writer._get_file_writer()
         for step in TB_MEAN_STEPS:
-            for name, value in means.items():
-                summary = scalar(f"mean/{name}", float(value), new_style=True)
-                summary.value[0].metadata.summary_description = descriptions[name]
+            for tag, value in values.items():
+                summary = scalar(tag, float(value), new_style=True)
+                summary.value[0].metadata.summary_description = described[tag]
                 file_writer.add_summary(summary, step)
 
-    runs: List[Tuple[str, Optional[List[List[float]]]]] = [
-        (scale_runs[0][0], None), *folder_scores.items(), (scale_runs[1][0], None)]
-    constant = dict(scale_runs)
-    for label, rows in runs:
+    table_rows = []
+    for label, rows in folder_scores.items():
         writer = SummaryWriter(str(logdir / label))
-        if rows is None:
-            write_means(writer, {name: constant[label] for name in descriptions})
-        else:
-            scores = torch.tensor(rows)
-            for i, name in enumerate(ATTRIBUTES):
-                writer.add_histogram(f"scores/{name}", scores[:, i], 0)
-            write_means(writer, {**dict(zip(ATTRIBUTES, scores.mean(dim=0).tolist())), "all": scores.mean().item()})
+        scores = torch.tensor(rows, dtype=torch.float64)
+        for i, name in enumerate(ATTRIBUTES):
+            writer.add_histogram(f"scores/{name}", scores[:, i].float(), 0)
+        means = {**dict(zip(ATTRIBUTES, scores.mean(dim=0).tolist())), "all": scores.mean().item()}
+        write_lines(writer, {attribute_tag(n): v for n, v in means.items()})
+        if label in differences:
+            write_lines(writer, {DIFFERENCE_TAG.format(n): v for n, v in differences[label].items()
+                                 if v == v})  # NaN (nothing to compare) is left out
         writer.close()
+        table_rows.append([_markdown_cell(label), str(len(rows)), *(f"{means[n]:.3f}" for n in [*ATTRIBUTES, "all"])])
+    writer = SummaryWriter(str(logdir))
+    writer.add_text(TEXT_MEANS_TAG, "Mean score per folder (quality-aligned, 1 = desirable)\n\n"
+                    + _markdown_table(["folder", "images", *ATTRIBUTES, "all"], table_rows), 0)
+    if differences:
+        rows = [[_markdown_cell(label), *(f"{diff[n]:+.3f}" for n in ATTRIBUTES)]
+                for label, diff in differences.items()]
+        writer.add_text(TEXT_DIFFERENCE_TAG, f"Difference to {_markdown_cell(reference)} ({how})\n\n"
+                        + _markdown_table(["folder", *ATTRIBUTES], rows), 0)
+    writer.close()

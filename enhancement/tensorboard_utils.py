@@ -16,14 +16,13 @@ run (folder)              tags
                           (trimmed config, see :func:`hparams_of`; its metrics are the
                           output's final ``val/*`` and ``attributes/*`` values)
 ``tb/reference``          ``attributes/<name>`` of the clean reference images
-``tb/yscale_0_worst``,    ``attributes/<name>`` = 0 and 1 at every validation step: two
-``tb/yscale_1_best``      reference lines that keep every attribute chart at [0, 1], also
-                          with "Ignore outliers in chart scaling" (TensorBoard has no
-                          per-chart axis setting)
 ========================  ==================================================================
 
-Attribute scores are quality-aligned in [0, 1], 1 = desirable; the tag descriptions
-(tooltips) say so. ``metrics.json`` keeps flat keys (``attributes/<name>/<role>``,
+No other run: every line in a chart is one of the roles (the charts keep TensorBoard's own
+axis range). Attribute scores are quality-aligned in [0, 1], 1 = desirable; the tag
+descriptions (tooltips) say so. ``attributes/<name>`` is also the tag of
+``attiqa-score --logdir`` (:func:`attiqa_loss.score_output.attribute_tag`), so scoring and
+training runs in one logdir share their charts. ``metrics.json`` keeps flat keys (``attributes/<name>/<role>``,
 ``val/psnr``, ``val/psnr_input``, ...).
 
 Everything is written on rank 0 only; resume and purge rules are those of
@@ -33,17 +32,17 @@ Everything is written on rank 0 only; resume and purge rules are those of
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from attiqa_loss import ATTRIBUTES
+from attiqa_loss.score_output import attribute_tag
 from attiqa_train.logger import RunLogger
 
 __all__ = [
     "ROLES",
-    "SCALE_RUNS",
     "VAL_METRICS",
     "attribute_tag",
     "labelled_strip",
@@ -55,8 +54,6 @@ __all__ = [
 
 #: The sub-runs holding validation numbers, one per image role.
 ROLES = ("input", "output", "reference")
-#: Reference runs: ``(run name, constant value)`` logged under every ``attributes/<name>``.
-SCALE_RUNS: Tuple[Tuple[str, float], ...] = (("yscale_0_worst", 0.0), ("yscale_1_best", 1.0))
 #: Full-reference metrics of :func:`enhancement.heldout.evaluate`: name -> description.
 VAL_METRICS = {
     "psnr": "PSNR in dB against the reference, higher is better",
@@ -68,15 +65,10 @@ VAL_METRICS = {
 HPARAMS_SHOWN = ("data.mode", "loss.fidelity_weight", "loss.attiqa_weight", "train.lr", "train.steps")
 #: Discrete domains (a checkbox filter in the HParams pane instead of none for strings).
 HPARAM_DOMAINS = {"data.mode": ["paired", "synthetic", "unpaired"]}
-_CREATION_ORDER = (SCALE_RUNS[0][0], "output", "input", "reference", "", SCALE_RUNS[1][0])
+_CREATION_ORDER = ("output", "input", "reference", "")
 _ATTRIBUTE_NOTE = "quality-aligned score in [0, 1], 1 = desirable"
 _HEADER_BG = (24, 24, 24)
 _HEADER_FG = (255, 255, 255)
-
-
-def attribute_tag(name: str) -> str:
-    """``attributes/<name>``: the tag of one attribute in every role run."""
-    return f"attributes/{name}"
 
 
 def _role_metric(key: str) -> Tuple[str, str]:
@@ -184,10 +176,9 @@ def hparams_of(cfg, weights: Mapping[str, float], targets: Mapping[str, float]) 
 class EnhanceLogger(RunLogger):
     """:class:`~attiqa_train.logger.RunLogger` of an enhancement run, with the role sub-runs.
 
-    The main run and the sub-runs of ``roles`` (with the :data:`SCALE_RUNS` when there are
-    roles) are created at once, in the order of :data:`_CREATION_ORDER`: TensorBoard's
-    Time Series tab colours runs in the order they started, which gives the 0 line the
-    palette's grey, output cyan, input pink, reference yellow and the 1 line green.
+    The main run and the sub-runs of ``roles`` are created at once, in the order of
+    :data:`_CREATION_ORDER`: TensorBoard's Time Series tab colours runs in the order they
+    started, so output, input and reference keep their colours from run to run.
 
     Args:
         logdir, purge_step, enabled: as :class:`~attiqa_train.logger.RunLogger`.
@@ -197,24 +188,17 @@ class EnhanceLogger(RunLogger):
 
     def __init__(self, logdir: os.PathLike, *, purge_step: Optional[int] = None, enabled: bool = True,
                  roles: Sequence[str] = ROLES) -> None:
-        wanted = set(roles) | ({r for r, _ in SCALE_RUNS} if roles else set()) | {""}
+        wanted = set(roles) | {""}
         super().__init__(logdir, purge_step=purge_step, enabled=enabled,
                          runs=[run for run in _CREATION_ORDER if run in wanted])
 
     def attribute_scores(self, scores: Mapping[str, Mapping[str, float]], step: int) -> None:
-        """``scores[role][name]`` -> ``attributes/<name>`` in run ``role``, plus the 0 and 1
-        reference lines of :data:`SCALE_RUNS` for every attribute logged."""
-        names: List[str] = []
+        """``scores[role][name]`` -> ``attributes/<name>`` in run ``role``."""
         for role, per_name in scores.items():
             if role not in ROLES:
                 raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
             for name, value in per_name.items():
                 self.scalar(attribute_tag(name), value, step, _attribute_description(name), run=role)
-                if name not in names:
-                    names.append(name)
-        for run, value in SCALE_RUNS:
-            for name in names:
-                self.scalar(attribute_tag(name), value, step, _attribute_description(name), run=run)
 
     def validation_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """:func:`~enhancement.heldout.evaluate` metrics: ``psnr`` -> ``val/psnr`` in run
@@ -271,6 +255,5 @@ def _attribute_description(name: str) -> str:
     return (
         f"{name} ({ATTRIBUTES.descriptions.get(name, '')}): mean over the validation images; "
         f"{_ATTRIBUTE_NOTE}, higher is better. Runs: input (degraded), output (enhanced), "
-        f"reference (clean image); {' and '.join(r for r, _ in SCALE_RUNS)} are reference lines "
-        "that keep the axis at [0, 1]"
+        "reference (clean image)"
     )

@@ -1,6 +1,6 @@
 """TensorBoard output read back with TensorBoard's own reader: ``attiqa-score --logdir``, and
-the enhancement run layout (one sub-run per role, 0/1 reference lines, labelled image
-strips, the trimmed HParams session, rank > 0 silent, resume purging every sub-run)."""
+the enhancement run layout (one sub-run per role, the same attribute tags as scoring, no
+helper runs, labelled image strips, the trimmed HParams session, rank > 0 silent, resume purging every sub-run)."""
 
 import csv
 import io
@@ -17,13 +17,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from attiqa_loss import ATTRIBUTES
-from attiqa_loss.cli import TB_SCALE_RUNS
 from attiqa_loss.cli import main as score_main
 from enhancement.config import EnhanceConfig
 from enhancement.tensorboard_utils import (
     HPARAMS_SHOWN,
     ROLES,
-    SCALE_RUNS,
     EnhanceLogger,
     attribute_tag,
     header_height,
@@ -44,57 +42,136 @@ def _reader(path):
     return acc
 
 
-def test_attiqa_score_logdir_writes_per_folder_means(tmp_path):
-    write_images(tmp_path / "sunny", 3, size=(40, 48), seed=0)
-    write_images(tmp_path / "dark", 2, size=(40, 48), seed=10)
+def _score_logdir(tmp_path, folders, extra=()):
+    """``attiqa-score FOLDERS --format csv --logdir tmp_path/tb``: (csv rows, logdir)."""
     quality = write_quality_model(tmp_path / "q.safetensors")
     logdir = tmp_path / "tb"
     buf = io.StringIO()
     with redirect_stdout(buf):
-        code = score_main(
-            [str(tmp_path / "sunny"), str(tmp_path / "dark"), "--checkpoint", str(quality), "--format", "csv",
-             "--logdir", str(logdir), "--no-progress"]
-        )
+        code = score_main([*map(str, folders), "--checkpoint", str(quality), "--format", "csv",
+                           "--logdir", str(logdir), "--no-progress", *extra])
     assert code == 0
-    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    return list(csv.DictReader(io.StringIO(buf.getvalue()))), logdir
+
+
+def _runs(logdir):
+    """The TensorBoard runs under ``logdir`` (sub-folders), the logdir's own run left out."""
+    return sorted(str(p.relative_to(logdir)) for p in logdir.rglob("*") if p.is_dir())
+
+
+def test_attiqa_score_logdir_writes_per_folder_means(tmp_path):
+    write_images(tmp_path / "sunny", 3, size=(40, 48), seed=0)
+    write_images(tmp_path / "dark", 2, size=(40, 48), seed=10)
+    rows, logdir = _score_logdir(tmp_path, [tmp_path / "sunny", tmp_path / "dark"])
     assert len(rows) == 5
     for folder, count in (("sunny", 3), ("dark", 2)):
         acc = _reader(logdir / folder)
         mine = [r for r in rows if f"/{folder}/" in r["path"]]
         assert len(mine) == count
         for name in ATTRIBUTES:
-            # The mean at steps 0 and 1: a short flat line, not a dot.
+            # The mean at steps 0 and 1: a short flat line, not a dot; the training runs' tag.
             expected = pytest.approx(sum(float(r[name]) for r in mine) / count, abs=1e-5)
-            assert _steps_values(acc, f"mean/{name}") == [(0, expected), (1, expected)]
-            desc = acc.SummaryMetadata(f"mean/{name}").summary_description
+            assert _steps_values(acc, f"attributes/{name}") == [(0, expected), (1, expected)]
+            desc = acc.SummaryMetadata(f"attributes/{name}").summary_description
             assert desc.startswith(f"{name} (") and "quality-aligned" in desc and "1 = desirable" in desc
             assert f"scores/{name}" in acc.Tags()["histograms"]
             assert acc.Histograms(f"scores/{name}")[0].histogram_value.num == count
         overall = pytest.approx(sum(float(r[n]) for r in mine for n in ATTRIBUTES) / (count * len(ATTRIBUTES)),
                                 abs=1e-5)
-        assert _steps_values(acc, "mean/all") == [(0, overall), (1, overall)]
-        assert "1 = desirable" in acc.SummaryMetadata("mean/all").summary_description
-    # Constant 0 and 1 runs (the enhancement runs' names) hold every mean chart at [0, 1].
-    assert TB_SCALE_RUNS == SCALE_RUNS
-    assert sorted(p.name for p in logdir.iterdir()) == sorted(["sunny", "dark", *(r for r, _ in SCALE_RUNS)])
-    for run, value in SCALE_RUNS:
-        acc = _reader(logdir / run)
-        assert set(acc.Tags()["tensors"]) == {f"mean/{n}" for n in [*ATTRIBUTES, "all"]}
-        assert not acc.Tags()["histograms"]
-        for name in [*ATTRIBUTES, "all"]:
-            assert _steps_values(acc, f"mean/{name}") == [(0, value), (1, value)]
+        assert _steps_values(acc, "attributes/all") == [(0, overall), (1, overall)]
+        assert "1 = desirable" in acc.SummaryMetadata("attributes/all").summary_description
+        assert not any(t.startswith("mean/") for t in acc.Tags()["tensors"])  # the former tags are gone
+    # No helper run: every run is a folder, so every line in a chart is data.
+    assert _runs(logdir) == ["dark", "sunny"]
 
 
-def test_attiqa_score_logdir_reference_runs_step_aside_for_a_folder_of_their_name(tmp_path):
-    write_images(tmp_path / "yscale_0_worst", 1, size=(40, 48), seed=0)
-    quality = write_quality_model(tmp_path / "q.safetensors")
-    logdir = tmp_path / "tb"
-    with redirect_stdout(io.StringIO()):
-        assert score_main([str(tmp_path / "yscale_0_worst"), "--checkpoint", str(quality), "--logdir", str(logdir),
-                           "--no-progress"]) == 0
-    assert "scores/sharpness" in _reader(logdir / "yscale_0_worst").Tags()["histograms"]
-    assert _steps_values(_reader(logdir / "yscale_0_worst_"), "mean/all") == [(0, 0.0), (1, 0.0)]
-    assert _steps_values(_reader(logdir / "yscale_1_best"), "mean/all") == [(0, 1.0), (1, 1.0)]
+def test_attiqa_score_logdir_difference_chart_is_each_folder_minus_the_first(tmp_path):
+    """``attiqa-score before/ after/ other/ --logdir``: ``difference/<name>`` in the later
+    folders' runs = the mean of the per-image differences over the images paired by name
+    (the csv's ``<name>_diff``), at steps 0 and 1; none in the first folder's run."""
+    write_images(tmp_path / "before", 3, size=(40, 48), seed=0)
+    write_images(tmp_path / "after", 3, size=(40, 48), seed=20)
+    write_images(tmp_path / "other", 2, size=(40, 48), seed=40)  # img00, img01: paired with those of the others
+    rows, logdir = _score_logdir(tmp_path, [tmp_path / "before", tmp_path / "after", tmp_path / "other"])
+    assert _runs(logdir) == ["after", "before", "other"]
+    before = {r["name"]: r for r in rows if "/before/" in r["path"]}
+    for folder in ("after", "other"):
+        acc = _reader(logdir / folder)
+        mine = [r for r in rows if f"/{folder}/" in r["path"] and r["name"] in ("img00.png", "img01.png")]
+        assert len(mine) == 2
+        for name in ATTRIBUTES:
+            expected = sum(float(r[name]) - float(before[r["name"]][name]) for r in mine) / 2
+            assert expected == pytest.approx(sum(float(r[f"{name}_diff"]) for r in mine) / 2, abs=1e-5)
+            assert _steps_values(acc, f"difference/{name}") == [(0, pytest.approx(expected, abs=1e-5)),
+                                                                (1, pytest.approx(expected, abs=1e-5))]
+            desc = acc.SummaryMetadata(f"difference/{name}").summary_description
+            assert "minus before's" in desc and "paired by relative path" in desc
+    assert not any(t.startswith("difference/") for t in _reader(logdir / "before").Tags()["tensors"])
+
+
+def test_attiqa_score_logdir_difference_of_unpaired_folders_is_that_of_the_means(tmp_path):
+    write_images(tmp_path / "before", 2, size=(40, 48), seed=0)
+    write_images(tmp_path / "after", 3, size=(40, 48), seed=20, suffix=".jpg")  # no name in common
+    rows, logdir = _score_logdir(tmp_path, [tmp_path / "before", tmp_path / "after"])
+    acc = _reader(logdir / "after")
+    for name in ATTRIBUTES:
+        means = {f: sum(float(r[name]) for r in rows if f"/{f}/" in r["path"]) / n for f, n in (("before", 2),
+                                                                                                  ("after", 3))}
+        expected = pytest.approx(means["after"] - means["before"], abs=1e-5)
+        assert _steps_values(acc, f"difference/{name}") == [(0, expected), (1, expected)]
+    assert "difference of the folder means" in acc.SummaryMetadata("difference/sharpness").summary_description
+
+
+def _text(acc, tag):
+    return tensor_util.make_ndarray(acc.Tensors(tag)[0].tensor_proto).item().decode()
+
+
+def test_attiqa_score_logdir_tables_of_means_and_differences_are_text(tmp_path):
+    write_images(tmp_path / "before", 2, size=(40, 48), seed=0)
+    write_images(tmp_path / "after", 2, size=(40, 48), seed=20)
+    rows, logdir = _score_logdir(tmp_path, [tmp_path / "before", tmp_path / "after"])
+    root = _reader(logdir)  # the logdir's own run (".") holds the tables and nothing to chart
+    assert set(root.Tags()["tensors"]) == {"tables/means/text_summary", "tables/difference/text_summary"}
+    means = _text(root, "tables/means/text_summary").splitlines()
+    header = next(line for line in means if line.startswith("| folder"))
+    assert header == "| folder | images | " + " | ".join(ATTRIBUTES) + " | all |"
+    for folder in ("before", "after"):
+        line = next(line for line in means if line.startswith(f"| {folder} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mine = [r for r in rows if f"/{folder}/" in r["path"]]
+        assert cells[1] == "2"
+        assert [float(c) for c in cells[2:7]] == [pytest.approx(sum(float(r[n]) for r in mine) / 2, abs=1e-3)
+                                                  for n in ATTRIBUTES]
+    diff = _text(root, "tables/difference/text_summary")
+    assert "Difference to before" in diff
+    line = next(line for line in diff.splitlines() if line.startswith("| after |"))
+    chart = _reader(logdir / "after")
+    assert [float(c) for c in line.strip("|").split("|")[1:]] == [
+        pytest.approx(_steps_values(chart, f"difference/{n}")[0][1], abs=1e-3) for n in ATTRIBUTES]
+    # One folder: its means table, no difference (chart or table), no other run.
+    single = tmp_path / "single"
+    single.mkdir()
+    _, logdir = _score_logdir(single, [tmp_path / "before"])
+    assert _runs(logdir) == ["before"]
+    assert set(_reader(logdir).Tags()["tensors"]) == {"tables/means/text_summary"}
+    assert not any(t.startswith("difference/") for t in _reader(logdir / "before").Tags()["tensors"])
+
+
+def test_scoring_and_training_log_attributes_under_one_tag_scheme_without_helper_runs(tmp_path):
+    """``attiqa-score --logdir`` and a training run's logger write the same
+    ``attributes/<name>`` tags (one chart per attribute in a logdir that holds both), and
+    neither writes a run that is not data."""
+    write_images(tmp_path / "photos", 2, size=(40, 48), seed=0)
+    _, logdir = _score_logdir(tmp_path, [tmp_path / "photos"])
+    scored = {t for t in _reader(logdir / "photos").Tags()["tensors"] if t != "attributes/all"}
+    log = EnhanceLogger(tmp_path / "train")
+    assert log.runs == ["output", "input", "reference", ""]
+    log.attribute_scores({role: {a: 0.5 for a in ATTRIBUTES} for role in ROLES}, step=1)
+    log.close()
+    trained = set(_reader(tmp_path / "train" / "output").Tags()["tensors"])
+    assert scored == trained == {attribute_tag(a) for a in ATTRIBUTES} == {f"attributes/{a}" for a in ATTRIBUTES}
+    assert _runs(tmp_path / "train") == sorted(ROLES)
+    assert _runs(logdir) == ["photos"]
 
 
 def _plugin_reader(path):
@@ -121,11 +198,11 @@ SCORES = {
 }
 
 
-def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_runs(tmp_path):
+def test_each_role_is_a_sub_run_with_one_tag_per_attribute(tmp_path):
     # The clean image is the "reference" (AttiqaLoss's "targets" are score levels).
     assert ROLES == ("input", "output", "reference")
     log = EnhanceLogger(tmp_path)
-    assert log.runs == [SCALE_RUNS[0][0], "output", "input", "reference", "", SCALE_RUNS[1][0]]
+    assert log.runs == ["output", "input", "reference", ""]
     log.attribute_scores(SCORES, step=5)
     log.attribute_scores(SCORES, step=10)
     log.validation_metrics({"psnr": 20.0, "ssim": 0.7, "psnr_input": 9.0, "ssim_input": 0.3}, step=10)
@@ -142,10 +219,7 @@ def test_each_role_is_a_sub_run_with_one_tag_per_attribute_and_0_1_reference_run
         assert not any(t.endswith(("/input", "/output", "/reference")) for t in _all_tags(acc))
     assert "1 = well lit, 0 = dark" in _reader(tmp_path / "output").SummaryMetadata("attributes/brightness") \
         .summary_description
-    for run, value in SCALE_RUNS:
-        acc = _reader(tmp_path / run)
-        assert set(acc.Tags()["tensors"]) == {"attributes/brightness", "attributes/noisiness"}
-        assert _steps_values(acc, "attributes/noisiness") == [(5, value), (10, value)]
+    assert _runs(tmp_path) == sorted(ROLES)  # no constant 0 and 1 runs that would read as data
     # Fidelity metrics: the same tag in the output and input runs.
     inp, out, reference = (_reader(tmp_path / r) for r in ROLES)
     assert _steps_values(out, "val/psnr") == [(10, 20.0)] and _steps_values(inp, "val/psnr") == [(10, 9.0)]
@@ -273,6 +347,3 @@ def test_resume_purges_what_came_after_the_purge_step_in_every_run(tmp_path):
         assert _steps_values(acc, "attributes/brightness") == [(s, pytest.approx(v)) for s, v in
                                                                 zip((1, 2, 3), expected)]
     assert [s for s, _ in _steps_values(_plugin_reader(tmp_path / "output"), "val/psnr")] == [1, 2, 3]
-    for run, value in SCALE_RUNS:
-        acc = _plugin_reader(tmp_path / run)
-        assert _steps_values(acc, "attributes/brightness") == [(1, value), (2, value), (3, value)]
