@@ -6,6 +6,15 @@ file or in ``--set``, is an error that names it and lists the known keys; values
 checked against the declared types, and a float must be finite (NaN and infinity are
 refused for every float key, naming it). Config objects stop at ``main()``: code below it
 takes plain arguments or built objects.
+
+One vocabulary for every trainer: a key that means the same thing in two trainers has one
+name and one type (``train.amp``, a bool; ``train.val_every``, ...), and the rules both
+share live here (:data:`TRAIN_MINIMUMS`, :func:`check_train_minimums`). A renamed key keeps
+working under its earlier name (``KEY_ALIASES``, also across sections), and a key whose
+type changed keeps reading its earlier values (``VALUE_ALIASES``); either is said in one
+warning line on stderr when a file or ``--set`` uses it (:func:`load_config`), and
+:func:`with_current_keys` gives a saved config (``config.yaml``, a checkpoint's record)
+its current names.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
@@ -21,7 +32,9 @@ import yaml
 
 from .config_files import ConfigError, read_yaml_file, resolve_config_path, save_config_dict, yaml_error_line
 
-__all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "load_config", "config_to_dict", "save_config", "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
+__all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "check_positive", "TRAIN_MINIMUMS",
+           "check_train_minimums", "AMP_VALUE_ALIASES", "load_config", "config_to_dict", "save_config",
+           "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
 
@@ -36,6 +49,41 @@ def check_minimums(section: str, obj: Any, **minimums: float) -> None:
         value = getattr(obj, name)
         if value is not None and value < low:
             raise ValueError(f"{section}.{name} must be >= {low}, got {value!r}")
+
+
+def check_positive(section: str, obj: Any, *names: str) -> None:
+    """Raise ``ValueError("<section>.<key> must be > 0, got <value>")`` for the first field
+    of ``obj`` in ``names`` that is not above 0 (a minimum of 0 is :func:`check_minimums`)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {value!r}")
+
+
+#: The minimums of the ``train.*`` keys the trainers share (``attiqa-pretrain train``,
+#: ``attiqa-enhance train``): one rule and one message per key. Intervals and ``steps``
+#: count steps (>= 1: 0 does not mean "off"); ``lr``, ``weight_decay`` and ``grad_clip``
+#: follow torch's own rule (>= 0; ``grad_clip`` 0 = no clipping). A trainer may ask more
+#: of a key (``attiqa-pretrain``: ``batch_size`` >= 4; ``attiqa-enhance``: ``lr`` > 0).
+TRAIN_MINIMUMS: Dict[str, float] = {
+    "steps": 1, "batch_size": 1, "warmup_steps": 0, "log_every": 1, "val_every": 1, "state_every": 1,
+    "lr": 0.0, "weight_decay": 0.0, "grad_clip": 0.0,
+}
+
+#: ``train.amp`` is a bool in every trainer (bfloat16 autocast on CUDA devices that
+#: support it, never on CPU); the strings of ``attiqa-enhance`` before it are still read:
+#: ``auto`` and ``bf16`` as true, ``off`` as false (``bf16`` forced autocast on the CPU
+#: too; that is no longer offered). A config class lists it in its ``VALUE_ALIASES``.
+AMP_VALUE_ALIASES: Dict[Any, Any] = {"auto": True, "bf16": True, "off": False}
+
+
+def check_train_minimums(obj: Any, section: str = "train", **minimums: float) -> None:
+    """:func:`check_minimums` of the :data:`TRAIN_MINIMUMS` keys ``obj`` has, with
+    ``minimums`` added or raised (a trainer's own keys and stricter rules)."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    rules = {k: v for k, v in TRAIN_MINIMUMS.items() if k in names}
+    rules.update(minimums)
+    check_minimums(section, obj, **rules)
 
 
 def _leaf_fields(cls: type, prefix: str = "") -> List[Tuple[str, Any]]:
@@ -127,38 +175,120 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def _aliases(cls: type) -> Dict[str, str]:
     """``{old name: field}`` of a config dataclass: its ``KEY_ALIASES`` class attribute,
-    the earlier spellings of renamed keys, still read from files and ``--set``."""
+    the earlier spellings of renamed keys, still read from files and ``--set``. A dotted
+    name on either side is a path below the class: ``{"val.every": "train.val_every"}``
+    on the root config moves a key to another section."""
     return dict(getattr(cls, "KEY_ALIASES", {}))
+
+
+def _value_aliases(cls: type) -> Dict[str, Dict[Any, Any]]:
+    """``{field: {earlier value: current value}}`` of a config dataclass: its
+    ``VALUE_ALIASES`` class attribute, for a key whose type changed (``train.amp``:
+    ``"auto"`` is read as true)."""
+    return dict(getattr(cls, "VALUE_ALIASES", {}))
+
+
+def _is_section(cls: Any) -> bool:
+    return cls is not None and dataclasses.is_dataclass(cls)
 
 
 def _canonical(cls: type, dotted: str) -> str:
     """``dotted`` with every renamed key replaced by its current name."""
-    parts, node, out = dotted.split("."), cls, []
-    for part in parts:
-        if node is not None and dataclasses.is_dataclass(node):
-            part = _aliases(node).get(part, part)
-            hint = typing.get_type_hints(node).get(part)
-            node = hint if hint is not None and dataclasses.is_dataclass(hint) else None
-        else:
-            node = None
-        out.append(part)
-    return ".".join(out)
+    parts, node, i = dotted.split("."), cls, 0
+    while i < len(parts):
+        if not _is_section(node):
+            break
+        for old, new in _aliases(node).items():
+            old_parts = old.split(".")
+            if parts[i : i + len(old_parts)] == old_parts:
+                parts = parts[:i] + new.split(".") + parts[i + len(old_parts) :]
+                break
+        hint = typing.get_type_hints(node).get(parts[i])
+        node = hint if _is_section(hint) else None
+        i += 1
+    return ".".join(parts)
 
 
-def with_current_keys(cls: type, data: Any, prefix: str = "") -> Any:
-    """``data`` (a file's nested dict) with every renamed key given its current name."""
-    if not isinstance(data, Mapping) or not dataclasses.is_dataclass(cls):
+def _same_value(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _show(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _move(data: Mapping[str, Any], old: str, new: str, prefix: str, notes: List[str]) -> Dict[str, Any]:
+    """``data`` with the value at dotted path ``old`` moved to ``new`` (nested dicts copied)."""
+    data = dict(data)
+    *old_path, old_key = old.split(".")
+    node = data
+    for part in old_path:
+        if not isinstance(node.get(part), Mapping):
+            return data
+        node[part] = dict(node[part])
+        node = node[part]
+    if old_key not in node:
         return data
-    aliases, hints = _aliases(cls), typing.get_type_hints(cls)
+    value = node.pop(old_key)
+    *new_path, new_key = new.split(".")
+    target = data
+    for part in new_path:
+        child = target.get(part)
+        if child is None:
+            child = {}
+        if not isinstance(child, Mapping):
+            return data  # not a section: _build names the bad value
+        target[part] = dict(child)
+        target = target[part]
+    if new_key in target:
+        raise ConfigError(f"config key(s) {[prefix + old]} are set under their old and their new names "
+                          f"({prefix + new}); keep the new ones")
+    target[new_key] = value
+    notes.append(f"{prefix}{old} -> {prefix}{new}")
+    return data
+
+
+def with_current_keys(cls: type, data: Any, prefix: str = "", notes: Optional[List[str]] = None) -> Any:
+    """``data`` (a file's nested dict) with every renamed key given its current name and
+    every earlier value of a key whose type changed its current value (``KEY_ALIASES``,
+    ``VALUE_ALIASES`` of the config classes). ``notes``: a list to which each such change
+    is added (``"val.every -> train.val_every"``), for the warning of :func:`load_config`."""
+    if not isinstance(data, Mapping) or not _is_section(cls):
+        return data
+    notes = [] if notes is None else notes
+    aliases, hints, values = _aliases(cls), typing.get_type_hints(cls), _value_aliases(cls)
+    for old, new in aliases.items():
+        if "." in old or "." in new:
+            data = _move(data, old, new, prefix, notes)
+    aliases = {old: new for old, new in aliases.items() if "." not in old and "." not in new}
     both = [prefix + old for old, new in aliases.items() if old in data and new in data]
     if both:
         raise ConfigError(f"config key(s) {both} are set under their old and their new names; keep the new ones")
     out = {}
     for key, value in data.items():
-        key = aliases.get(key, key)
-        hint = hints.get(key)
-        out[key] = with_current_keys(hint, value, f"{prefix}{key}.") if hint is not None and dataclasses.is_dataclass(hint) else value
+        current = aliases.get(key, key)
+        if current != key:
+            notes.append(f"{prefix}{key} -> {prefix}{current}")
+        hint = hints.get(current)
+        if _is_section(hint):
+            value = with_current_keys(hint, value, f"{prefix}{current}.", notes)
+        elif current in values:
+            for earlier, now in values[current].items():
+                if _same_value(value, earlier):
+                    notes.append(f"{prefix}{current}: {_show(value)} -> {_show(now)}")
+                    value = now
+                    break
+        out[current] = value
     return out
+
+
+def _warn_deprecated(notes: Mapping[str, Sequence[str]]) -> None:
+    """One line on stderr naming the earlier key names and values a config used,
+    ``{where: [note, ...]}`` (rank 0 only)."""
+    said = "; ".join(f"{where}: {', '.join(found)}" for where, found in notes.items() if found)
+    if said and os.environ.get("RANK", "0") == "0":
+        print(f"warning: deprecated config names, read as the current ones ({said}); rename them, the earlier "
+              "names may go", file=sys.stderr)
 
 
 def _build(cls: Type[T], data: Mapping[str, Any], prefix: str, root: type) -> T:
@@ -223,17 +353,22 @@ def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Se
     keys and wrongly typed values raise :class:`ConfigError` naming them.
     """
     data: Dict[str, Any] = {}
+    in_file: List[str] = []
+    notes: List[str] = []  # --set
     if path is not None:
         path = resolve_config_path(path)
         loaded = read_yaml_file(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level, got {type(loaded).__name__}")
-        data = with_current_keys(cls, loaded)
+        data = with_current_keys(cls, loaded, notes=in_file)
     known = set(_known_keys(cls))
     mappings = _mapping_keys(cls)
     for text in overrides:
         key, value = parse_override(text)
-        key = _canonical(cls, key)
+        current = _canonical(cls, key)
+        if current != key:
+            notes.append(f"{key} -> {current}")
+        key = current
         entry = any(key.startswith(m + ".") and len(key) > len(m) + 1 and "." not in key[len(m) + 1 :] for m in mappings)
         if key not in known and not entry and not any(k.startswith(key + ".") for k in known):
             raise ConfigError(f"unknown config key {key!r} in --set; known keys: {sorted(known)}")
@@ -243,6 +378,8 @@ def load_config(cls: Type[T], path: Union[None, str, Path] = None, overrides: Se
         if key not in known:
             raise ConfigError(f"unknown config key {key!r}; known keys: {sorted(known)}")
         _set_dotted(data, key, value)
+    data = with_current_keys(cls, data, notes=notes)  # earlier values given with --set (train.amp=auto)
+    _warn_deprecated({str(path): in_file, "--set": notes})
     return _build(cls, data, "", cls)
 
 

@@ -52,15 +52,21 @@ class TrainingRun:
         resume / overwrite: continue the run in ``out`` / replace it.
         legacy_state_names: older names of ``state.pt`` in this trainer's run folders; on
             ``resume`` such a file is renamed to ``state.pt`` (said on stderr).
+        config_class: the config dataclass: on ``resume`` the saved ``config.yaml`` is
+            compared under its current key names and values
+            (:func:`attiqa_train.config.with_current_keys`), so a run saved with earlier
+            names resumes.
     """
 
     def __init__(self, out: Path, *, command: str, config: Mapping[str, Any], run_files: Sequence[str],
                  free_keys: Sequence[str] = (), defaults: Optional[Mapping[str, Any]] = None, device: str = "auto",
-                 resume: bool = False, overwrite: bool = False, legacy_state_names: Sequence[str] = ()) -> None:
+                 resume: bool = False, overwrite: bool = False, legacy_state_names: Sequence[str] = (),
+                 config_class: Optional[type] = None) -> None:
         self.out, self.command, self.config = Path(out), command, dict(config)
         self.run_files = tuple(run_files) + tuple(n for n in legacy_state_names if n not in run_files)
         self.free_keys, self.defaults, self.device_name = tuple(free_keys), defaults, device
         self.resume, self.overwrite, self.legacy_state_names = resume, overwrite, tuple(legacy_state_names)
+        self.config_class = config_class
         self.dist: Optional[DistInfo] = None
         self._lock = None
 
@@ -79,7 +85,7 @@ class TrainingRun:
                 self.out, command=self.command, run_files=self.run_files, state_name=STATE_NAME,
                 resume=self.resume, overwrite=self.overwrite, config=self.config, free_keys=self.free_keys,
                 is_main=self.dist.is_main, device=self.dist.device, defaults=self.defaults,
-                legacy_state_names=self.legacy_state_names)
+                legacy_state_names=self.legacy_state_names, config_class=self.config_class)
         except BaseException:
             cleanup_distributed()
             raise

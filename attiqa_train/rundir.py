@@ -153,6 +153,7 @@ def prepare_run_dir(
     device: Any = "cpu",
     defaults: Optional[Mapping[str, Any]] = None,
     legacy_state_names: Sequence[str] = (),
+    config_class: Optional[type] = None,
 ) -> Optional[RunLock]:
     """Lock ``out`` for a training run and check that it may be used as asked.
 
@@ -174,6 +175,9 @@ def prepare_run_dir(
         legacy_state_names: earlier names of ``state_name``: on ``resume`` without
             ``state_name``, the first of them present is renamed to it (under the lock,
             said on stderr).
+        config_class: the config dataclass; on ``resume``, ``out/config.yaml`` is compared
+            under its current key names and values (:func:`attiqa_train.config.with_current_keys`:
+            a run saved before a key was renamed resumes).
         is_main: rank 0 (the others only learn the verdict).
         device: where the verdict is exchanged under torchrun (the process group's device).
 
@@ -189,7 +193,7 @@ def prepare_run_dir(
     if is_main:
         try:
             lock = _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
-                          defaults, legacy_state_names)
+                          defaults, legacy_state_names, config_class)
         except (RunFolderError, OSError) as exc:  # OSError: the record or a removal could not be written
             error = exc
     _share_verdict(error, lock, out, device)
@@ -197,7 +201,7 @@ def prepare_run_dir(
 
 
 def _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
-           defaults=None, legacy_state_names=()) -> RunLock:
+           defaults=None, legacy_state_names=(), config_class=None) -> RunLock:
     if resume and overwrite:
         raise RunFolderError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     state = out / state_name
@@ -225,6 +229,13 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
                     before = yaml.safe_load(saved.read_text()) or {}
                 except (OSError, yaml.YAMLError) as exc:
                     raise RunFolderError(f"--resume: cannot read {saved}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+                if config_class is not None:
+                    from .config import ConfigError, with_current_keys
+
+                    try:
+                        before = with_current_keys(config_class, before)
+                    except ConfigError as exc:
+                        raise RunFolderError(f"--resume: {saved}: {exc}") from None
                 changed = [k for k in changed_keys(before, dict(config), defaults=defaults) if not _free(k, free_keys)]
                 if changed:
                     raise RunFolderError(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 
 from attiqa_loss.attributes import validate_attribute_mapping
+from attiqa_train.config import AMP_VALUE_ALIASES, check_minimums, check_positive, check_train_minimums
 
 __all__ = [
     "UNetConfig",
@@ -34,11 +35,6 @@ def _check_range(name: str, value: Tuple[float, float], low: float, high: Option
     if value[0] < low or (high is not None and value[1] > high):
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must lie in {bound}, got {list(value)}")
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 @dataclass
@@ -77,9 +73,7 @@ class UNetConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "init_checkpoint"}
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "blocks", "max_width", "curve_iterations", "gain_scale"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check_minimums("model", self, width=1, depth=1, blocks=1, max_width=1, curve_iterations=1, gain_scale=1)
         if not self.gain_max > 1:
             raise ValueError(f"model.gain_max must be > 1, got {self.gain_max}")
         if not 0 <= self.gain_residual < 1:
@@ -187,8 +181,7 @@ class DataConfig:
             raise ValueError(f"data.max_side must be >= data.crop_size ({self.crop_size}), got {self.max_side}")
         if self.exclude_every == 1 or self.exclude_every < 0:
             raise ValueError(f"data.exclude_every must be 0 (off) or >= 2, got {self.exclude_every}")
-        if self.unpaired_batch < 0:
-            raise ValueError(f"data.unpaired_batch must be >= 0, got {self.unpaired_batch}")
+        check_minimums("data", self, unpaired_batch=0, val_images=0, num_workers=0)
         if self.unpaired_dir and self.unpaired_batch == 0:
             raise ValueError(f"data.unpaired_dir needs data.unpaired_batch >= 1 (how many of its photos join each "
                              f"step), got unpaired_dir={self.unpaired_dir!r} and unpaired_batch=0")
@@ -196,10 +189,6 @@ class DataConfig:
             raise ValueError("data.unpaired_dir/unpaired_batch mix unpaired photos into paired or synthetic training; "
                              "in data.mode 'unpaired' put them in data.train_dir (got unpaired_dir="
                              f"{self.unpaired_dir!r}, unpaired_batch={self.unpaired_batch})")
-        if self.val_images < 0 or self.num_workers < 0:
-            raise ValueError(
-                f"data.val_images and data.num_workers must be >= 0, got {self.val_images} and {self.num_workers}"
-            )
 
 
 @dataclass
@@ -246,16 +235,15 @@ class EnhanceLossConfig:
     smooth_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fidelity_weight", "ssim_weight", "lpips_weight", "attiqa_weight", "exposure_weight", "tv_weight",
-                     "spatial_weight", "color_weight", "smooth_weight"):
-            _check_positive(f"loss.{name}", getattr(self, name), allow_zero=True)
-        _check_positive("loss.charbonnier_eps", self.charbonnier_eps)
+        check_minimums("loss", self, **{name: 0 for name in (
+            "fidelity_weight", "ssim_weight", "lpips_weight", "attiqa_weight", "exposure_weight", "tv_weight",
+            "spatial_weight", "color_weight", "smooth_weight")})
+        check_positive("loss", self, "charbonnier_eps")
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:
             raise ValueError(f"loss.ssim_window must be an odd integer >= 3, got {self.ssim_window}")
         if not 0 < self.exposure_level < 1:
             raise ValueError(f"loss.exposure_level must be in (0, 1), got {self.exposure_level}")
-        if self.exposure_patch < 1:
-            raise ValueError(f"loss.exposure_patch must be >= 1, got {self.exposure_patch}")
+        check_minimums("loss", self, exposure_patch=1)
         if isinstance(self.attiqa_views, bool) or not isinstance(self.attiqa_views, int) or self.attiqa_views < 0:
             raise ValueError(f"loss.attiqa_views must be an integer >= 0, got {self.attiqa_views!r}")
         validate_attribute_mapping(self.attiqa_weights, "loss.attiqa_weights", low=0.0, high=None, default=1.0)
@@ -267,12 +255,19 @@ class EnhanceTrainConfig:
     """Optimisation: AdamW, linear warmup then cosine decay to ``min_lr``, gradient
     clipping (``grad_clip`` = 0 disables it), optional EMA of the weights (``ema_decay`` =
     0 disables it). ``batch_size`` is per process: under torchrun the global batch is
-    ``batch_size * world_size``. ``amp``: ``auto`` = bfloat16 autocast on CUDA, off on CPU.
-    ``steps`` counts optimiser steps; the resumable state is saved every ``state_every``
-    steps (``ckpt_every``, its earlier name, is still read)."""
+    ``batch_size * world_size``. ``amp``: true = bfloat16 autocast on CUDA devices that
+    support it, never on CPU (as in ``attiqa-pretrain``; the earlier strings ``auto``,
+    ``bf16`` are read as true, ``off`` as false). ``steps`` counts optimiser steps;
+    validation runs every ``val_every`` steps and at the end (``val.every``, its earlier
+    place, is still read); the resumable state is saved every ``state_every`` steps
+    (``ckpt_every``, its earlier name, is still read). The shared rules are
+    :data:`attiqa_train.config.TRAIN_MINIMUMS`; ``lr`` must also be > 0 here (the
+    schedule decays to ``min_lr / lr`` of it)."""
 
     #: earlier spellings of renamed keys (still read from config files and --set)
     KEY_ALIASES: ClassVar[Dict[str, str]] = {"ckpt_every": "state_every"}
+    #: earlier values of keys whose type changed (``amp`` was "auto", "bf16" or "off")
+    VALUE_ALIASES: ClassVar[Dict[str, Dict[Any, Any]]] = {"amp": AMP_VALUE_ALIASES}
 
     steps: int = 20000
     batch_size: int = 8
@@ -283,23 +278,17 @@ class EnhanceTrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    amp: Literal["auto", "bf16", "off"] = "auto"
+    amp: bool = True
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
+    val_every: int = 500
     state_every: int = 500
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "state_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        _check_positive("train.lr", self.lr)
-        _check_positive("train.min_lr", self.min_lr, allow_zero=True)
-        _check_positive("train.weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("train.grad_clip", self.grad_clip, allow_zero=True)
-        if self.warmup_steps < 0:
-            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_train_minimums(self, min_lr=0.0)
+        check_positive("train", self, "lr")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device != "auto":  # whether this machine has it is checked when training starts
@@ -315,31 +304,31 @@ class EnhanceTrainConfig:
 
 @dataclass
 class EnhanceValConfig:
-    """Validation every ``every`` steps and at the end: PSNR/SSIM (LPIPS when it can be
-    loaded and ``lpips`` is true) and attribute scores of input, output and target.
+    """Validation (every ``train.val_every`` steps and at the end): PSNR/SSIM (LPIPS when it
+    can be loaded and ``lpips`` is true) and attribute scores of input, output and target.
     ``at_start``: also validate the untrained network at step 0 (a fresh run only), so
     the TensorBoard lines start where training starts.
     Validation images are centre-cropped to ``crop_size`` (0 = whole image); ``grid_images``
     of them go into the TensorBoard image grid."""
 
-    every: int = 500
     at_start: bool = False
     crop_size: int = 256
     grid_images: int = 4
     lpips: bool = True
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"val.every must be >= 1, got {self.every}")
         if self.crop_size != 0 and self.crop_size < MIN_CROP:
             raise ValueError(f"val.crop_size must be 0 (whole image) or >= {MIN_CROP}, got {self.crop_size}")
-        if self.grid_images < 0:
-            raise ValueError(f"val.grid_images must be >= 0, got {self.grid_images}")
+        check_minimums("val", self, grid_images=0)
 
 
 @dataclass
 class EnhanceConfig:
     """The whole ``attiqa-enhance train`` configuration (see ``configs/enhance_*.yaml``)."""
+
+    #: keys moved to another section (still read from config files and --set): the
+    #: validation interval is ``train.val_every``, as in ``attiqa-pretrain train``
+    KEY_ALIASES: ClassVar[Dict[str, str]] = {"val.every": "train.val_every"}
 
     model: UNetConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)

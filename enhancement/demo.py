@@ -232,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         *DEMO_OVERRIDES,
         f"train.steps={args.steps}",
         f"train.state_every={max(1, args.steps // 3)}",
-        f"val.every={max(1, args.steps // 6)}",  # six points per TensorBoard line (50 of 300 steps)
+        f"train.val_every={max(1, args.steps // 6)}",  # six points per TensorBoard line (50 of 300 steps)
         "val.at_start=true",  # and the untrained starting point
         f"data.train_dir={data}",
     ]

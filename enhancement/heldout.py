@@ -48,7 +48,7 @@ def evaluate(
         cache: a dict kept between calls on the same ``samples`` and ``quality``: what does
             not depend on ``model`` (the input's PSNR/SSIM/LPIPS, the input's and the
             reference's attribute scores) is computed on the first call only. A training
-            run validates the same images every ``val.every`` steps, and those constants
+            run validates the same images every ``train.val_every`` steps, and those constants
             were two thirds of the attribute scoring.
 
     Returns:

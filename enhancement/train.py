@@ -51,9 +51,10 @@ LEGACY_STATE_NAME = "checkpoint.pt"
 #: What a run writes into its folder: any of them present means the folder holds a run.
 RUN_FILES = ("config.yaml", STATE_NAME, LEGACY_STATE_NAME, ENHANCER_FILENAME, "metrics.json", "tb")
 #: Config keys that may change on ``--resume``: they do not change the trained weights
-#: (logging and state intervals, the progress bar, DataLoader workers - batches do
-#: not depend on them - and the validation section).
-RESUME_FREE_KEYS = ("train.log_every", "train.state_every", "train.ckpt_every", "train.progress",
+#: (logging, validation and state intervals, the progress bar, DataLoader workers -
+#: batches do not depend on them - and the validation section). A saved ``config.yaml``
+#: is compared under the current key names (its ``val.every`` is ``train.val_every``).
+RESUME_FREE_KEYS = ("train.log_every", "train.val_every", "train.state_every", "train.ckpt_every", "train.progress",
                     "data.num_workers", "val.")
 
 
@@ -282,7 +283,7 @@ class _Trainer:
                 self.validate(log)
             run_steps(step_fn, start=self.step, steps=t.steps, optimizer=self.optimizer, scheduler=self.scheduler,
                       clip_params=self.model.parameters(), grad_clip=t.grad_clip, after_step=after_step,
-                      log_every=t.log_every, on_log=on_log, val_every=cfg.val.every,
+                      log_every=t.log_every, on_log=on_log, val_every=t.val_every,
                       on_validate=lambda done: self.validate(log), save_every=t.state_every,
                       on_save=lambda done: run.save(done, **self.state_objects()),
                       progress=info.is_main and t.progress)
@@ -308,7 +309,8 @@ def train(cfg: EnhanceConfig, out_dir: Path, *, resume: bool = False, overwrite:
     """
     with TrainingRun(out_dir, command="attiqa-enhance train", config=config_to_dict(cfg), run_files=RUN_FILES,
                      free_keys=RESUME_FREE_KEYS, defaults=config_to_dict(EnhanceConfig()), device=cfg.train.device,
-                     resume=resume, overwrite=overwrite, legacy_state_names=(LEGACY_STATE_NAME,)) as run:
+                     resume=resume, overwrite=overwrite, legacy_state_names=(LEGACY_STATE_NAME,),
+                     config_class=EnhanceConfig) as run:
         info = run.dist
         trainer = _Trainer(cfg, run.out, info, init_weights=not run.resume)
         trainer.step = run.begin(**trainer.state_objects())

@@ -146,7 +146,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
     config = config_to_dict(cfg)
     with TrainingRun(out, command="attiqa-pretrain train", config=config, run_files=RUN_FILES,
                      free_keys=RESUME_FREE_KEYS, defaults=config_to_dict(PretrainConfig()), device=t.device,
-                     resume=resume, overwrite=overwrite) as run:
+                     resume=resume, overwrite=overwrite, config_class=PretrainConfig) as run:
         dist, device, out = run.dist, run.dist.device, run.out
         # The photos and labels first: a folder without usable photos is reported before
         # the network is built (or its pretrained weights fetched).

@@ -9,10 +9,10 @@ Sections: ``model`` (timm backbone), ``synthetic`` and ``clip`` (the two teacher
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from attiqa_loss.checks import MIN_SIZE
-from attiqa_train.config import check_minimums
+from attiqa_train.config import AMP_VALUE_ALIASES, check_minimums, check_train_minimums
 
 from .hardening import HardeningConfig
 
@@ -107,6 +107,7 @@ class PretrainTrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    #: bfloat16 autocast on CUDA devices that support it, never on CPU (``attiqa_train.optim.use_bf16``)
     amp: bool = True
     seed: int = 0
     device: str = "auto"
@@ -119,12 +120,14 @@ class PretrainTrainConfig:
 
     #: earlier spellings of renamed keys (still read from config files and --set)
     KEY_ALIASES: ClassVar[Dict[str, str]] = {"checkpoint_every": "state_every"}
+    #: earlier values of keys shared with attiqa-enhance (its ``amp: auto``, ``off``, ``bf16``)
+    VALUE_ALIASES: ClassVar[Dict[str, Dict[Any, Any]]] = {"amp": AMP_VALUE_ALIASES}
 
     def __post_init__(self) -> None:
-        # lr, weight_decay: torch's own rule (>= 0; lr 0 keeps the weights, as a test of
-        # model.init_checkpoint does), said now instead of after the data scan, naming the key.
-        check_minimums("train", self, steps=1, batch_size=4, warmup_steps=0, threads=0,
-                       log_every=1, val_every=1, state_every=1, lr=0.0, weight_decay=0.0, grad_clip=0.0)
+        # The rules of attiqa_train.config.TRAIN_MINIMUMS (lr, weight_decay: torch's own, >= 0;
+        # lr 0 keeps the weights, as a test of model.init_checkpoint does), said now instead of
+        # after the data scan, naming the key; the ranking loss needs pairs: batch_size >= 4.
+        check_train_minimums(self, batch_size=4, threads=0)
 
 
 @dataclass

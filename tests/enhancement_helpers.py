@@ -66,7 +66,7 @@ def tiny_overrides(quality: Path, **extra) -> List[str]:
         "train.state_every": 2,
         "train.ema_decay": 0.9,
         "train.progress": False,
-        "val.every": 2,
+        "train.val_every": 2,
         "val.crop_size": 32,
         "val.grid_images": 2,
         "val.lpips": False,

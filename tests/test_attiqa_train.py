@@ -196,6 +196,146 @@ def test_values_are_set_before_the_one_validation():
         load_config(_Cfg, None, values={"train.nope": 1})
 
 
+# -- one training-config vocabulary (#37, item 6) ------------------------------------------
+
+def _train_sections():
+    import typing
+
+    from enhancement.config import EnhanceTrainConfig
+    from pretrain.train_config import PretrainTrainConfig
+
+    return typing.get_type_hints(PretrainTrainConfig), typing.get_type_hints(EnhanceTrainConfig)
+
+
+def _warnings(err: str):
+    return [line for line in err.splitlines() if line.startswith("warning: deprecated config names")]
+
+
+def test_keys_the_trainers_share_have_one_name_and_one_type():
+    """A key in both trainers' ``train`` sections has one type; precision and the
+    validation interval are ``train.amp`` (a bool) and ``train.val_every`` in both."""
+    from enhancement.config import EnhanceConfig, EnhanceValConfig
+
+    pretrain, enhance = _train_sections()
+    shared = (set(pretrain) & set(enhance)) - {"KEY_ALIASES", "VALUE_ALIASES"}
+    assert {"amp", "val_every", "state_every", "log_every", "steps", "batch_size", "lr", "warmup_steps"} <= shared
+    assert {k: pretrain[k] for k in shared} == {k: enhance[k] for k in shared}
+    assert pretrain["amp"] is bool and pretrain["val_every"] is int
+    assert "every" not in {f.name for f in __import__("dataclasses").fields(EnhanceValConfig)}
+    assert EnhanceConfig().train.amp is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.val_every=0", "train.val_every must be >= 1, got 0"),
+    ("train.state_every=0", "train.state_every must be >= 1, got 0"),
+    ("train.steps=0", "train.steps must be >= 1, got 0"),
+    ("train.warmup_steps=-1", "train.warmup_steps must be >= 0, got -1"),
+    ("train.lr=-1", "train.lr must be >= 0.0, got -1.0"),
+    ("train.weight_decay=-0.5", "train.weight_decay must be >= 0.0, got -0.5"),
+    ("train.grad_clip=-1", "train.grad_clip must be >= 0.0, got -1.0"),
+])
+def test_shared_keys_are_checked_by_one_rule_with_one_message(override, message):
+    from enhancement.config import EnhanceConfig
+    from pretrain.train_config import PretrainConfig
+
+    for cls in (PretrainConfig, EnhanceConfig):
+        with pytest.raises(ConfigError) as info:
+            load_config(cls, None, [override])
+        assert str(info.value) == f"invalid config section 'train': {message}", cls.__name__
+
+
+def test_each_trainer_keeps_its_own_stricter_rules():
+    from attiqa_train.config import TRAIN_MINIMUMS
+    from enhancement.config import EnhanceConfig
+    from pretrain.train_config import PretrainConfig
+
+    assert TRAIN_MINIMUMS["batch_size"] == 1 and TRAIN_MINIMUMS["lr"] == 0.0
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 4, got 2"):  # the ranking loss needs pairs
+        load_config(PretrainConfig, None, ["train.batch_size=2"])
+    assert load_config(EnhanceConfig, None, ["train.batch_size=2"]).train.batch_size == 2
+    assert load_config(PretrainConfig, None, ["train.lr=0"]).train.lr == 0.0  # lr 0 keeps the weights
+    with pytest.raises(ConfigError, match=r"train.lr must be > 0, got 0.0"):  # the schedule divides by it
+        load_config(EnhanceConfig, None, ["train.lr=0"])
+
+
+def test_earlier_enhance_names_and_values_still_load_with_one_warning_line(tmp_path, capsys):
+    from enhancement.config import EnhanceConfig
+
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  amp: auto\n  ckpt_every: 3\nval:\n  every: 7\n  crop_size: 64\n")
+    cfg = load_config(EnhanceConfig, path)
+    assert (cfg.train.amp, cfg.train.val_every, cfg.train.state_every, cfg.val.crop_size) == (True, 7, 3, 64)
+    (line,) = _warnings(capsys.readouterr().err)
+    assert str(path) in line
+    assert "val.every -> train.val_every" in line and "train.amp: auto -> true" in line
+    assert "train.ckpt_every -> train.state_every" in line
+    # --set with the earlier names and values; the file's own warning and --set's share the line.
+    cfg = load_config(EnhanceConfig, path, ["val.every=9", "train.amp='off'"])
+    assert (cfg.train.val_every, cfg.train.amp) == (9, False)
+    (line,) = _warnings(capsys.readouterr().err)
+    assert "--set: val.every -> train.val_every, train.amp: 'off' -> false" in line
+    for old, new in (("bf16", True), ("off", False), ("false", False), ("true", True)):  # YAML: off is false
+        assert load_config(EnhanceConfig, None, [f"train.amp={old}"]).train.amp is new
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match="config key 'train.amp' expects true/false, got 'fp8'"):
+        load_config(EnhanceConfig, None, ["train.amp=fp8"])
+    path.write_text("train:\n  val_every: 5\nval:\n  every: 7\n")
+    with pytest.raises(ConfigError, match=r"\['val.every'\] are set under their old and their new names"):
+        load_config(EnhanceConfig, path)
+    # The current names say nothing; nor do the shipped configs.
+    load_config(EnhanceConfig, None, ["train.val_every=4", "train.amp=false"])
+    for name in shipped_configs():
+        if name.startswith(("enhance_", "pretrain_")):
+            from enhancement.config import EnhanceConfig as E
+            from pretrain.train_config import PretrainConfig as P
+
+            load_config(E if name.startswith("enhance_") else P, name)
+    assert not _warnings(capsys.readouterr().err)
+
+
+def test_a_saved_enhance_config_with_earlier_names_is_read_under_the_current_ones():
+    """What a checkpoint or ``config.yaml`` recorded (``val.every``, ``amp: auto``) reads
+    as the current config: the shipped enhancer's recipe test and ``--resume`` use this."""
+    from attiqa_train.config import config_to_dict
+    from enhancement.config import EnhanceConfig
+
+    old = config_to_dict(EnhanceConfig())
+    old["val"]["every"] = old["train"].pop("val_every")
+    old["train"]["amp"] = "auto"
+    old["train"]["ckpt_every"] = old["train"].pop("state_every")
+    notes = []
+    assert with_current_keys(EnhanceConfig, old, notes=notes) == config_to_dict(EnhanceConfig())
+    assert notes == ["val.every -> train.val_every", "train.amp: auto -> true", "train.ckpt_every -> train.state_every"]
+    assert "every" in old["val"] and old["train"]["amp"] == "auto"  # the input is left as it was
+
+
+def test_resume_compares_a_saved_config_under_its_current_names(tmp_path):
+    import yaml
+
+    from attiqa_train.config import config_to_dict
+    from attiqa_train.rundir import RunFolderError, prepare_run_dir
+    from enhancement.config import EnhanceConfig
+    from enhancement.train import RESUME_FREE_KEYS
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "state.pt").write_bytes(b"state")
+    saved = config_to_dict(EnhanceConfig())
+    saved["val"]["every"] = saved["train"].pop("val_every")
+    saved["train"]["amp"] = "auto"
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    now = config_to_dict(load_config(EnhanceConfig, None, ["train.val_every=50"]))  # a free key may change
+    args = dict(command="attiqa-enhance train", run_files=("config.yaml", "state.pt"), state_name="state.pt",
+                resume=True, overwrite=False, config=now, free_keys=RESUME_FREE_KEYS,
+                defaults=config_to_dict(EnhanceConfig()))
+    with pytest.raises(RunFolderError, match=r"differs from the run's .* in \['train.amp'\]"):
+        prepare_run_dir(out, **args)  # without the config class, "auto" is not true
+    prepare_run_dir(out, **args, config_class=EnhanceConfig).release()
+    now["train"]["amp"] = False
+    with pytest.raises(RunFolderError, match=r"in \['train.amp'\], which change the result"):
+        prepare_run_dir(out, **args | {"config": now}, config_class=EnhanceConfig)
+
+
 def test_shipped_configs_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert "pretrain_synthetic" in shipped_configs() and "enhance_lowlight" in shipped_configs()

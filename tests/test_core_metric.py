@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -146,3 +147,85 @@ def test_is_a_torchmetrics_metric_when_torchmetrics_is_installed(monkeypatch):
     finally:
         monkeypatch.delitem(sys.modules, "torchmetrics")
         importlib.reload(attiqa_loss.metric)
+
+
+# -- the real torchmetrics.Metric (the stand-in above checks the wiring without it) -----------
+
+requires_torchmetrics = pytest.mark.skipif(importlib.util.find_spec("torchmetrics") is None,
+                                           reason="torchmetrics is not installed (pip install 'attiqa[dev]')")
+
+
+def _real_metric_class():
+    """``AttiqaMetric`` as the module defines it now (another test reloads the module)."""
+    module = importlib.import_module("attiqa_loss.metric")
+    assert module.TORCHMETRICS_AVAILABLE
+    return module.AttiqaMetric
+
+
+@requires_torchmetrics
+def test_is_a_real_torchmetrics_metric_that_updates_computes_and_resets():
+    import torchmetrics
+
+    net = build_tiny_net(0)
+    metric = _real_metric_class()(net)
+    assert isinstance(metric, torchmetrics.Metric)
+    assert metric.higher_is_better and not metric.is_differentiable and not metric.full_state_update
+    batches = [_batch(3, 0), _batch(1, 10, (64, 33)), _batch(2, 20)]
+    for b in batches:
+        metric.update(b)
+    assert metric.update_count == 3 and float(metric.count) == 6
+    out = metric.compute()
+    assert list(out) == list(ATTRIBUTES) and all(v.ndim == 0 for v in out.values())
+    assert torch.stack(list(out.values())) == pytest.approx(_expected_means(net, batches), abs=1e-6)
+    # forward: this batch's value, and it joins the running mean
+    extra = _batch(2, 30)
+    batch_value = metric(extra)
+    assert torch.stack(list(batch_value.values())) == pytest.approx(_expected_means(net, [extra]), abs=1e-6)
+    assert torch.stack(list(metric.compute().values())) == pytest.approx(
+        _expected_means(net, [*batches, extra]), abs=1e-6)
+    metric.reset()
+    assert float(metric.count) == 0 and torch.equal(metric.score_sum, torch.zeros(len(ATTRIBUTES)))
+    with pytest.warns(UserWarning, match="before the ``update``"), \
+            pytest.raises(RuntimeError, match=r"before any image was passed to update\(\)"):
+        metric.compute()  # no silent NaN after a reset either
+    metric.update(extra)
+    assert torch.stack(list(metric.compute().values())) == pytest.approx(_expected_means(net, [extra]), abs=1e-6)
+    # In a MetricCollection, compute flattens the attribute dict into the collection's keys.
+    collection = torchmetrics.MetricCollection([_real_metric_class()(net)], prefix="val/")
+    collection.update(batches[0])
+    values = collection.compute()
+    assert list(values) == [f"val/{a}" for a in ATTRIBUTES]
+    assert torch.stack(list(values.values())) == pytest.approx(_expected_means(net, [batches[0]]), abs=1e-6)
+
+
+@requires_torchmetrics
+def test_torchmetrics_sync_sums_the_states_of_every_process_without_a_process_group():
+    """The sync path of ``compute`` with a stand-in gather (no ``torch.distributed``): a
+    second "rank" saw one image, this one three; the mean weighs images, not ranks, and
+    the local states are left as they were."""
+    net = build_tiny_net(0)
+    cls = _real_metric_class()
+    other = cls(net)
+    other.update(_batch(1, 100))
+    gathered = []
+
+    def gather(tensor, group=None):  # what gather_all_tensors returns: this rank's tensor, then the other's
+        theirs = {tuple(other.score_sum.shape): other.score_sum, (): other.count}[tuple(tensor.shape)]
+        gathered.append(tuple(tensor.shape))
+        return [tensor, theirs.to(tensor)]
+
+    metric = cls(net, dist_sync_fn=gather, distributed_available_fn=lambda: True)
+    metric.update(_batch(3, 0))
+    means = torch.stack(list(metric.compute().values()))
+    assert sorted(gathered) == [(), (len(ATTRIBUTES),)]  # both states, summed
+    assert means == pytest.approx(_expected_means(net, [_batch(3, 0), _batch(1, 100)]), abs=1e-6)
+    assert float(metric.count) == 3  # unsynced again after compute
+    # sync()/unsync() by hand: the summed states, then the local ones back.
+    metric.sync(dist_sync_fn=gather, distributed_available=lambda: True)
+    assert float(metric.count) == 4
+    metric.unsync()
+    assert float(metric.count) == 3
+    # sync_on_compute=False keeps compute local.
+    local = cls(net, dist_sync_fn=gather, distributed_available_fn=lambda: True, sync_on_compute=False)
+    local.update(_batch(3, 0))
+    assert torch.stack(list(local.compute().values())) == pytest.approx(_expected_means(net, [_batch(3, 0)]), abs=1e-6)

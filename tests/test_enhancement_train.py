@@ -156,7 +156,7 @@ def test_infer_keeps_sizes_and_names_and_writes_scores(run, tmp_path, assets):
 
 
 def test_resume_after_a_kill_ends_with_the_same_weights(assets, monkeypatch):
-    settings = {"train.steps": 6, "train.state_every": 2, "val.every": 3}
+    settings = {"train.steps": 6, "train.state_every": 2, "train.val_every": 3}
     straight = assets["root"] / "straight"
     assert _train(assets, straight, **settings) == 0
 
@@ -255,10 +255,10 @@ def test_unpaired_photos_train_with_no_reference_terms_beside_the_pairs(assets, 
 
     monkeypatch.setattr(EnhancementObjective, "forward", spy)
     tag = ["plain"]
-    assert _train(assets, assets["root"] / "no_unpaired", **{"train.steps": 2, "val.every": 10}) == 0
+    assert _train(assets, assets["root"] / "no_unpaired", **{"train.steps": 2, "train.val_every": 10}) == 0
     tag[0] = "mixed"
     out = assets["root"] / "unpaired_mix"
-    extra = {"data.unpaired_batch": 3, "train.steps": 2, "val.every": 10, "train.log_every": 1}
+    extra = {"data.unpaired_batch": 3, "train.steps": 2, "train.val_every": 10, "train.log_every": 1}
     assert _train(assets, out, "--unpaired", str(assets["root"] / "dark"), **extra) == 0
     plain, mixed = calls["plain"], calls["mixed"]
     assert [c["reference"] for c in mixed] == [True, False, True, False]  # pairs, then the photos, each step
@@ -348,7 +348,7 @@ def test_train_errors_are_clear(assets, tmp_path, capsys, monkeypatch):
 def test_a_short_trial_of_a_long_recipe_gets_a_warmup_that_fits_and_says_so(assets, capsys):
     # enhance_lowlight has warmup_steps: 500; a 4-step trial must still reach the base rate (#37).
     out = assets["root"] / "short_trial"
-    assert _train(assets, out, **{"train.warmup_steps": 500, "train.log_every": 1, "val.every": 10}) == 0
+    assert _train(assets, out, **{"train.warmup_steps": 500, "train.log_every": 1, "train.val_every": 10}) == 0
     err = capsys.readouterr().err
     said = [line for line in err.splitlines() if "train.warmup_steps" in line]
     assert said == ["train.warmup_steps=500 is not shorter than train.steps=4: no warmup instead (10% of the run), "
@@ -373,7 +373,7 @@ def test_data_problems_are_reported_before_any_model_is_built(assets, tmp_path, 
     assert built == []
     assert _train(assets, tmp_path / "bad", data=tmp_path / "no_such_folder") == 2
     assert built == []
-    assert _train(assets, tmp_path / "fine", **{"train.steps": 1, "val.every": 10}) == 0
+    assert _train(assets, tmp_path / "fine", **{"train.steps": 1, "train.val_every": 10}) == 0
     assert built == ["create_unet", "AttiqaLoss", "resolve_lpips"]  # the probe sees them when they are built
 
 

@@ -68,16 +68,24 @@ def _third_party_imports(package: str) -> set:
             if top not in ours and top not in sys.stdlib_module_names and top != "__future__"}
 
 
-def test_import_attiqa_loss_loads_no_training_package():
+@pytest.mark.parametrize("torchmetrics", ["absent", "as installed"])
+def test_import_attiqa_loss_loads_no_training_package(torchmetrics):
+    """``absent``: torchmetrics cannot be imported (AttiqaMetric's fallback). ``as
+    installed``: what torchmetrics loads itself (its ``functional`` package imports
+    scipy.signal when scipy is there) is not attiqa_loss's doing, so it is imported first
+    and left out of the count."""
     code = (
         "import sys, torch\n"
+        + ("sys.modules['torchmetrics'] = None\n" if torchmetrics == "absent" else
+           "try:\n    import torchmetrics\nexcept ImportError:\n    pass\n")
+        + "before = set(sys.modules)\n"
         "import attiqa_loss\n"
         "from attiqa_loss import AttiqaLoss, AttiqaMetric, load_attiqa, score_folder, compare_folders\n"
         "loss = AttiqaLoss()\n"
         "x = torch.rand(1, 3, 64, 64, requires_grad=True)\n"
         "loss(x).backward()\n"
         "assert x.grad is not None\n"
-        f"print(sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules))\n"
+        f"print(sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules and m not in before))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

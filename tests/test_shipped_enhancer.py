@@ -44,13 +44,14 @@ def test_the_shipped_enhancer_is_in_the_package_and_small():
 def test_the_shipped_enhancer_was_trained_by_the_committed_recipe(enhancer):
     """The weights record ``configs/enhance_shipped.yaml`` (the README's command), apart
     from the photo folder given with ``--data`` and the progress bar."""
-    from attiqa_train.config import config_to_dict, load_config
+    from attiqa_train.config import config_to_dict, load_config, with_current_keys
 
     from enhancement.config import EnhanceConfig
 
     recipe = config_to_dict(load_config(EnhanceConfig, RECIPE))
     defaults = config_to_dict(EnhanceConfig())  # keys added after the weights were trained read as their defaults
-    recorded = enhancer.training_info["config"]
+    # (keys renamed or moved since, such as val.every and amp: auto, under their current names and values)
+    recorded = with_current_keys(EnhanceConfig, enhancer.training_info["config"])
     for section in ("model", "data", "loss", "train"):
         free = {"train_dir", "val_dir"} if section == "data" else {"progress"}
         want = {k: v for k, v in recipe[section].items() if k not in free}
