@@ -57,16 +57,18 @@ class TinyGenerator(nn.Module):
         return (x + self.body(x)).clamp(0, 1)
 
 
-def hue_concentration(x: torch.Tensor) -> torch.Tensor:
-    """How much of an image's chroma points one way: ``|mean z| / mean |z|`` with
-    ``z = (R - G) + i ((R + G) / 2 - B)`` per pixel (the opponent channels of
-    :func:`attiqa_loss.measures.colourfulness`). ``(B, 3, H, W)`` -> ``(B,)`` in [0, 1]:
-    near 1 when every coloured pixel has the same hue (a single-hue image), lower for
-    varied colours; 0 for a grey image."""
+def hue_concentration(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """How much of an image's chroma points one way, and how much chroma there is.
+
+    With ``z = (R - G) + i ((R + G) / 2 - B)`` per pixel (the opponent channels of
+    :func:`attiqa_loss.measures.colourfulness`): ``|mean z| / mean |z|`` in [0, 1], near 1
+    when every coloured pixel has the same hue (a single-hue image), lower for varied
+    colours, 0 for a grey image; and the chroma ``mean |z|`` (a saturated field is near
+    0.8, an ordinary photo about 0.1). ``(B, 3, H, W)`` -> two ``(B,)`` tensors."""
     rg, yb = opponent_channels(x.float())
     mean = torch.sqrt(rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2)
-    spread = torch.sqrt(rg ** 2 + yb ** 2).flatten(1).mean(1)
-    return mean / spread.clamp_min(1e-6)
+    chroma = torch.sqrt(rg ** 2 + yb ** 2).flatten(1).mean(1)
+    return mean / chroma.clamp_min(1e-6), chroma
 
 
 def structure_correlation(x: torch.Tensor, reference: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -112,10 +114,12 @@ def generator_probe(
       ``cast_excess``: the largest over crops of the output's cast above the larger of
       its input's and its clean crop's (a cast the generator painted);
     - ``structure_corr``: the lowest :func:`structure_correlation` of an output with its
-      clean crop; ``detail_ratio``: the largest output / clean Laplacian variance;
-      ``embossed``: a crop with ``structure_corr < 0.6`` or ``detail_ratio > 4``;
+      clean crop; ``detail_ratio``: the largest Laplacian variance of an output over the
+      larger of its clean crop's and its input's (a noisy input has much); ``embossed``:
+      a crop with ``structure_corr < 0.6`` or ``detail_ratio > 4``;
     - ``hue_conc``: the largest :func:`hue_concentration` of an output; ``single_hue``: a
-      crop at 0.9 or more whose clean crop is below it by more than 0.1;
+      crop at 0.9 or more, 0.1 above its clean crop's, with chroma of at least 0.1 (a
+      slight tint on a grey crop is a cast, measured above, not a single hue);
     - ``targets``: the loss's targets (``"1"`` or the medians), ``mean_score``.
     """
     device = next(net.parameters()).device
@@ -129,7 +133,8 @@ def generator_probe(
     clean_cpu, deg_cpu = clean.cpu(), deg.cpu()
     m_deg, m_clean = handcrafted_scores(deg_cpu), handcrafted_scores(clean_cpu)
     cast_ref = torch.maximum(colour_cast(deg_cpu), colour_cast(clean_cpu))
-    hue_clean, lap_clean = hue_concentration(clean_cpu), laplacian_variance(clean_cpu)
+    hue_clean = hue_concentration(clean_cpu)[0]
+    lap_ref = torch.maximum(laplacian_variance(clean_cpu), laplacian_variance(deg_cpu))
     rows, columns = [], [deg_cpu]
     for mode in modes:
         if mode not in GENERATOR_MODES:
@@ -163,8 +168,8 @@ def generator_probe(
         rms = ATTRIBUTES.index("contrast")  # handcrafted column: luminance RMS contrast
         ratio = m_out[:, rms] / m_deg[:, rms].clamp_min(1e-6)
         structure = structure_correlation(out_cpu, clean_cpu)
-        detail = laplacian_variance(out_cpu) / lap_clean.clamp_min(1e-12)
-        hue = hue_concentration(out_cpu)
+        detail = laplacian_variance(out_cpu) / lap_ref.clamp_min(1e-12)
+        hue, chroma = hue_concentration(out_cpu)
         rows.append({
             "section": "generator", "mode": mode, "views": views, "steps": steps, "crops": len(clean),
             "targets": "/".join(f"{t:.2f}" for t in medians.tolist()) if goal else ("-" if mode == "l1" else "1"),
@@ -177,7 +182,7 @@ def generator_probe(
             "cast_excess": float((colour_cast(out_cpu) - cast_ref).max()),
             "structure_corr": float(structure.min()), "detail_ratio": float(detail.max()),
             "embossed": bool(((structure < 0.6) | (detail > 4)).any()),
-            "hue_conc": float(hue.max()), "single_hue": bool(((hue >= 0.9) & (hue > hue_clean + 0.1)).any()),
+            "hue_conc": float(hue.max()), "single_hue": bool(((hue >= 0.9) & (hue > hue_clean + 0.1) & (chroma >= 0.1)).any()),
             "mean_score": float(scores.mean()),
         })
         columns.append(out_cpu)
