@@ -114,9 +114,12 @@ def generator_probe(
       ``cast_excess``: the largest over crops of the output's cast above the larger of
       its input's and its clean crop's (a cast the generator painted);
     - ``structure_corr``: the lowest :func:`structure_correlation` of an output with its
-      clean crop; ``detail_ratio``: the largest Laplacian variance of an output over the
-      larger of its clean crop's and its input's (a noisy input has much); ``embossed``:
-      a crop with ``structure_corr < 0.6`` or ``detail_ratio > 4``;
+      clean crop; ``structure_drop``: the largest fall of that correlation from the
+      degraded input's (a crop of sky has little coarse structure to correlate, so the
+      fall, not the level, tells a relief); ``detail_ratio``: the largest Laplacian
+      variance of an output over the larger of its clean crop's and its input's (a noisy
+      input has much); ``embossed``: a crop whose structure fell by more than 0.4 or
+      whose ``detail_ratio`` is above 4;
     - ``hue_conc``: the largest :func:`hue_concentration` of an output; ``single_hue``: a
       crop at 0.9 or more, 0.1 above its clean crop's, with chroma of at least 0.1 (a
       slight tint on a grey crop is a cast, measured above, not a single hue);
@@ -135,6 +138,7 @@ def generator_probe(
     cast_ref = torch.maximum(colour_cast(deg_cpu), colour_cast(clean_cpu))
     hue_clean = hue_concentration(clean_cpu)[0]
     lap_ref = torch.maximum(laplacian_variance(clean_cpu), laplacian_variance(deg_cpu))
+    structure_in = structure_correlation(deg_cpu, clean_cpu)
     rows, columns = [], [deg_cpu]
     for mode in modes:
         if mode not in GENERATOR_MODES:
@@ -180,8 +184,8 @@ def generator_probe(
             "psnr_in_db": float(psnr(deg_cpu, clean_cpu).mean()),
             "cast_shift": float((colour_cast(out_cpu) - colour_cast(clean_cpu)).mean()),
             "cast_excess": float((colour_cast(out_cpu) - cast_ref).max()),
-            "structure_corr": float(structure.min()), "detail_ratio": float(detail.max()),
-            "embossed": bool(((structure < 0.6) | (detail > 4)).any()),
+            "structure_corr": float(structure.min()), "structure_drop": float((structure_in - structure).max()),
+            "detail_ratio": float(detail.max()), "embossed": bool(((structure_in - structure > 0.4) | (detail > 4)).any()),
             "hue_conc": float(hue.max()), "single_hue": bool(((hue >= 0.9) & (hue > hue_clean + 0.1) & (chroma >= 0.1)).any()),
             "mean_score": float(scores.mean()),
         })

@@ -182,7 +182,7 @@ def generator_verdicts(rows: Sequence[dict], views: int) -> List[Verdict]:
         bad = [name for name in ("flat", "embossed", "single_hue") if _bool(r[name])]
         out.append(Verdict(f"stress_v{views}", rule,
                            ("; ".join(bad) if bad else "a photo") + f" (RMS {_num(r['rms_ratio']):.2f}x, structure "
-                           f"{_num(r['structure_corr']):.2f}, detail {_num(r['detail_ratio']):.1f}x, hue "
+                           f"drop {_num(r['structure_drop']):.2f}, detail {_num(r['detail_ratio']):.1f}x, hue "
                            f"{_num(r['hue_conc']):.2f}, PSNR {_num(r['psnr_db']):.1f} dB)", float(len(bad)), not bad))
     return out
 

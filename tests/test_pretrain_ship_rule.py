@@ -30,7 +30,7 @@ def _anchor_rows(sizes=(128, 256), failed=()):
 def _generator_rows(views=0, **over):
     base = {"section": "generator", "views": str(views), "right_way": "1.0", "psnr_db": "19.0", "psnr_in_db": "20.0",
             "rms_ratio": "0.95", "cast_excess": "0.01", "flat": "False", "embossed": "False", "single_hue": "False",
-            "structure_corr": "0.95", "detail_ratio": "1.2", "hue_conc": "0.4"}
+            "structure_corr": "0.95", "structure_drop": "0.0", "detail_ratio": "1.2", "hue_conc": "0.4"}
     rows = []
     for mode in ("loss", "loss@median", "l1+loss", "l1"):
         r = dict(base, mode=mode)
@@ -225,4 +225,4 @@ def test_a_generator_that_leaves_its_inputs_alone_is_no_degenerate_optimum():
     assert not (row["flat"] or row["embossed"] or row["single_hue"]), row
     assert row["rms_ratio"] == pytest.approx(1.0) and row["right_way"] == 0.0
     assert row["psnr_db"] == pytest.approx(row["psnr_in_db"])
-    assert row["detail_ratio"] <= 1.0 + 1e-6 and row["cast_excess"] <= 1e-6
+    assert row["detail_ratio"] <= 1.0 + 1e-6 and row["cast_excess"] <= 1e-6 and row["structure_drop"] == 0.0
