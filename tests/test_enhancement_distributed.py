@@ -34,6 +34,6 @@ def test_two_process_cpu_training(tmp_path, free_port):
     assert json.loads((out / "metrics.json").read_text())["step"] == 3
     # Rank 0 alone writes logs: a single event file in the main run and in each sub-run.
     runs = [out / "tb", *(p for p in (out / "tb").iterdir() if p.is_dir())]
-    assert len(runs) == 6  # main, input, output, reference and the two 0/1 reference runs
+    assert len(runs) == 4  # main, input, output and reference (no axis-helper runs)
     for run in runs:
         assert len(list(run.glob("events.out.tfevents.*"))) == 1, run
