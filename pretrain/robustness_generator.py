@@ -71,15 +71,20 @@ def hue_concentration(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return mean / chroma.clamp_min(1e-6), chroma
 
 
-def structure_correlation(x: torch.Tensor, reference: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
-    """Pearson correlation of the coarse luminance (Gaussian blur of ``sigma`` px) of ``x``
-    and ``reference``: ``(B, 3, H, W)`` x2 -> ``(B,)`` in [-1, 1]. Any brightening,
-    contrast change or honest restoration keeps it near 1; an output that replaced the
-    picture by a relief of its edges (or by a flat field) loses it."""
+def structure_correlation(x: torch.Tensor, reference: torch.Tensor, sigma: float = 2.0,
+                          floor: float = 0.02) -> torch.Tensor:
+    """Correlation of the coarse luminance (Gaussian blur of ``sigma`` px) of ``x`` and
+    ``reference``, each standard deviation floored at ``floor``:
+    ``cov / sqrt((var_x + floor^2) (var_ref + floor^2))``. ``(B, 3, H, W)`` x2 -> ``(B,)``
+    in [-1, 1]. Any brightening, contrast change or honest restoration keeps it near 1 on
+    a crop with coarse structure; an output that replaced the picture by a relief of its
+    edges loses it. The floor keeps a crop with almost no coarse variation (a patch of
+    sky) near 0 whatever its last-bit fluctuations do, instead of swinging over [-1, 1]."""
     a = _separable_gaussian(luminance(x.float()), sigma).flatten(1)
     b = _separable_gaussian(luminance(reference.float()), sigma).flatten(1)
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    var_a, var_b = a.pow(2).mean(1) + floor ** 2, b.pow(2).mean(1) + floor ** 2
+    return (a * b).mean(1) / (var_a * var_b).sqrt()
 
 
 def generator_probe(

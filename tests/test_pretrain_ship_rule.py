@@ -178,9 +178,12 @@ def test_hue_concentration_tells_a_single_hue_from_varied_colour():
 
 def test_structure_correlation_keeps_a_brightened_photo_and_loses_a_relief():
     x = torch.stack([make_texture(64, 64, seed=i) for i in range(2)])
-    assert torch.all(structure_correlation(0.3 + 0.6 * x, x) > 0.99)
+    assert torch.all(structure_correlation(0.3 + 0.6 * x, x) > 0.95)
     relief = (0.5 + 4 * (x - x.roll(2, dims=-1))).clamp(0, 1)  # an emboss filter
     assert torch.all(structure_correlation(relief, x) < 0.6)
+    # A crop with almost no coarse structure: last-bit changes do not swing the figure.
+    sky = 0.6 + 0.002 * x
+    assert torch.all(structure_correlation(sky + 0.001 * torch.randn_like(sky), sky).abs() < 0.05)
 
 
 def test_verdict_cli_on_a_tiny_model_fails_and_records_the_trial(tiny_checkpoint_path, write_png, tmp_path, capsys):
