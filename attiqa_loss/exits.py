@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_IO", "EXIT_STATUS_HELP", "STDOUT", "io_error_line",
            "report_io_error", "stdout_closed", "write_stdout", "flush_stdout"]
@@ -76,6 +77,17 @@ def report_io_error(prog: str, exc: OSError) -> int:
         except (OSError, ValueError):
             pass
     return EXIT_IO
+
+
+def run_reporting_io_errors(prog: str, main: Callable[[], int]) -> int:
+    """``main()`` with the standard output flushed after it; an ``OSError`` (a read-only
+    ``--out``, a full disk) becomes :func:`report_io_error`'s one line and :data:`EXIT_IO`."""
+    try:
+        code = main()
+        flush_stdout()
+        return code
+    except OSError as exc:
+        return report_io_error(prog, exc)
 
 
 def stdout_closed() -> bool:

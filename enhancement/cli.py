@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from attiqa_loss.exits import EXIT_STATUS_HELP, flush_stdout, report_io_error
+from attiqa_loss.exits import EXIT_STATUS_HELP, run_reporting_io_errors
 from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
@@ -146,12 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in ("train", "infer", "demo") else None
-    try:
-        code = _main(argv)
-        flush_stdout()
-        return code
-    except OSError as exc:  # a read-only --out, a full disk: one line naming the path, exit status 3
-        return report_io_error(f"attiqa-enhance {command}" if command else "attiqa-enhance", exc)
+    # a read-only --out, a full disk: one line naming the path, exit status 3
+    return run_reporting_io_errors(f"attiqa-enhance {command}" if command else "attiqa-enhance", lambda: _main(argv))
 
 
 def _main(argv: List[str]) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from attiqa_loss.exits import EXIT_STATUS_HELP, flush_stdout, report_io_error
+from attiqa_loss.exits import EXIT_STATUS_HELP, run_reporting_io_errors
 from attiqa_loss.extras import require_extra
 from attiqa_loss.helptext import PlainHelpFormatter
 
@@ -105,12 +105,8 @@ def _stored_help(name: str) -> Optional[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = argv[0] if argv and argv[0] in SUBCOMMANDS else None
-    try:
-        code = _main(argv)
-        flush_stdout()
-        return code
-    except OSError as exc:  # a read-only --out, a full disk: one line naming the path, exit status 3
-        return report_io_error(f"attiqa-pretrain {name}" if name else "attiqa-pretrain", exc)
+    # a read-only --out, a full disk: one line naming the path, exit status 3
+    return run_reporting_io_errors(f"attiqa-pretrain {name}" if name else "attiqa-pretrain", lambda: _main(argv))
 
 
 def _main(argv: List[str]) -> int:
