@@ -273,3 +273,39 @@ def test_loss_cost_times_the_tone_normalised_network_beside_the_plain_one(bench,
     assert [r["method"] for r in rows] == ["attiqa:test_resnet", "attiqa-tone:test_resnet"]
     assert float(rows[1]["gflop_per_image"]) == pytest.approx(float(rows[0]["gflop_per_image"]), rel=0.05)
     assert "normalize_tone keeps" in capsys.readouterr().out
+
+
+def test_gpu_check_quick_on_cpu_runs_every_part(bench, tiny_clip_config, tmp_path, capsys):
+    """The GPU readiness script's plumbing on CPU: a tiny pytest selection, the loss's cost and
+    a few steps of each trainer, all rows in one CSV."""
+    out = tmp_path / "gpu_check.csv"
+    code = bench("gpu_check").main([
+        "--device", "cpu", "--quick", "--threads", "1", "--out", str(out),
+        "--tests", "tests/test_robustness_inputs.py", "--tests-k", "cuda_without_cuda_is_a_clear_error",
+        "--clip-model", tiny_clip_config.stem, "--clip-config", str(tiny_clip_config),
+        "--step-warmup", "1", "--step-repeats", "1",
+    ])
+    assert code == 0
+    columns, rows = _read_csv(out)
+    assert columns == ["device", "part", "name", "status", "value", "unit", "detail"]
+    assert {r["part"] for r in rows} == {"tests", "loss", "enhance_step", "pretrain_step"}
+    assert all(r["status"] in ("PASS", "OK") for r in rows)
+    assert {r["name"]: r["value"] for r in rows if r["part"] == "tests"}["passed"] != "0"
+    assert [r["name"] for r in rows if r["part"] == "loss"] == [
+        "attiqa:test_resnet fp32 64px", f"clipiqa:{tiny_clip_config.stem} fp32 64px", "lpips:alex fp32 64px"]
+    for part in ("enhance_step", "pretrain_step"):
+        (step,) = [r for r in rows if r["part"] == part]
+        assert step["unit"] == "ms" and float(step["value"]) > 0
+    assert (tmp_path / "gpu_check_loss_cost.csv").is_file()
+
+
+def test_gpu_check_skips_every_part_without_cuda(bench, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "skip.csv"
+    assert bench("gpu_check").main(["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for part in ("tests", "loss", "enhance_step", "pretrain_step"):
+        assert f"SKIP {part}: CUDA is not available here" in printed
+    _, rows = _read_csv(out)
+    assert [r["status"] for r in rows] == ["SKIP"] * 4
