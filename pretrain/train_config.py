@@ -29,8 +29,10 @@ class ModelConfig:
     pretrained_file: Optional[str] = None
     #: anti-aliased downsampling in the backbone (timm ``aa_layer``): null, "avg" or "blur"
     aa_layer: Optional[str] = None
-    #: the backbone sees each image with its tone removed (channel means subtracted, divided
-    #: by its luminance contrast); the heads get those statistics beside the features
+    #: the backbone sees the luminance with its mean removed and divided by its contrast
+    #: (``(Y - mean Y) / sqrt(var Y + 0.05^2)``) and the chroma ``x - Y`` at its absolute size
+    #: (a fixed scale, not divided by the contrast); the heads
+    #: get the mean luminance, the contrast and the log of their ratio beside the features
     #: (``AttiqaNet(normalize_tone=True)``): detail and noise cannot read exposure or contrast
     normalize_tone: bool = False
     #: start from this exported quality model (``.safetensors``, or ``default``: the one
