@@ -178,17 +178,22 @@ def test_score_logdir_in_a_read_only_folder_is_one_line_before_scoring(image_fol
 # --------------------------------------------------------------------------- a full disk
 
 
-def test_a_disk_filling_during_training_is_one_line_naming_the_file(assets, tmp_path, monkeypatch, capsys):
+def _fill_the_disk_at(name, monkeypatch):
+    """Publishing a file called ``name`` fails as on a full disk (ENOSPC)."""
     from attiqa_loss.io import atomic
 
     real = atomic._publish
 
     def full_disk(tmp, path):
-        if Path(path).name == "state.pt":
+        if Path(path).name == name:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(tmp, path)
 
     monkeypatch.setattr(atomic, "_publish", full_disk)
+
+
+def test_a_disk_filling_during_training_is_one_line_naming_the_file(assets, tmp_path, monkeypatch, capsys):
+    _fill_the_disk_at("state.pt", monkeypatch)
     out = tmp_path / "run"
     code = _enhance_train(assets, out)
     err = capsys.readouterr().err
@@ -198,17 +203,9 @@ def test_a_disk_filling_during_training_is_one_line_naming_the_file(assets, tmp_
 
 
 def test_a_full_disk_in_pretrain_is_one_line_naming_the_file(tmp_path, photo_dir, monkeypatch, capsys):
-    from attiqa_loss.io import atomic
     from pretrain.cli import main
 
-    real = atomic._publish
-
-    def full_disk(tmp, path):
-        if Path(path).name == "state.pt":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(tmp, path)
-
-    monkeypatch.setattr(atomic, "_publish", full_disk)
+    _fill_the_disk_at("state.pt", monkeypatch)
     out = tmp_path / "run"
     code = main(["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
                  "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=1",
