@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from attiqa_loss.measures import colour_cast, laplacian_variance, luminance
+from attiqa_loss.measures import colour_cast, luminance
 
 from .degrade_filters import _separable_gaussian
 from .degradations import degrade
@@ -142,7 +142,8 @@ def generator_probe(
     m_deg, m_clean = handcrafted_scores(deg_cpu), handcrafted_scores(clean_cpu)
     cast_ref = torch.maximum(colour_cast(deg_cpu), colour_cast(clean_cpu))
     hue_clean = hue_concentration(clean_cpu)[0]
-    lap_ref = torch.maximum(laplacian_variance(clean_cpu), laplacian_variance(deg_cpu))
+    sharp = ATTRIBUTES.index("sharpness")  # handcrafted column: Laplacian variance
+    lap_ref = torch.maximum(m_clean[:, sharp], m_deg[:, sharp])
     structure_in = structure_correlation(deg_cpu, clean_cpu)
     rows, columns = [], [deg_cpu]
     for mode in modes:
@@ -177,7 +178,7 @@ def generator_probe(
         rms = ATTRIBUTES.index("contrast")  # handcrafted column: luminance RMS contrast
         ratio = m_out[:, rms] / m_deg[:, rms].clamp_min(1e-6)
         structure = structure_correlation(out_cpu, clean_cpu)
-        detail = laplacian_variance(out_cpu) / lap_ref.clamp_min(1e-12)
+        detail = m_out[:, sharp] / lap_ref.clamp_min(1e-12)
         hue, chroma = hue_concentration(out_cpu)
         rows.append({
             "section": "generator", "mode": mode, "views": views, "steps": steps, "crops": len(clean),

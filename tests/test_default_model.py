@@ -39,15 +39,13 @@ def test_default_model_metadata_describes_its_recipe():
     assert default_checkpoint_path().stat().st_size <= 20_000_000
 
 
-RUNTIME_KEYS = {"images", "threads", "device"}
-
-
 def test_default_model_was_trained_by_the_committed_recipe():
     """The shipped weights record the same recipe as ``configs/pretrain_synthetic.yaml``
     (the README's command), apart from the photo folder given with ``--images`` and the
     machine's settings (``train.threads``, ``train.device``), which choose where it ran,
     not what it learnt."""
     from attiqa_train.config import config_to_dict, load_config, with_current_keys
+    from pretrain.ship_rule import RUNTIME_KEYS
     from pretrain.train import PretrainConfig
 
     recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
