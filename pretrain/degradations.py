@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -93,6 +94,23 @@ def _hsv_saturation(x, s, g):
     return kornia.color.hsv_to_rgb(hsv).clamp(0, 1)
 
 
+#: Rec. 601 luma weights (:func:`attiqa_loss.measures.luminance`)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _cast(x, s, g):
+    # A uniform tint is not colour: the image's own chroma fades while one tint of a random
+    # hue covers it. The tint has opponent chroma (R - G, (R + G) / 2 - B) of length 0.2 s
+    # and zero luminance (a grey offset changes neither opponent channel), so light and
+    # contrast stay; the mean chroma may rise while the spread of colours falls.
+    hue = float(torch.rand((), generator=g)) * 2 * math.pi
+    rg, yb = math.cos(hue), math.sin(hue)
+    tint = x.new_tensor([0.5 * rg, -0.5 * rg, -yb])
+    tint = tint - (x.new_tensor(_LUMA) * tint).sum()
+    faded = torch.lerp(x, luminance(x).expand_as(x), 0.8 * s)
+    return (faded + (0.2 * s) * tint.view(1, 3, 1, 1)).clamp(0, 1)
+
+
 _DEFINITIONS = [
     ("sharpness", "gaussian", _gaussian_blur, True, "Gaussian blur, sigma 0-3 px"),
     ("sharpness", "defocus", _defocus_blur, False, "disk (defocus) blur, radius 0-4 px"),
@@ -103,18 +121,20 @@ _DEFINITIONS = [
     ("sharpness", "median", _median_filter, False, "iterated 3x3 median, 0-4 passes"),
     ("sharpness", "ringing", _ringing, False, "ideal low-pass (Gibbs ringing), cutoff 0.5 to 0.1 cycles/px"),
     ("sharpness", "pixelate", _pixelate, False, "mean of 2-8 px blocks, nearest-neighbour upscale (mosaic)"),
+    ("sharpness", "jpeg", _jpeg, False, "JPEG compression, quality 95 to 10 (detail lost, 8 px blocks)"),
     ("contrast", "linear", _contrast_linear, True, "luminance pulled towards its mean (chroma kept), contrast x1 to x0.2"),
     ("contrast", "haze", _contrast_haze, False, "blend with grey airlight 0.8, transmission 1 to 0.25"),
     ("brightness", "exposure", _exposure, True, "exposure 0 to -5 EV in linear light"),
     ("brightness", "gamma", _gamma, False, "gamma 1 to 3.5 on sRGB values"),
     ("colorfulness", "desaturate", _desaturate, True, "blend towards Rec.601 luma, saturation 1 to 0"),
     ("colorfulness", "hsv", _hsv_saturation, False, "HSV saturation scaled 1 to 0"),
+    ("colorfulness", "cast", _cast, False,
+     "own colours faded (saturation 1 to 0.2) under a uniform tint of random hue (chroma 0 to 0.2)"),
     ("noisiness", "gaussian", _gaussian_noise, True, "additive Gaussian noise, sigma 0-0.15"),
     ("noisiness", "correlated", _correlated_noise, True, "spatially correlated luma/chroma noise, sigma 0-0.12, 0.6-2 px"),
     ("noisiness", "pattern", _pattern_noise, True, "row/column fixed-pattern noise plus white noise, sigma 0-0.1"),
     ("noisiness", "block", _block_noise, False, "a random offset per 4, 8 or 16 px block (macroblocking), sigma 0-0.08"),
     ("noisiness", "poisson_gaussian", _poisson_gaussian_noise, False, "Poisson shot noise (1008-8 e-) + read noise"),
-    ("noisiness", "jpeg", _jpeg, False, "JPEG compression, quality 95 to 10"),
 ]
 
 #: ``FAMILIES[attribute][name] -> Family``, in attribute order.

@@ -109,11 +109,11 @@ def build_report(
     # JPEG: the mean of the five scores against quality (quality-aligned level).
     for name, scorer in scorers.items():
         r = family_srcc(lambda x, s=scorer: s(x).mean(dim=1, keepdim=True).expand(-1, len(ATTRIBUTES)),
-                        images, "noisiness", "jpeg", levels)
+                        images, "sharpness", "jpeg", levels)
         rows.append({"section": "jpeg", "case": "JPEG quality 95 -> 10, mean of 5 scores", "scorer": name,
                      "attribute": "mean", "family": "jpeg", "srcc": _mean(r["srcc"][:, 0]),
                      "on_shift": _mean(r["shift"][:, 0]),
-                     "unseen": "jpeg" not in trained.get("noisiness", [])})
+                     "unseen": "jpeg" not in trained.get("sharpness", [])})
     return rows
 
 

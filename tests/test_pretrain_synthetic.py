@@ -47,9 +47,10 @@ def test_every_family_lowers_its_handcrafted_measure(family):
          for s in strengths]
     )
     if family.name == "jpeg":
-        # JPEG smooths noise away, so the handcrafted noise measure is fooled: it is the
-        # case the learned model must handle. Here just check the image really changes.
-        y = degrade(x, "noisiness", "jpeg", 1.0)
+        # JPEG's 8 px block edges raise the Laplacian variance the handcrafted detail
+        # measure reads, while it drops fine detail: the case the learned model must
+        # handle. Here just check the image really changes.
+        y = degrade(x, "sharpness", "jpeg", 1.0)
         assert (y - x).abs().mean() > 0.005
         return
     rho = float(spearman(vals, -strengths))
@@ -300,7 +301,7 @@ def test_levels_of_a_group_share_one_noise_pattern():
 def test_resolve_families_defaults_overrides_and_errors():
     defaults = resolve_families()
     assert defaults == {a: [f.name for f in list_families(a, trained=True)] for a in ATTRIBUTES}
-    assert "jpeg" not in defaults["noisiness"] and "pixelate" not in defaults["sharpness"]
+    assert "jpeg" not in defaults["sharpness"] and "cast" not in defaults["colorfulness"] and "pixelate" not in defaults["sharpness"]
     custom = resolve_families({"sharpness": ["gaussian", "ringing", "gaussian"], "colorfulness": []})
     assert custom["sharpness"] == ["gaussian", "ringing"] and custom["colorfulness"] == []
     assert custom["noisiness"] == defaults["noisiness"]
@@ -367,12 +368,12 @@ def test_validity_report_marks_what_the_model_never_saw(with_jpeg):
     JPEG line included, and its numbers are real SRCCs (mean luminance follows exposure)."""
     from pretrain.validity_report import _markdown, build_report
 
-    trained = resolve_families({"noisiness": ["gaussian", "jpeg"]} if with_jpeg else None)
+    trained = resolve_families({"sharpness": ["gaussian", "jpeg"]} if with_jpeg else None)
     imgs = [_photo(s, 48, 56) for s in range(2)]
     md = _markdown(build_report({"attiqa": handcrafted_scores, "handcrafted": handcrafted_scores}, imgs, 3, trained))
     assert "| brightness/exposure | 1.000 | 1.000 |" in md
     assert "| brightness/gamma (unseen) |" in md and "| noisiness/poisson_gaussian (unseen) |" in md
     if with_jpeg:
-        assert "| noisiness/jpeg |" in md and "JPEG quality 95 -> 10 (trained on):" in md
+        assert "| sharpness/jpeg |" in md and "JPEG quality 95 -> 10 (trained on):" in md
     else:
-        assert "| noisiness/jpeg (unseen) |" in md and "JPEG quality 95 -> 10 (never seen in training):" in md
+        assert "| sharpness/jpeg (unseen) |" in md and "JPEG quality 95 -> 10 (never seen in training):" in md
