@@ -21,8 +21,9 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_IO", "EXIT_STATUS_HELP", "STDOUT", "io_error_line",
-           "report_io_error", "stdout_closed", "write_stdout", "flush_stdout"]
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_IO", "EXIT_STATUS_HELP", "STDOUT", "UsageExit",
+           "io_error_line", "report_io_error", "run_reporting_io_errors", "stdout_closed", "write_stdout",
+           "flush_stdout"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,15 +80,41 @@ def report_io_error(prog: str, exc: OSError) -> int:
     return EXIT_IO
 
 
+class UsageExit(SystemExit):
+    """``SystemExit`` with status :data:`EXIT_USAGE` whose ``str()`` is its message (the
+    message is printed on stderr where it is raised by :func:`run_reporting_io_errors`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def run_reporting_io_errors(prog: str, main: Callable[[], int]) -> int:
     """``main()`` with the standard output flushed after it; an ``OSError`` (a read-only
-    ``--out``, a full disk) becomes :func:`report_io_error`'s one line and :data:`EXIT_IO`."""
+    ``--out``, a full disk) becomes :func:`report_io_error`'s one line and :data:`EXIT_IO`.
+
+    The commands say a bad option, config value or input with ``raise SystemExit("...")``;
+    that message is printed on stderr here and the exit status becomes :data:`EXIT_USAGE`
+    (a plain ``SystemExit`` with a message would exit 1, the status for failed files):
+    :class:`UsageExit` is raised in its place."""
     try:
         code = main()
         flush_stdout()
         return code
     except OSError as exc:
         return report_io_error(prog, exc)
+    except SystemExit as exc:
+        if isinstance(exc, UsageExit) or not isinstance(exc.code, str):
+            raise
+        if sys.stderr is not None:
+            try:
+                print(exc.code, file=sys.stderr)
+            except (OSError, ValueError):
+                pass
+        raise UsageExit(exc.code) from None
 
 
 def stdout_closed() -> bool:

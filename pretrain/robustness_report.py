@@ -170,6 +170,8 @@ def _validate(args: argparse.Namespace) -> None:
     for name in ("max_images", "max_side", "steps", "generator_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.holdout_every is not None and args.holdout_every < 1:
+        raise ValueError(f"--holdout-every must be >= 1, got {args.holdout_every}")
     if args.crop < 32:
         raise ValueError(f"--crop must be >= 32 (the model's minimum side), got {args.crop}")
     if any(v < 0 for v in args.views):
@@ -216,8 +218,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         _validate(args)
         ckpt = args.checkpoint or default_checkpoint_path()
-        net = load_attiqa(args.checkpoint, map_location=args.device)
-        metadata = read_checkpoint_metadata(ckpt)
+        try:
+            net = load_attiqa(args.checkpoint, map_location=args.device)
+            metadata = read_checkpoint_metadata(ckpt)
+        except (FileNotFoundError, ValueError, OSError) as exc:  # CheckpointError is a ValueError
+            raise ValueError(f"--checkpoint {ckpt}: {exc}") from None
         files = report_files(args.images, metadata, holdout_every=args.holdout_every,
                              all_images=args.all_images, max_images=args.max_images)
         clean = centre_crops(files, args.crop, args.max_side)

@@ -157,9 +157,12 @@ def test_nothing_scored_still_gives_parseable_output(tmp_path, tiny_checkpoint_p
     assert code == 1 and out.strip() == ",".join(COLUMNS)
 
 
-def test_bad_batch_size(image_folder, tiny_checkpoint_path):
-    with pytest.raises(SystemExit, match="--batch-size must be >= 1, got 0"):
+def test_bad_batch_size(image_folder, tiny_checkpoint_path, capsys):
+    """A bad option value: one line on stderr and exit status 2 (usage), not 1 (files failed)."""
+    with pytest.raises(SystemExit, match="--batch-size must be >= 1, got 0") as info:
         main([str(image_folder()), "--checkpoint", str(tiny_checkpoint_path), "--batch-size", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "attiqa-score: --batch-size must be >= 1, got 0"
 
 
 def test_help_explains_the_scores(capsys):

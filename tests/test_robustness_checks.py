@@ -77,7 +77,7 @@ def test_label_clip_pretrained_pickle_named_safetensors_is_one_line_naming_it(ph
     with pytest.raises(SystemExit) as info:
         main(["label", "--images", str(photo_dir), "--out", str(tmp_path / "labels"), "--clip-model", TINY_CLIP,
               "--clip-pretrained", str(fake), "--set", "label.device=cpu", "--workers", "0"])
-    message = str(info.value.code)
+    message = str(info.value)
     assert message.startswith(f"error: --clip-pretrained (clip.pretrained) {fake} is named .safetensors but is not "
                               "a readable safetensors file (") and "\n" not in message
 
@@ -90,7 +90,7 @@ def test_select_prompts_unusable_clip_pretrained_is_one_line(photo_dir, tmp_path
     with pytest.raises(SystemExit) as info:
         main(["select-prompts", "--images", str(photo_dir), "--out", str(tmp_path / "prompts"),
               "--clip-model", TINY_CLIP, "--clip-pretrained", str(fake), "--set", "device=cpu"])
-    assert str(info.value.code).startswith(f"error: --clip-pretrained (clip.pretrained) {fake} is named")
+    assert str(info.value).startswith(f"error: --clip-pretrained (clip.pretrained) {fake} is named")
 
 
 # --------------------------------------------------------------------------- config values
@@ -101,7 +101,7 @@ def test_pretrain_negative_lr_is_refused_when_the_config_is_read_naming_the_key(
 
     with pytest.raises(SystemExit) as info:  # no --images: the config is refused before any data is looked at
         main(["train", "--out", str(tmp_path / "run"), "--set", "train.lr=-1"])
-    assert str(info.value.code) == "error: invalid config section 'train': train.lr must be >= 0.0, got -1.0"
+    assert str(info.value) == "error: invalid config section 'train': train.lr must be >= 0.0, got -1.0"
     assert not (tmp_path / "run").exists()
 
 

@@ -22,9 +22,11 @@ BAD_YAML = "train:\n  steps: [1\n"  # an unclosed flow sequence: the error is re
 
 
 def _exit_message(main, argv):
+    """The one line a command ends with; its exit status is 2 (usage), not 1 (files failed)."""
     with pytest.raises(SystemExit) as info:
         main(argv)
-    return str(info.value.code)
+    assert info.value.code == 2, info.value.code
+    return str(info.value)
 
 
 # --------------------------------------------------------------------------- --out that is a file
@@ -151,7 +153,7 @@ def test_label_into_a_folder_of_another_file_list_is_one_line(write_png, tmp_pat
     config_before = (out / "config.yaml").read_text()
     with pytest.raises(SystemExit) as info:
         _label(out, tmp_path / "second")
-    message = str(info.value.code)
+    message = str(info.value)
     assert message.startswith(f"error: {out} holds a labelling run with different ['files']") and "\n" not in message
     assert (out / "config.yaml").read_text() == config_before  # the finished run's config is kept
 

@@ -40,7 +40,7 @@ def _pretrain(out, photo_dir, *extra):
     try:
         return main(_pretrain_args(out, photo_dir, *extra)), ""
     except SystemExit as exc:
-        return None, str(exc.code)
+        return None, str(exc)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_label_cli_refuses_a_second_process_in_one_line(tmp_path, write_png, hel
         main(["label", "--out", str(out), "--images", str(tmp_path / "photos"), "--workers", "0",
               "--clip-model", str(REPO / "configs" / "open_clip_tiny.json"), "--clip-pretrained", "none",
               "--set", "label.device=cpu"])
-    message = str(info.value.code)
+    message = str(info.value)
     assert message.startswith(f"error: {out} is in use by process {holder.pid}") and "\n" not in message
     assert not (out / "config.yaml").exists()
 
