@@ -50,6 +50,10 @@ class UNetConfig:
     the log-gain, or ``tanh``, the first version, which can stick at ``gain_max``);
     ``global_context``: the bottleneck also sees the whole image's averaged features
     (how dark the whole shot is; against halos next to bright objects).
+    ``gain_denoise``: ``gain`` (no residual) followed by a noise-aware luma/chroma
+    denoising stage whose blending weights grow with the applied gain, capped at
+    ``denoise_strength`` (in [0, 1]; 0 = ``gain`` exactly), with guided-filter windows of
+    radius ``denoise_radius`` (luma; chroma twice that).
     ``init_checkpoint``: start from trained enhancer weights (an ``enhancer.safetensors``
     file or run folder; ``default``: the enhancer shipped in the package) instead of a
     fresh initialisation, to fine-tune; its stored U-Net shape must equal this section's."""
@@ -58,7 +62,7 @@ class UNetConfig:
     depth: int = 3
     blocks: int = 2
     max_width: int = 256
-    output: Literal["residual", "curves", "gain"] = "residual"
+    output: Literal["residual", "curves", "gain", "gain_denoise"] = "residual"
     curve_iterations: int = 8
     gain_scale: int = 8
     gain_max: float = 16.0
@@ -66,6 +70,8 @@ class UNetConfig:
     gain_param: Literal["log", "tanh"] = "log"
     gain_residual_highpass: int = 0
     global_context: bool = False
+    denoise_strength: float = 1.0
+    denoise_radius: int = 2
     init_checkpoint: Optional[str] = None
 
     def unet_kwargs(self) -> Dict[str, Any]:
@@ -81,6 +87,11 @@ class UNetConfig:
         if self.gain_residual_highpass != 0 and (self.gain_residual_highpass < 3 or self.gain_residual_highpass % 2 == 0):
             raise ValueError("model.gain_residual_highpass must be 0 (a free residual) or an odd window >= 3, "
                              f"got {self.gain_residual_highpass}")
+        if not 0 <= self.denoise_strength <= 1:
+            raise ValueError(f"model.denoise_strength must be in [0, 1], got {self.denoise_strength}")
+        if self.output == "gain_denoise" and self.gain_residual > 0:
+            raise ValueError("model.output 'gain_denoise' takes no residual (its denoising stage replaces it): "
+                             f"model.gain_residual must be 0, got {self.gain_residual}")
         # the upper bounds an exported enhancer file must keep to (enhancement.unet.UNET_LIMITS),
         # so that what trains here can be loaded again
         from .unet import check_unet_config
@@ -93,7 +104,9 @@ class LowLightSynthesisConfig:
     """Low-light synthesis: ``gain * x ** gamma`` with a colour cast, then sensor noise.
 
     ``shot_noise`` is the Poisson scale ``a`` and ``read_noise`` the Gaussian sigma ``b`` of
-    the Poisson-Gaussian model ``var = a * y + b ** 2`` on the darkened signal ``y``.
+    the Poisson-Gaussian model ``var = a * y + b ** 2`` on the darkened signal ``y``: its
+    sRGB values (``noise_space: display``) or its linear light (``linear``). With
+    ``quantize_bits: 8`` the dark shot is rounded to 8-bit levels.
     """
 
     exposure: Tuple[float, float] = (0.05, 0.5)
@@ -109,8 +122,18 @@ class LowLightSynthesisConfig:
     #: chance that a training image keeps its exposure in one large region (a backlit
     #: scene: a sunlit window in a dark room), the rest darkened
     bright_regions: float = 0.0
+    #: where the sensor noise is added: ``display`` (to the sRGB values, the first
+    #: version) or ``linear`` (in linear light before the sRGB curve, as a camera makes
+    #: it; shot_noise and read_noise are then linear-light values)
+    noise_space: Literal["display", "linear"] = "display"
+    #: 0: float dark shots; 8: rounded to the levels of an 8-bit file (1 to 16 bits)
+    quantize_bits: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.quantize_bits, bool) or not isinstance(self.quantize_bits, int) \
+                or not 0 <= self.quantize_bits <= 16:
+            raise ValueError(f"lowlight.quantize_bits must be 0 (no rounding) or an integer in [1, 16], "
+                             f"got {self.quantize_bits!r}")
         if not 0 <= self.keep < 1:
             raise ValueError(f"lowlight.keep must be in [0, 1), got {self.keep}")
         for name in ("light_sources", "bright_regions"):

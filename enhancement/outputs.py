@@ -1,4 +1,4 @@
-"""How the enhancer's last layer becomes an image: three output formulations.
+"""How the enhancer's last layer becomes an image: four output formulations.
 
 The U-Net (:mod:`enhancement.unet`) ends in one convolution whose channels one of these
 functions turns into the output, always in [0, 1] without clamping (a clamp cuts the
@@ -30,6 +30,23 @@ gradient), and the identity when the head's output is zero (the network starts t
   but cannot move a region's exposure or colour (a residual constant or linear across a
   window adds nothing there). A free residual can paint a colour cast,
   and a loss that rewards colourfulness (a cast raises it) finds that route.
+- ``gain_denoise``: :func:`apply_gain_denoise`, 3 channels: the ``gain`` output (channel 0)
+  followed by a denoising stage for the noise the gain lifts, in a luma/chroma space
+  (Rec. 601 ``Y`` and the colour differences ``B - Y``, ``R - Y``). Two edge-aware
+  smoothings of the gained image are made by guided filters (He et al., 2010): luma
+  guided by itself in ``(2r+1)^2`` windows, chroma guided by the smoothed luma in
+  ``(4r+1)^2`` windows (chroma noise is removed more strongly, and chroma edges follow
+  luma edges). Their regularisation is noise-aware: ``eps = (2 * a * sigma)^2``, with
+  ``sigma`` the input's noise level (Immerkaer's estimate, per image) and ``a`` the
+  amplification the gain applied there (block-averaged), so a region is smoothed where
+  its variation is of the order of the lifted noise and kept where it is an edge.
+  Channels 1 and 2 give per-pixel blending weights between the gained image and those
+  smoothings, ``w = strength * sigmoid(logit) * (1 - 1/a)``: zero where the gain did not
+  brighten (``a <= 1``) and growing with it. The weights are averaged over the gain
+  map's blocks and upsampled bilinearly, so they cannot pick single pixels (which would
+  let them move a region's mean by choosing where the noise is high or low): the stage
+  can only move each pixel towards a local, edge-aware average of its own luma and
+  chroma, not repaint hue or exposure. ``strength = 0`` is the ``gain`` output exactly.
 """
 
 from __future__ import annotations
@@ -42,10 +59,10 @@ import torch.nn.functional as F
 from attiqa_loss.measures import luminance
 
 __all__ = ["OUTPUTS", "GAIN_PARAMS", "head_channels", "inward_clamp", "log_gain", "bounded_residual", "highpass_residual", "apply_curves", "exposure_curve",
-           "guided_upsample", "apply_gain"]
+           "guided_upsample", "guided_filter", "apply_gain", "apply_gain_denoise", "to_luma_chroma", "from_luma_chroma"]
 
 #: The output formulations.
-OUTPUTS = ("residual", "curves", "gain")
+OUTPUTS = ("residual", "curves", "gain", "gain_denoise")
 #: How the gain head's channel becomes a log-gain (:func:`apply_gain`).
 GAIN_PARAMS = ("log", "tanh")
 
@@ -58,6 +75,8 @@ def head_channels(output: str, curve_iterations: int = 8, gain_residual: float =
         return 3 * curve_iterations
     if output == "gain":
         return 1 + (3 if gain_residual > 0 else 0)
+    if output == "gain_denoise":
+        return 3
     raise ValueError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
 
 
@@ -208,6 +227,27 @@ def log_gain(logit: torch.Tensor, gain_max: float, gain_param: str = "log") -> t
     raise ValueError(f"gain_param must be one of {list(GAIN_PARAMS)}, got {gain_param!r}")
 
 
+def _gain_factor(images: torch.Tensor, logit: torch.Tensor, *, scale: int, gain_max: float,
+                 gain_param: str) -> torch.Tensor:
+    """The factor ``f(v) / v`` of :func:`apply_gain` by which every channel of a pixel is
+    multiplied: ``(B, 3, H, W)`` images and ``(B, 1, H, W)`` logits -> ``(B, 1, H, W)``
+    in ``[1 / gain_max, gain_max]`` (the amplification the gain applies there)."""
+    guide = luminance(images)  # (B, 1, H, W)
+    if scale > 1:
+        h, w = images.shape[-2:]
+        size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
+        logit_low = F.adaptive_avg_pool2d(logit, size)
+        if gain_param == "log":
+            # capped before the upsampling: a guided filter fitted to unbounded logits
+            # extrapolates them along the guide's edges to both caps (a bang-bang map)
+            logit_low = inward_clamp(logit_low, math.log(gain_max))
+        guide_low = F.adaptive_avg_pool2d(guide, size)
+        logit = guided_upsample(logit_low, guide_low, guide)
+    gain = torch.exp(log_gain(logit, gain_max, gain_param))
+    value = images.amax(dim=1, keepdim=True)
+    return gain / (1 + (gain - 1) * value)  # = f(v) / v, also at v = 0
+
+
 def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain_max: float = 16.0,
                residual: float = 0.0, gain_param: str = "log", highpass: int = 0) -> torch.Tensor:
     """The ``gain`` output (see the module docstring).
@@ -228,23 +268,121 @@ def apply_gain(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain
     Returns:
         ``(B, 3, H, W)`` in [0, 1].
     """
-    guide = luminance(images)  # (B, 1, H, W)
     head = head.float()
-    logit = head[:, :1]
-    if scale > 1:
-        h, w = images.shape[-2:]
-        size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
-        logit_low = F.adaptive_avg_pool2d(logit, size)
-        if gain_param == "log":
-            # capped before the upsampling: a guided filter fitted to unbounded logits
-            # extrapolates them along the guide's edges to both caps (a bang-bang map)
-            logit_low = inward_clamp(logit_low, math.log(gain_max))
-        guide_low = F.adaptive_avg_pool2d(guide, size)
-        logit = guided_upsample(logit_low, guide_low, guide)
-    gain = torch.exp(log_gain(logit, gain_max, gain_param))
-    value = images.amax(dim=1, keepdim=True)
-    out = images * (gain / (1 + (gain - 1) * value))  # = images * f(v) / v, also at v = 0
+    out = images * _gain_factor(images, head[:, :1], scale=scale, gain_max=gain_max, gain_param=gain_param)
     if residual > 0:
         r = residual * torch.tanh(head[:, 1:4])
         out = highpass_residual(out, r, highpass) if highpass else bounded_residual(out, r)
     return out
+
+
+#: Rec. 601 luma weights (:func:`attiqa_loss.measures.luminance`), used by the luma/chroma split.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def to_luma_chroma(rgb: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB -> ``(B, 3, H, W)``: Rec. 601 luma ``Y`` and the colour
+    differences ``B - Y`` and ``R - Y`` (YCbCr without its scale factors and offsets).
+    Linear and invertible (:func:`from_luma_chroma`): a change of ``Y`` alone moves the
+    three channels equally, a change of the colour differences alone keeps ``Y``."""
+    y = _LUMA[0] * rgb[:, 0:1] + _LUMA[1] * rgb[:, 1:2] + _LUMA[2] * rgb[:, 2:3]
+    return torch.cat([y, rgb[:, 2:3] - y, rgb[:, 0:1] - y], dim=1)
+
+
+def from_luma_chroma(ycc: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_luma_chroma`: ``(B, 3, H, W)`` (Y, B - Y, R - Y) -> RGB.
+    Linear, so it also turns a change of (Y, B - Y, R - Y) into the change of RGB."""
+    y, cb, cr = ycc[:, 0:1], ycc[:, 1:2], ycc[:, 2:3]
+    g = y - (_LUMA[0] * cr + _LUMA[2] * cb) / _LUMA[1]
+    return torch.cat([y + cr, g, y + cb], dim=1)
+
+
+def guided_filter(source: torch.Tensor, guide: torch.Tensor, radius: int, eps) -> torch.Tensor:
+    """Guided filter (He, Sun and Tang, ECCV 2010) at full resolution: in every
+    ``(2r+1)^2`` window fit ``source ~ A * guide + b`` (ridge-regularised by ``eps``),
+    average the fits covering a pixel and apply them to its guide value. Edge-aware
+    smoothing: where the guide varies much more than ``sqrt(eps)`` the output follows it,
+    where it varies less the output is the local mean. Box filters without the padding
+    counted, so border windows are the pixels they cover. Differentiable.
+
+    Args:
+        source: ``(B, C, H, W)``.
+        guide: ``(B, 1, H, W)`` (or ``(B, C, H, W)``: one guide per channel).
+        radius: window radius in pixels, ``>= 1``.
+        eps: a float or a tensor broadcasting to ``(B, 1, H, W)`` (> 0).
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    mean_i, mean_p = _box(guide, radius), _box(source, radius)
+    cov = _box(guide * source, radius) - mean_i * mean_p
+    var = _box(guide * guide, radius) - mean_i * mean_i
+    a = cov / (var.clamp_min(0) + eps)
+    b = mean_p - a * mean_i
+    return _box(a, radius) * guide + _box(b, radius)
+
+
+#: ``eps = (NOISE_MARGIN * a * sigma)^2``: variation below about twice the lifted noise is smoothed.
+NOISE_MARGIN = 2.0
+
+
+def _input_noise(images: torch.Tensor) -> torch.Tensor:
+    """Immerkaer's noise estimate of each input image's luminance, ``(B, 1, 1, 1)``
+    (:func:`attiqa_loss.measures.noise_sigma`; 0 for images under 3 x 3). No gradient:
+    it sets how strongly to smooth, not what the image is."""
+    from attiqa_loss.measures import noise_sigma
+
+    if min(images.shape[-2:]) < 3:
+        return images.new_zeros(images.shape[0], 1, 1, 1, dtype=torch.float32)
+    with torch.no_grad(), torch.autocast(images.device.type, enabled=False):  # float32 under bf16 autocast too
+        return noise_sigma(images.detach().float()).view(-1, 1, 1, 1)
+
+
+def apply_gain_denoise(images: torch.Tensor, head: torch.Tensor, *, scale: int = 8, gain_max: float = 16.0,
+                       gain_param: str = "log", strength: float = 1.0, radius: int = 2,
+                       return_weights: bool = False):
+    """The ``gain_denoise`` output (see the module docstring): :func:`apply_gain`, then
+    noise-aware luma/chroma smoothing blended in by weights that grow with the gain.
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        head: ``(B, 3, H, W)``: channel 0 the log-gain logits (as :func:`apply_gain`),
+            channels 1 and 2 the luma and chroma denoising logits.
+        scale, gain_max, gain_param: as :func:`apply_gain`; ``scale`` is also the block
+            size over which the denoising weights are averaged.
+        strength: the largest blending weight, in [0, 1]; 0 returns the ``gain`` output
+            exactly.
+        radius: luma guided-filter radius ``r >= 1`` (``(2r+1)^2`` windows); chroma uses ``2r``.
+        return_weights: also return the blending weights ``(B, 2, H, W)`` (luma, chroma)
+            in ``[0, strength)``.
+
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1] (with ``return_weights``: ``(out, weights)``).
+    """
+    if not 0 <= strength <= 1:
+        raise ValueError(f"the denoising strength must be in [0, 1], got {strength}")
+    if radius < 1:
+        raise ValueError(f"the denoising radius must be >= 1, got {radius}")
+    head = head.float()
+    if head.shape[1] != 3:
+        raise ValueError(f"gain_denoise needs 3 head channels (gain, luma, chroma), got {head.shape[1]}")
+    factor = _gain_factor(images, head[:, :1], scale=scale, gain_max=gain_max, gain_param=gain_param)
+    gained = images * factor
+    h, w = images.shape[-2:]
+    if strength == 0:
+        return (gained, gained.new_zeros(gained.shape[0], 2, h, w)) if return_weights else gained
+    # Block-averaged weights and amplification: smooth maps, blind to single noisy pixels.
+    size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
+    amp = F.adaptive_avg_pool2d(factor, size)  # (B, 1, h', w')
+    lifted = (1 - 1 / amp).clamp_min(0)  # 0 where the gain did not brighten, -> 1 as it grows
+    weights = strength * torch.sigmoid(F.adaptive_avg_pool2d(head[:, 1:3], size)) * lifted
+    weights = F.interpolate(weights, size=(h, w), mode="bilinear", align_corners=False)
+    amp = F.interpolate(amp, size=(h, w), mode="bilinear", align_corners=False)
+    eps = (NOISE_MARGIN * amp * _input_noise(images).to(amp.dtype)) ** 2 + 1e-8  # (B, 1, H, W)
+    ycc = to_luma_chroma(gained)
+    luma, chroma = ycc[:, :1], ycc[:, 1:]
+    luma_smooth = guided_filter(luma, luma, radius, eps)
+    chroma_smooth = guided_filter(chroma, luma_smooth, 2 * radius, eps)
+    delta = torch.cat([weights[:, :1] * (luma_smooth - luma), weights[:, 1:2] * (chroma_smooth - chroma)], dim=1)
+    out = 0.5 + inward_clamp(gained + from_luma_chroma(delta) - 0.5, 0.5)
+    return (out, weights) if return_weights else out

@@ -18,6 +18,11 @@ __all__ = [
     "apply_color_cast",
     "add_gaussian_noise",
     "add_poisson_gaussian_noise",
+    "srgb_to_linear",
+    "linear_to_srgb",
+    "add_sensor_noise",
+    "quantize",
+    "NOISE_SPACES",
     "add_light_sources",
     "keep_bright_regions",
     "synthesize_low_light",
@@ -83,6 +88,53 @@ def add_poisson_gaussian_noise(
     """
     var = _per_image(shot, images) * images.clamp(min=0) + _per_image(read, images) ** 2
     return (images + var.sqrt() * _randn_like(images, generator)).clamp(0, 1)
+
+
+#: Where :func:`synthesize_low_light_pair` adds its sensor noise.
+NOISE_SPACES = ("display", "linear")
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """The sRGB decoding curve (IEC 61966-2-1): encoded ``[0, 1]`` -> linear light ``[0, 1]``; shape-preserving."""
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """The sRGB encoding curve: linear light (clipped to ``[0, 1]``) -> encoded ``[0, 1]``; shape-preserving."""
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+
+
+def add_sensor_noise(
+    images: torch.Tensor, shot: torch.Tensor, read: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Sensor noise where a sensor makes it: in linear light, before the sRGB curve.
+
+    The sRGB images are decoded to linear light ``L``, get Poisson-Gaussian noise of
+    variance ``shot * L + read ** 2`` (:func:`add_poisson_gaussian_noise`; ``shot`` is
+    ``1 / (photo-electrons at white)``, ``read`` the read noise over that full scale),
+    are clipped at 0 and 1 and encoded again. The encoding is steep near black (slope
+    12.92), so the noise of a dark shot is stronger, relative to its signal, than the
+    same model added to the encoded values: the noise a camera's JPEG of a dark scene shows.
+
+    Args:
+        images: ``(B, 3, H, W)`` sRGB in [0, 1].
+        shot, read: ``(B,)`` per image.
+        generator: CPU generator for the noise.
+
+    Returns:
+        ``(B, 3, H, W)`` sRGB in [0, 1].
+    """
+    return linear_to_srgb(add_poisson_gaussian_noise(srgb_to_linear(images), shot, read, generator))
+
+
+def quantize(images: torch.Tensor, bits: int) -> torch.Tensor:
+    """Round to ``2 ** bits`` levels (an 8-bit file: ``bits=8``); ``bits=0`` returns ``images``."""
+    if bits == 0:
+        return images
+    levels = 2**bits - 1
+    return torch.round(images.clamp(0, 1) * levels) / levels
 
 
 def _pixel_grid(h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +241,8 @@ def synthesize_low_light_pair(
     keep: float = 0.0,
     light_sources: float = 0.0,
     bright_regions: float = 0.0,
+    noise_space: str = "display",
+    quantize_bits: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Turn well-exposed photos into plausible low-light shots: ``(low, target)``.
 
@@ -205,6 +259,13 @@ def synthesize_low_light_pair(
     noise); without, the target is ``clean`` itself. With ``bright_regions > 0`` that
     fraction keeps its exposure in one large region (a backlit scene,
     :func:`keep_bright_regions`, before the light sources).
+
+    ``noise_space``: ``"display"`` (the first version) adds the noise to the encoded
+    values; ``"linear"`` adds it in linear light before the sRGB curve
+    (:func:`add_sensor_noise`; ``shot_noise`` and ``read_noise`` are then in linear-light
+    units, so they need smaller ranges). ``quantize_bits``: 0 keeps the float values, 8
+    rounds the dark shot to the levels of an 8-bit file (the deep shadows of a dark JPEG
+    hold only a few levels, which the gain then spreads apart). Neither draws anything.
 
     Args:
         clean: ``(B, 3, H, W)`` float RGB in [0, 1].
@@ -228,7 +289,10 @@ def synthesize_low_light_pair(
     low = apply_color_cast(darken(clean, gain, gam), cast)
     low = keep_bright_regions(clean, low, generator, probability=bright_regions)
     target, low = add_light_sources(clean, low, generator, probability=light_sources)
-    return add_poisson_gaussian_noise(low, shot, read, generator), target
+    if noise_space not in NOISE_SPACES:
+        raise ValueError(f"noise_space must be one of {list(NOISE_SPACES)}, got {noise_space!r}")
+    add_noise = add_sensor_noise if noise_space == "linear" else add_poisson_gaussian_noise
+    return quantize(add_noise(low, shot, read, generator), quantize_bits), target
 
 
 def synthesize_low_light(clean: torch.Tensor, generator: torch.Generator, **settings) -> torch.Tensor:

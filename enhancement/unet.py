@@ -12,7 +12,8 @@ from torch import nn
 
 from attiqa_loss.checks import check_images
 
-from .outputs import GAIN_PARAMS, OUTPUTS, apply_curves, apply_gain, bounded_residual, head_channels, log_gain
+from .outputs import (GAIN_PARAMS, OUTPUTS, apply_curves, apply_gain, apply_gain_denoise, bounded_residual, head_channels,
+                      log_gain)
 
 __all__ = ["UNet", "create_unet", "bounded_residual", "UNET_LIMITS", "check_unet_config"]
 
@@ -45,6 +46,8 @@ UNET_LIMITS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "gain_residual_highpass": ((lambda v: isinstance(v, int) and not isinstance(v, bool)
                                 and (v == 0 or (3 <= v <= 63 and v % 2 == 1))),
                                "0 (a free residual) or an odd integer in [3, 63]"),
+    "denoise_strength": _number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "denoise_radius": _integer(1, 16),
 }
 
 
@@ -87,7 +90,8 @@ class UNet(nn.Module):
         depth: number of down/up-sampling levels.
         blocks: 3x3 convolutions per level.
         max_width: cap on the channel count.
-        output: ``"residual"``, ``"curves"`` or ``"gain"``.
+        output: ``"residual"``, ``"curves"``, ``"gain"`` or ``"gain_denoise"`` (``gain``
+            followed by a noise-aware luma/chroma denoising stage, :func:`apply_gain_denoise`).
         curve_iterations: curves applied one after another (``curves``).
         gain_scale, gain_max, gain_residual: block size and range of the gain map, and
             the amplitude of its optional extra residual (``gain``; see :func:`apply_gain`).
@@ -102,6 +106,10 @@ class UNet(nn.Module):
             receptive field: a dark pixel next to a lamp is brightened like the rest of a
             dark shot instead of read as part of a well-exposed scene (the dark halos
             around bright objects of a purely local network). Files without the key: off.
+        denoise_strength: ``gain_denoise``: the largest weight with which the smoothed
+            luma and chroma replace the gained ones, in [0, 1]; 0 is the ``gain`` output exactly.
+        denoise_radius: ``gain_denoise``: the luma guided filter's window radius
+            (``(2r+1)^2`` pixels; chroma uses ``2r``).
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], any ``H, W >= 1``.
@@ -116,7 +124,7 @@ class UNet(nn.Module):
     def __init__(self, width: int = 32, depth: int = 3, blocks: int = 2, max_width: int = 256,
                  output: str = "residual", curve_iterations: int = 8, gain_scale: int = 8, gain_max: float = 16.0,
                  gain_residual: float = 0.0, gain_param: str = "log", global_context: bool = False,
-                 gain_residual_highpass: int = 0) -> None:
+                 gain_residual_highpass: int = 0, denoise_strength: float = 1.0, denoise_radius: int = 2) -> None:
         super().__init__()
         if min(width, depth, blocks, max_width) < 1:
             raise ValueError(
@@ -136,6 +144,13 @@ class UNet(nn.Module):
             raise ValueError(f"gain_residual_highpass must be 0 (a free residual) or an odd size >= 3, got {gain_residual_highpass}")
         self.gain_param, self.global_context = gain_param, bool(global_context)
         self.gain_residual_highpass = int(gain_residual_highpass)
+        if not 0 <= denoise_strength <= 1 or denoise_radius < 1:
+            raise ValueError("need 0 <= denoise_strength <= 1 and denoise_radius >= 1, "
+                             f"got {denoise_strength} and {denoise_radius}")
+        if output == "gain_denoise" and gain_residual > 0:
+            raise ValueError(f"output 'gain_denoise' takes no residual (its denoising stage replaces it): "
+                             f"gain_residual must be 0, got {gain_residual}")
+        self.denoise_strength, self.denoise_radius = float(denoise_strength), int(denoise_radius)
         widths = [min(width * 2**i, max_width) for i in range(depth + 1)]
         self.stem = _conv_block(3, widths[0], blocks)
         self.down = nn.ModuleList(
@@ -165,12 +180,14 @@ class UNet(nn.Module):
         return {"width": self.width, "depth": self.depth, "blocks": self.blocks, "max_width": self.max_width,
                 "output": self.output, "curve_iterations": self.curve_iterations, "gain_scale": self.gain_scale,
                 "gain_max": self.gain_max, "gain_residual": self.gain_residual, "gain_param": self.gain_param,
-                "global_context": self.global_context, "gain_residual_highpass": self.gain_residual_highpass}
+                "global_context": self.global_context, "gain_residual_highpass": self.gain_residual_highpass,
+                "denoise_strength": self.denoise_strength, "denoise_radius": self.denoise_radius}
 
     def forward(self, images: torch.Tensor, *, check: bool = True, return_maps: bool = False):
         """``(B, 3, H, W)`` in [0, 1] -> enhanced ``(B, 3, H, W)`` in [0, 1]; with
         ``return_maps``, ``(enhanced, maps)``: the head's maps in [-1, 1] (the curve
-        parameters of ``curves``, the log-gain over ``log(gain_max)`` of ``gain``), for regularisers."""
+        parameters of ``curves``, the log-gain over ``log(gain_max)`` of ``gain`` and
+        ``gain_denoise``, ``(B, 1, H, W)``), for regularisers."""
         if check:
             check_images(images, min_size=1)
         h, w = images.shape[-2:]
@@ -197,10 +214,14 @@ class UNet(nn.Module):
             out = apply_gain(images, head, scale=self.gain_scale, gain_max=self.gain_max,
                              residual=self.gain_residual, gain_param=self.gain_param,
                              highpass=self.gain_residual_highpass).to(images.dtype)
+        elif self.output == "gain_denoise":
+            out = apply_gain_denoise(images, head, scale=self.gain_scale, gain_max=self.gain_max,
+                                     gain_param=self.gain_param, strength=self.denoise_strength,
+                                     radius=self.denoise_radius).to(images.dtype)
         else:
             out = bounded_residual(images, torch.tanh(head).to(images.dtype))
         if return_maps:
-            if self.output == "gain":  # the log-gain over its bound, in [-1, 1] (tanh(logit) for "tanh")
+            if self.output in ("gain", "gain_denoise"):  # the log-gain over its bound, in [-1, 1] (tanh(logit) for "tanh")
                 bound = math.log(self.gain_max)
                 return out, log_gain(head.float()[:, :1], self.gain_max, self.gain_param) / bound
             return out, torch.tanh(head.float())

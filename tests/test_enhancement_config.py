@@ -9,7 +9,7 @@ from attiqa_train.config import ConfigError, load_config
 from enhancement_helpers import REPO
 
 CONFIGS = ["enhance_lowlight.yaml", "enhance_denoise.yaml", "enhance_lowlight_unpaired.yaml", "enhance_zerodce.yaml",
-           "enhance_shipped.yaml", "enhance_shipped_finetune.yaml"]
+           "enhance_shipped.yaml", "enhance_shipped_finetune.yaml", "enhance_lowlight_denoise.yaml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

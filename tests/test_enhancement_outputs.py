@@ -21,7 +21,7 @@ def _photo(seed=0, h=48, w=64):
     return make_texture(h, w, seed)[None] * 0.4  # a dark photo-like image
 
 
-@pytest.mark.parametrize("output", ["residual", "curves", "gain"])
+@pytest.mark.parametrize("output", ["residual", "curves", "gain", "gain_denoise"])
 def test_every_output_starts_near_the_identity_stays_in_range_and_passes_gradients(output):
     torch.manual_seed(0)
     net = UNet(width=4, depth=2, blocks=1, output=output, curve_iterations=3, gain_scale=4)
@@ -177,7 +177,7 @@ def test_a_gain_file_written_before_gain_param_existed_loads_with_the_tanh_param
 
 
 def test_bad_output_settings_are_refused():
-    with pytest.raises(ValueError, match=r"output must be one of \['residual', 'curves', 'gain'\], got 'lut'"):
+    with pytest.raises(ValueError, match=r"output must be one of \['residual', 'curves', 'gain', 'gain_denoise'\], got 'lut'"):
         UNet(output="lut")
     with pytest.raises(ValueError, match="need curve_iterations >= 1, gain_scale >= 1, gain_max > 1"):
         UNet(output="gain", gain_max=1.0)

@@ -73,7 +73,8 @@ def test_run_writes_config_checkpoint_weights_and_metrics(run, assets):
     training = model.training_info
     assert model.config() == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256, "output": "gain",
                               "curve_iterations": 8, "gain_scale": 8, "gain_max": 16.0, "gain_residual": 0.1,
-                              "gain_param": "log", "global_context": False, "gain_residual_highpass": 0}
+                              "gain_param": "log", "global_context": False, "gain_residual_highpass": 0,
+                              "denoise_strength": 1.0, "denoise_radius": 2}
     assert training["attiqa_checkpoint"] == str(assets["quality"])
 
 

@@ -76,7 +76,8 @@ def test_enhancer_round_trip_without_pickle(tmp_path):
         meta = f.metadata()
     assert json.loads(meta["unet"]) == {"width": 4, "depth": 2, "blocks": 1, "max_width": 256, "output": "residual",
                                         "curve_iterations": 8, "gain_scale": 8, "gain_max": 16.0, "gain_residual": 0.0,
-                                        "gain_param": "log", "global_context": False, "gain_residual_highpass": 0}
+                                        "gain_param": "log", "global_context": False, "gain_residual_highpass": 0,
+                                        "denoise_strength": 1.0, "denoise_radius": 2}
     loaded = load_enhancer(tmp_path)  # a run folder works as well as the file
     training = loaded.training_info
     assert training == {"steps": 3}
