@@ -4,7 +4,8 @@ Metadata keys (all strings, JSON-encoded where structured):
 
 - ``format``: ``"attiqa"``; ``format_version``: :data:`FORMAT_VERSION`
 - ``backbone``, ``attributes`` (list), ``normalization`` (``{"mean": [...], "std": [...]}``,
-  plus ``"tone": true`` for a network built with ``normalize_tone``; absent means false),
+  plus ``"tone": true`` for a network built with ``normalize_tone`` and ``"centre_chroma": true``
+  for one built with ``centre_chroma``; absent means false),
   ``backbone_kwargs`` (dict)
 - ``training``: free-form dict describing how the model was made (recipe, data, steps,
   proxy SRCC table, ...)
@@ -206,6 +207,7 @@ def network_from_metadata(
     *,
     prefix: str = "",
     tone: Any = False,
+    centre_chroma: Any = False,
     tensor_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     does_not_match: Optional[str] = None,
 ) -> AttiqaNet:
@@ -229,12 +231,18 @@ def network_from_metadata(
         if not isinstance(tone, bool):
             key = f"{prefix}normalize_tone" if prefix else "normalization.tone"
             raise CheckpointError(f"{key} must be true or false, got {tone!r}")
+        key = f"{prefix}centre_chroma" if prefix else "normalization.centre_chroma"
+        if not isinstance(centre_chroma, bool):
+            raise CheckpointError(f"{key} must be true or false, got {centre_chroma!r}")
+        if centre_chroma and not tone:
+            raise CheckpointError(f"{key} is true without tone normalisation, which it needs")
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from None
 
     def build() -> AttiqaNet:
         try:
-            return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs, normalize_tone=tone)
+            return AttiqaNet(backbone, attributes, mean, std, backbone_kwargs=kwargs, normalize_tone=tone,
+                             centre_chroma=centre_chroma)
         except RuntimeError as exc:  # timm: unknown model name
             raise CheckpointError(f"{path} names backbone {backbone!r} that timm cannot build: {exc}") from exc
         except (TypeError, ValueError, AssertionError) as exc:  # an option this backbone does not take
@@ -280,7 +288,8 @@ def save_checkpoint(
         "backbone": config["backbone"],
         "attributes": config["attributes"],
         "normalization": {"mean": config["mean"], "std": config["std"],
-                          **({"tone": True} if config["normalize_tone"] else {})},
+                          **({"tone": True} if config["normalize_tone"] else {}),
+                          **({"centre_chroma": True} if config["centre_chroma"] else {})},
         "backbone_kwargs": config["backbone_kwargs"],
         "training": dict(training or {}),
     }
@@ -320,7 +329,8 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
         raise CheckpointError(f"{path}: metadata normalization must be a JSON object with mean and std, got {norm!r}")
     net = network_from_metadata(
         path, meta.get("backbone"), meta["attributes"], norm.get("mean"), norm.get("std"), meta["backbone_kwargs"],
-        tone=norm.get("tone", False), tensor_shapes=read_tensor_shapes(path),
+        tone=norm.get("tone", False), centre_chroma=norm.get("centre_chroma", False),
+        tensor_shapes=read_tensor_shapes(path),
         does_not_match=f"backbone {meta['backbone']!r}",
     )
     state, _ = read_weights_file(path, format=FORMAT, version=FORMAT_VERSION, what="an attiqa checkpoint",

@@ -84,6 +84,10 @@ class AttiqaNet(nn.Module):
             contrast and the log of their ratio (:func:`tone_statistics`) are appended to
             the pooled features for the heads. Off: the input is only normalised by
             ``mean`` and ``std``.
+        centre_chroma: with ``normalize_tone``, the chroma the backbone sees has its
+            per-image mean removed as well: a uniform tint (a colour cast) reaches
+            neither the backbone nor the heads, so no score can be raised by painting
+            one, and colourfulness reads the spread of the colours, not their average.
 
     Shape:
         - Input: ``(B, 3, H, W)`` float RGB in [0, 1], ``H, W >= 32``.
@@ -107,14 +111,19 @@ class AttiqaNet(nn.Module):
         pretrained_cfg_overlay: Optional[Mapping[str, Any]] = None,
         backbone_kwargs: Optional[Mapping[str, Any]] = None,
         normalize_tone: bool = False,
+        centre_chroma: bool = False,
     ) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std must have 3 entries with std > 0, got mean={mean}, std={std}")
+        if centre_chroma and not normalize_tone:
+            raise ValueError("centre_chroma needs normalize_tone (it centres the chroma that tone normalisation "
+                             "hands the backbone), got normalize_tone=False")
         self.backbone_name = backbone
         self.attributes = tuple(attributes)
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.normalize_tone = bool(normalize_tone)
+        self.centre_chroma = bool(centre_chroma)
         overlay = dict(pretrained_cfg_overlay) if pretrained_cfg_overlay else None
         weights = overlay.get("file") if overlay and pretrained else None
         with contextlib.ExitStack() as stack:
@@ -152,6 +161,7 @@ class AttiqaNet(nn.Module):
             "std": [float(v) for v in self.std.flatten()],
             "backbone_kwargs": self.backbone_kwargs,
             "normalize_tone": self.normalize_tone,
+            "centre_chroma": self.centre_chroma,
         }
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -167,7 +177,7 @@ class AttiqaNet(nn.Module):
             return self.backbone((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
         # The statistics in float32 (a bf16 variance would be coarse); the backbone's input
         # goes back to the images' dtype, so autocast and half inputs behave as without.
-        backbone_input, stats = _tone_split(images.float())
+        backbone_input, stats = _tone_split(images.float(), centre_chroma=self.centre_chroma)
         return torch.cat([self.backbone(backbone_input.to(images.dtype)), stats.to(images.dtype)], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -187,7 +197,7 @@ def _floored_std(centred: torch.Tensor) -> torch.Tensor:
     return (centred.square().mean((2, 3), keepdim=True) + TONE_FLOOR ** 2).sqrt()
 
 
-def _tone_split(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _tone_split(images: torch.Tensor, *, centre_chroma: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """The backbone's input and the heads' statistics, from one luminance pass.
 
     Input: normalised luminance (in every channel) plus the absolute chroma over
@@ -195,14 +205,18 @@ def _tone_split(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     channel differences the chroma). Statistics: ``(m - 0.45) / CHROMA_SCALE``,
     ``c / CHROMA_SCALE`` and ``log(c / (m + TONE_FLOOR))`` with ``m`` the mean luminance
     and ``c`` its floored contrast (the ratio hardly changes when an exposure scales the
-    image; the floor is the difference).
+    image; the floor is the difference). ``centre_chroma``: the chroma minus its mean over
+    the image (a uniform tint leaves the input unchanged).
 
     Shape: ``(B, 3, H, W)`` -> ``(B, 3, H, W)``, ``(B, 3)``."""
     y = luminance(images)
     m = y.mean((2, 3), keepdim=True)
     c = _floored_std(y - m)
     stats = torch.cat([(m - 0.45) / CHROMA_SCALE, c / CHROMA_SCALE, (c / (m + TONE_FLOOR)).log()], dim=1).flatten(1)
-    return (y - m) / c + (images - y) / CHROMA_SCALE, stats
+    chroma = images - y
+    if centre_chroma:
+        chroma = chroma - chroma.mean((2, 3), keepdim=True)
+    return (y - m) / c + chroma / CHROMA_SCALE, stats
 
 
 def tone_statistics(images: torch.Tensor) -> torch.Tensor:

@@ -253,6 +253,7 @@ def load_mos_model(path: PathLike, *, map_location="cpu") -> MosModel:
     net = network_from_metadata(
         path, cfg.get("backbone"), cfg["attributes"], cfg.get("mean"), cfg.get("std"),
         cfg.get("backbone_kwargs", {}), prefix="net.", tone=cfg.get("normalize_tone", False),
+        centre_chroma=cfg.get("centre_chroma", False),
         tensor_shapes={k: tuple(v.shape) for k, v in state.items()}, does_not_match="its network",
     )
     try:

@@ -158,7 +158,7 @@ def train(cfg: PretrainConfig, out: Path, *, resume: bool = False, overwrite: bo
                 cfg.model.backbone, pretrained=cfg.model.pretrained or bool(cfg.model.pretrained_file),
                 pretrained_cfg_overlay={"file": cfg.model.pretrained_file} if cfg.model.pretrained_file else None,
                 backbone_kwargs={"aa_layer": cfg.model.aa_layer} if cfg.model.aa_layer else None,
-                normalize_tone=cfg.model.normalize_tone,
+                normalize_tone=cfg.model.normalize_tone, centre_chroma=cfg.model.centre_chroma,
             )
             if cfg.model.init_checkpoint:
                 _init_from(net, cfg.model.init_checkpoint)

@@ -35,10 +35,14 @@ class ModelConfig:
     #: get the mean luminance, the contrast and the log of their ratio beside the features
     #: (``AttiqaNet(normalize_tone=True)``): detail and noise cannot read exposure or contrast
     normalize_tone: bool = False
+    #: with ``normalize_tone``: the chroma the backbone sees has its per-image mean removed,
+    #: so a uniform colour cast reaches no score (``AttiqaNet(centre_chroma=True)``);
+    #: colourfulness then reads the spread of the colours
+    centre_chroma: bool = False
     #: start from this exported quality model (``.safetensors``, or ``default``: the one
     #: embedded in the package, e.g. to harden it by fine-tuning): its backbone, heads and BatchNorm
     #: statistics replace the fresh network's; ``backbone``, ``aa_layer`` and
-    #: ``normalize_tone`` must match it
+    #: ``normalize_tone`` must match it (``centre_chroma`` may differ: it adds no weights)
     init_checkpoint: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -51,6 +55,9 @@ class ModelConfig:
             check_backbone_name(self.backbone, "model.backbone")
         except ValueError as exc:
             raise ValueError(str(exc)) from None
+        if self.centre_chroma and not self.normalize_tone:
+            raise ValueError("model.centre_chroma needs model.normalize_tone: true (it centres the chroma that "
+                             "tone normalisation hands the backbone)")
 
 
 @dataclass

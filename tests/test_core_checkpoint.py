@@ -308,9 +308,32 @@ def test_tone_normalised_network_round_trips(tmp_path, image_batch):
     torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
 
 
+def test_centre_chroma_network_round_trips_and_its_key_is_checked(tmp_path, image_batch):
+    torch.manual_seed(0)
+    net = create_attiqa_net("test_resnet", normalize_tone=True, centre_chroma=True).eval()
+    path = save_checkpoint(net, tmp_path / "centred.safetensors")
+    assert read_checkpoint_metadata(path)["normalization"]["centre_chroma"] is True
+    loaded = load_checkpoint(path)
+    assert loaded.centre_chroma and loaded.config() == net.config()
+    x = image_batch(2)
+    torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    for value, message in (("yes", r"normalization.centre_chroma must be true or false, got 'yes'"),
+                           (True, r"normalization.centre_chroma is true without tone normalisation")):
+        def edit(m, value=value):
+            norm = json.loads(m["normalization"])
+            return {**m, "normalization": json.dumps({**norm, "tone": value is not True, "centre_chroma": value})}
+
+        bad = tmp_path / f"bad_{value}.safetensors"
+        bad.write_bytes(path.read_bytes())
+        _rewrite(bad, metadata=edit)
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(bad)
+
+
 def test_files_without_the_tone_key_load_untoned(tiny_checkpoint_path):
     assert "tone" not in read_checkpoint_metadata(tiny_checkpoint_path)["normalization"]
     assert load_checkpoint(tiny_checkpoint_path).normalize_tone is False
+    assert load_checkpoint(tiny_checkpoint_path).centre_chroma is False
 
 
 def test_tone_key_must_be_a_boolean(tiny_checkpoint):

@@ -134,6 +134,35 @@ def test_tone_normalised_backbone_sees_chroma_at_its_absolute_size(image_batch):
     assert (a[:, :width] - b[:, :width]).abs().max() > 1e-3
 
 
+def test_centre_chroma_makes_a_uniform_tint_invisible_to_every_score(image_batch):
+    """With centre_chroma a uniform tint (a colour cast, same luminance) changes neither
+    the features nor any score, and its input gradient has no part along a uniform tint;
+    a change in the spread of the colours still reaches the backbone. Without it the
+    same tint moves the features (the control)."""
+    from attiqa_loss.measures import luminance
+
+    torch.manual_seed(0)
+    net = create_attiqa_net("test_resnet", normalize_tone=True, centre_chroma=True).eval()
+    x = image_batch(2, 48, 48) * 0.6 + 0.2
+    tint = torch.tensor([0.06, -0.04, -0.02]).view(1, 3, 1, 1)
+    tint = tint - luminance(tint)  # zero luminance: only the chroma moves
+    tinted = x + tint
+    torch.testing.assert_close(net.forward_features(tinted), net.forward_features(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net(tinted), net(x), rtol=1e-5, atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    net(xg)[:, 3].sum().backward()  # colourfulness
+    along = (xg.grad * tint).sum((1, 2, 3))
+    assert along.abs().max() < 1e-4 * xg.grad.abs().sum((1, 2, 3)).max()
+    y = luminance(x)
+    half = y + 0.5 * (x - y)
+    assert (net.forward_features(half) - net.forward_features(x)).abs().max() > 1e-3
+    plain = _toned()
+    assert (plain.forward_features(tinted) - plain.forward_features(x)).abs().max() > 1e-3
+    assert net.config()["centre_chroma"] is True and plain.config()["centre_chroma"] is False
+    with pytest.raises(ValueError, match="centre_chroma needs normalize_tone"):
+        create_attiqa_net("test_resnet", centre_chroma=True)
+
+
 def test_an_untoned_network_reads_exposure_in_its_backbone(tiny_net, image_batch):
     """The control: without normalize_tone the same change moves the backbone's features."""
     x = image_batch(2, 48, 48) * 0.5 + 0.25
