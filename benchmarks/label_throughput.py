@@ -118,7 +118,7 @@ def predecode(teacher, files: Sequence[Path], batch: int, device: torch.device, 
     """CLIP-normalised ``(b, 3, H, W)`` float batches, decoded exactly as the label command decodes."""
     from tqdm import tqdm
 
-    from pretrain.clip_model import load_clip_image
+    from pretrain.clip_teacher import load_clip_image
 
     images = [load_clip_image(f, teacher.image_size, teacher.resize_mode)
               for f in tqdm(files, desc="decode", file=sys.stderr, disable=not progress)]

@@ -1,6 +1,6 @@
 """Robustness of quality models as a loss, side by side: anchors, bounded attacks, generator.
 
-One command runs the ``attiqa-pretrain robustness`` report (pretrain/robustness.py) for
+One command runs the ``attiqa-pretrain robustness`` report (pretrain/robustness_report.py) for
 one or more checkpoints on the same photos and settings, and writes one CSV with a
 ``model`` column plus, per model, the markdown tables and PNG strips under ``--strips``.
 

@@ -7,8 +7,7 @@ docs/method.md, section 4: for L2-normalised image features ``f`` and text featu
 
 ``p_a`` is quality-aligned: the positive prompt is the desirable pole, so 1 = sharp,
 high contrast, well lit, colourful, noise-free. The built teacher, its features and
-pseudo-labels and CLIP's image geometry are in :mod:`pretrain.clip_teacher` (its names
-are importable from here too).
+pseudo-labels and CLIP's image geometry are in :mod:`pretrain.clip_teacher`.
 
 The model is named like open_clip does (``"RN50"``, ``"ViT-B-32"``) or given as a path
 to an open_clip model-config JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``, e.g. the
@@ -32,15 +31,11 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 
-from .clip_teacher import ClipTeacher, load_clip_image, pseudo_label_logits, pseudo_labels
+from .clip_teacher import ClipTeacher
 
 __all__ = [
-    "ClipTeacher",
     "create_clip_teacher",
     "resolve_clip_model",
-    "pseudo_labels",
-    "pseudo_label_logits",
-    "load_clip_image",
     "ClipSection",
     "add_clip_arguments",
     "clip_argument_values",

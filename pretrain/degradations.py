@@ -45,9 +45,6 @@ __all__ = [
     "degrade",
     "list_families",
     "graded_strengths",
-    "luminance",
-    "srgb_to_linear",
-    "linear_to_srgb",
 ]
 
 Degrader = Callable[[torch.Tensor, float, Optional[torch.Generator]], torch.Tensor]

@@ -39,7 +39,7 @@ from .finetune_config import FinetuneConfig, FinetuneSection
 from .mos_data import MosData, random_splits, read_mos_csv
 from .mos_report import METRICS, format_table, summarize, write_csv, write_summary
 
-__all__ = ["DESCRIPTION", "FinetuneConfig", "add_arguments", "run", "train_full"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "train_full"]
 
 DESCRIPTION = """Fit a MOS quality head on a pretrained ATTIQA network and measure it (docs/method.md, section 7,
 in the source repository).

@@ -14,11 +14,10 @@ from attiqa_loss.measures import (
     laplacian_variance,
     mean_luminance,
     noise_sigma,
-    opponent_channels,
     rms_contrast,
 )
 
-__all__ = ["handcrafted_scores", "opponent_channels"]
+__all__ = ["handcrafted_scores"]
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 A network trained only to *rank* degraded photos is free to score anything outside
 that distribution, and an optimiser finds it: a flat saturated field scores "sharp",
-a 4/255 pixel pattern scores like a real fix (see :mod:`pretrain.robustness`). These
+a 4/255 pixel pattern scores like a real fix (see :mod:`pretrain.robustness_report`). These
 terms close those doors, all off by default (``hardening`` in the pretrain config):
 
 - **Anchors** (:func:`sample_anchors`): images whose attribute values are physical
@@ -40,26 +40,18 @@ terms close those doors, all off by default (``hardening`` in the pretrain confi
   ``alignment_tone_free`` takes the global tone part (:func:`remove_tone`) out of the
   sharpness and noisiness fixes first.
 
-This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`);
-the images are drawn in :mod:`pretrain.hardening_anchors`, the loss terms and the
-adversarial twins are in :mod:`pretrain.hardening_terms`, and every name is importable
-from here.
+This module holds the config section (:class:`HardeningConfig`, :func:`check_hardening`)
+and imports neither of the others: the images are drawn in
+:mod:`pretrain.hardening_anchors` (with the thresholds of their labels), the loss terms,
+the adversarial twins and :func:`~pretrain.hardening_terms.clipped_fix` are in
+:mod:`pretrain.hardening_terms`, which reads this config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hardening_anchors import (  # noqa: F401  (the label thresholds: importable from here, as before the split)
-    ANCHOR_KINDS, BRIGHT, DARK, GREY, RAMP_CONTRAST, SATURATED, sample_anchors, sample_edge_pairs)
-from .hardening_terms import (TONE_FREE_ATTRIBUTES, adversarial_twins, alignment_loss, craft_adversarial,
-                              edge_invariance_loss, edge_ranking_loss, first_order_gain, frozen_batchnorm, no_gain_loss,
-                              remove_tone, sensitivity_penalty)
-
-__all__ = ["ANCHOR_KINDS", "HardeningConfig", "TONE_FREE_ATTRIBUTES", "adversarial_twins", "alignment_loss",
-           "check_hardening", "craft_adversarial", "edge_invariance_loss", "edge_ranking_loss", "first_order_gain",
-           "frozen_batchnorm", "no_gain_loss", "remove_tone", "sample_anchors", "sample_edge_pairs",
-           "sensitivity_penalty"]
+__all__ = ["HardeningConfig", "check_hardening"]
 
 
 @dataclass

@@ -5,17 +5,19 @@ The edge-pair terms (:func:`edge_ranking_loss` on the sharpness logits,
 (:func:`craft_adversarial`: random start in an L-infinity ball, then sign-gradient
 steps on the input only; :func:`adversarial_twins`: which images get a twin, which
 attribute it attacks and at what radius, drawn from the generator passed in) and the
-term that forbids a twin's scores to rise (:func:`no_gain_loss`); and
-:func:`frozen_batchnorm`, BatchNorm in eval mode for the large anchors' forward pass;
-and the input-gradient penalty (:func:`first_order_gain`, :func:`sensitivity_penalty`):
-the gain an L-infinity perturbation of radius eps earns to first order,
-``eps * ||d logit / d x||_1``, made differentiable in the parameters (double backward).
+term that forbids a twin's scores to rise (:func:`no_gain_loss`, its bound optionally
+raised to the scores of :func:`clipped_fix`, the honest partial fix that the robustness
+report reads attacks against too); :func:`frozen_batchnorm`, BatchNorm in eval mode for
+the large anchors' forward pass; and the input-gradient penalty (:func:`first_order_gain`,
+:func:`sensitivity_penalty`): the gain an L-infinity perturbation of radius eps earns to
+first order, ``eps * ||d logit / d x||_1``, made differentiable in the parameters (double
+backward).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, List, Optional
+from typing import Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +25,11 @@ from torch import nn
 
 from attiqa_loss.attributes import ATTRIBUTES
 
-if TYPE_CHECKING:
-    from .hardening import HardeningConfig
+from .hardening import HardeningConfig
 
-__all__ = ["TONE_FREE_ATTRIBUTES", "adversarial_twins", "alignment_loss", "craft_adversarial", "edge_invariance_loss",
-           "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss", "remove_tone",
-           "sensitivity_penalty"]
+__all__ = ["TONE_FREE_ATTRIBUTES", "adversarial_twins", "alignment_loss", "clipped_fix", "craft_adversarial",
+           "edge_invariance_loss", "edge_ranking_loss", "first_order_gain", "frozen_batchnorm", "no_gain_loss",
+           "remove_tone", "sensitivity_penalty"]
 
 
 def edge_ranking_loss(sharpness_logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -120,6 +121,22 @@ def no_gain_loss(adv_scores: torch.Tensor, start_scores: torch.Tensor,
     if attacked is not None:
         rise = rise.gather(1, attacked.view(-1, 1).to(rise.device))
     return rise.mean()
+
+
+def clipped_fix(degraded: torch.Tensor, clean: torch.Tensor, eps: Union[float, torch.Tensor]) -> torch.Tensor:
+    """The real fix cut to the attack's ball: ``degraded + clamp(clean - degraded, -eps, eps)``.
+
+    A genuine partial restoration inside the same L-infinity ball an attack may use: the
+    most that ``eps`` can honestly earn along the way back to the clean photo. Training
+    bounds a twin's scores by it (``hardening.no_gain_clipped_fix``, one radius per
+    image); the robustness report reads an attack's gain against it
+    (:func:`pretrain.robustness_attacks.attack_rows`: an attack that earns far more than
+    it, with an independent measure that moves far less, found a pattern).
+    Shape: ``(B, 3, H, W)`` x2, eps a float or ``(B,)`` -> ``(B, 3, H, W)``.
+    """
+    if isinstance(eps, torch.Tensor):
+        eps = eps.to(degraded).view(-1, 1, 1, 1)
+    return degraded + (clean - degraded).clamp(-eps, eps)
 
 
 def adversarial_twins(plain: nn.Module, h: HardeningConfig, x: torch.Tensor, targets: Optional[torch.Tensor],

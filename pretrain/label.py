@@ -3,14 +3,15 @@
 For every image, five pseudo-labels in [0, 1] (quality-aligned: 1 = sharp, high
 contrast, well lit, colourful, noise-free) and its fp16 CLIP embedding, written in
 shards (format in :mod:`pretrain.label_store`). Text features are computed once; labels
-are computed from the fp16-rounded embeddings, so :func:`rescore` with the same prompts
+are computed from the fp16-rounded embeddings, so :func:`~pretrain.label_records.rescore` with the same prompts
 reproduces them exactly without re-encoding any image.
 
 This module is the command: its config (:class:`LabelConfig`), what to label
 (:func:`scan_label_inputs`), its options and :func:`run`. The sharded, resumable,
 rank-parallel labelling is :func:`pretrain.label_job.label_files`; the run's plan and
-manifest and :func:`rescore` are in :mod:`pretrain.label_records`; both names, and the
-readers :func:`read_labels` and :func:`read_embeddings`, are importable from here.
+manifest and :func:`rescore` are in :mod:`pretrain.label_records`, and the readers
+:func:`~pretrain.label_store.read_labels` and :func:`~pretrain.label_store.read_embeddings`
+in :mod:`pretrain.label_store`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from attiqa_train.config import add_config_arguments, config_from_args, save_con
 from attiqa_train.distributed import cleanup_distributed, env_local_rank, env_rank, init_distributed, resolve_device
 from .label_job import label_files
 from .label_records import build_plan, rescore
-from .label_store import PLAN_NAME, check_plan, read_embeddings, read_labels, read_plan
+from .label_store import PLAN_NAME, check_plan, read_plan
 from .prompts import default_prompt_set, load_prompt_set
 from attiqa_train.rundir import RunFolderError, acquire_lock, lock_folder
 
@@ -40,10 +41,6 @@ __all__ = [
     "run",
     "list_label_inputs",
     "scan_label_inputs",
-    "label_files",
-    "read_labels",
-    "read_embeddings",
-    "rescore",
 ]
 
 DESCRIPTION = """CLIP pseudo-labels for unlabelled photos (ATTIQA stage 2, docs/method.md, section 4,

@@ -1,4 +1,4 @@
-"""Robustness, part 1: anchors, images whose attribute values are physical facts (see :mod:`pretrain.robustness`).
+"""Robustness, part 1: anchors, images whose attribute values are physical facts (see :mod:`pretrain.robustness_report`).
 
 :func:`anchor_images` draws them (flat fields of random colours, black, white, grey,
 noise fields, two-tone step edges and the same edges blurred) from a seeded generator;

@@ -1,4 +1,4 @@
-"""Robustness, part 2: bounded attacks on the pixels of degraded photos (see :mod:`pretrain.robustness`).
+"""Robustness, part 2: bounded attacks on the pixels of degraded photos (see :mod:`pretrain.robustness_report`).
 
 :func:`bounded_attack` runs Adam on the pixels of a batch, asking for one attribute
 only, projected to an L-infinity ball; :func:`attack_rows` starts it from photos
@@ -12,7 +12,7 @@ attribute (:data:`INDEPENDENT_MEASURES`) moved. :func:`psnr` and
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,8 +21,9 @@ from attiqa_loss import ATTRIBUTES, AttiqaLoss, AttiqaNet
 from .degrade_filters import _separable_gaussian
 from .degradations import degrade
 from .handcrafted import handcrafted_scores
+from .hardening_terms import clipped_fix
 
-__all__ = ["ATTACK_DEGRADATIONS", "INDEPENDENT_MEASURES", "attack_rows", "bounded_attack", "clipped_fix",
+__all__ = ["ATTACK_DEGRADATIONS", "INDEPENDENT_MEASURES", "attack_rows", "bounded_attack",
            "high_frequency_fraction", "psnr"]
 
 #: The degradation each attack starts from: ``{attribute: (family, strength)}``.
@@ -100,21 +101,6 @@ def bounded_attack(
                 delta.clamp_(-eps, eps)
                 delta.copy_((x0 + delta).clamp(0, 1) - x0)
     return (x0 + delta).detach()
-
-
-def clipped_fix(degraded: torch.Tensor, clean: torch.Tensor, eps: Union[float, torch.Tensor]) -> torch.Tensor:
-    """The real fix cut to the attack's ball: ``degraded + clamp(clean - degraded, -eps, eps)``.
-
-    A genuine partial restoration inside the same L-infinity ball an attack may use: the
-    most that ``eps`` can honestly earn along the way back to the clean photo, so it is
-    the reference an attack's gain is read against (an attack that earns far more than
-    it, with an independent measure that moves far less, found a pattern). Training
-    uses it too (``hardening.no_gain_clipped_fix``), with one radius per image.
-    Shape: ``(B, 3, H, W)`` x2, eps a float or ``(B,)`` -> ``(B, 3, H, W)``.
-    """
-    if isinstance(eps, torch.Tensor):
-        eps = eps.to(degraded).view(-1, 1, 1, 1)
-    return degraded + (clean - degraded).clamp(-eps, eps)
 
 
 def _way(before: torch.Tensor, after: torch.Tensor, goal: torch.Tensor) -> float:

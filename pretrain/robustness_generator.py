@@ -1,4 +1,4 @@
-"""Robustness, part 3: the generator probe (see :mod:`pretrain.robustness`).
+"""Robustness, part 3: the generator probe (see :mod:`pretrain.robustness_report`).
 
 :func:`generator_probe` trains a :class:`TinyGenerator` (a residual conv net that starts
 as the identity) on degraded crops with the loss alone (every target at 1, or at the
@@ -19,14 +19,14 @@ import torch
 from torch import nn
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from attiqa_loss.measures import colour_cast, luminance
+from attiqa_loss.measures import colour_cast, luminance, opponent_channels
 
 from .degrade_filters import _separable_gaussian
 from .degradations import degrade
-from .handcrafted import handcrafted_scores, opponent_channels
+from .handcrafted import handcrafted_scores
 from .robustness_attacks import ATTACK_DEGRADATIONS, _loss_fn, psnr
 
-__all__ = ["GENERATOR_MODES", "TinyGenerator", "colour_cast", "generator_probe", "hue_concentration",
+__all__ = ["GENERATOR_MODES", "TinyGenerator", "generator_probe", "hue_concentration",
            "structure_correlation"]
 
 #: The generator's training objectives: the loss alone with every target at 1 (the stress

@@ -47,8 +47,9 @@ from attiqa_loss.io import atomic_path, atomic_write, read_image
 from attiqa_loss.loss import default_checkpoint_path
 from attiqa_train.files import write_csv
 
-from .robustness import (ANCHOR_RULES, INDEPENDENT_MEASURES, anchor_images, attack_rows, check_anchors,
-                         generator_probe)
+from .robustness_anchors import ANCHOR_RULES, anchor_images, check_anchors
+from .robustness_attacks import INDEPENDENT_MEASURES, attack_rows
+from .robustness_generator import generator_probe
 from .ship_rule import robustness_verdicts
 from .validity_report import add_model_and_photo_arguments, report_files
 

@@ -5,8 +5,7 @@ picks the photos (:func:`pick_images`), decodes them at the CLIP teacher's size,
 the proxy task and writes the chosen prompts (``prompts.yaml``), every candidate's
 score (``proxy_scores.csv``) and the config. The proxy task itself (each candidate
 prompt scored by the per-image rank correlation of its pseudo-label with the
-degradation level) is in :mod:`pretrain.prompt_proxy`; :func:`select_prompts` and
-:func:`score_prompts` are importable from here too.
+degradation level) is in :mod:`pretrain.prompt_proxy`.
 """
 
 from __future__ import annotations
@@ -22,15 +21,15 @@ import torch
 from attiqa_loss.attributes import ATTRIBUTES
 from attiqa_loss.io import list_images
 
-from .clip_model import ClipSection, add_clip_arguments, clip_argument_values, create_clip_teacher, load_clip_image
+from .clip_model import ClipSection, add_clip_arguments, clip_argument_values, create_clip_teacher
+from .clip_teacher import load_clip_image
 from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict, save_config
 from .degradations import list_families
 from attiqa_train.distributed import env_rank, resolve_device
-from .prompt_proxy import (  # noqa: F401  (CSV_COLUMNS: importable from here, as before the split)
-    CSV_COLUMNS, score_prompts, select_prompts, write_scores_csv)
+from .prompt_proxy import select_prompts, write_scores_csv
 from .prompts import list_candidates, load_candidates, save_prompt_set
 
-__all__ = ["DESCRIPTION", "SelectPromptsConfig", "add_arguments", "run", "pick_images", "score_prompts", "select_prompts"]
+__all__ = ["DESCRIPTION", "SelectPromptsConfig", "add_arguments", "run", "pick_images"]
 
 DESCRIPTION = """Score candidate antonym prompts on a degradation proxy task and keep the best
 (docs/method.md, section 3, in the source repository).

@@ -12,7 +12,7 @@ colour, exposure, then sensor noise) so that a nuisance never changes the amount
 the target degradation: noise is always added last, on top of darkening.
 
 The photos come from :mod:`pretrain.synthetic_photos` (hold-out split, decoding, the
-unusable ones sorted out); their names are importable from here too.
+unusable ones sorted out).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from attiqa_loss.attributes import ATTRIBUTES, validate_attribute_mapping
 
 from .degradations import FAMILIES, degrade, list_families
-from .synthetic_photos import check_photos, load_photos, split_every_nth
 
 __all__ = [
     "NO_OP_TOLERANCE",
@@ -38,9 +37,6 @@ __all__ = [
     "resolve_families",
     "SyntheticBatch",
     "SyntheticTeacher",
-    "check_photos",
-    "load_photos",
-    "split_every_nth",
 ]
 
 #: Largest pixel change (in [0, 1]) between the weakest and strongest level below which
@@ -114,7 +110,7 @@ class SyntheticTeacher:
     """Draws :class:`SyntheticBatch` es from in-memory photos; all randomness from a generator.
 
     Args:
-        photos: uint8 ``(3, H, W)`` tensors (see :func:`load_photos`).
+        photos: uint8 ``(3, H, W)`` tensors (see :func:`pretrain.synthetic_photos.load_photos`).
         crop: side of the square training crops.
         levels: strengths per group (>= 2).
         min_gap: minimum difference between two strengths of one group.

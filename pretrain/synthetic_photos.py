@@ -16,9 +16,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from attiqa_loss.io import read_image
-from attiqa_train.sampling import split_every_nth  # re-exported: the hold-out rule lives there
 
-__all__ = ["check_photos", "load_photos", "split_every_nth"]
+__all__ = ["check_photos", "load_photos"]
 
 
 def check_photos(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 
 from attiqa_loss.io import ImageListing, scan_images
-from attiqa_train.sampling import random_crop_box
+from attiqa_train.sampling import random_crop_box, split_every_nth
 
-from .synthetic import SyntheticTeacher, check_photos, resolve_families, split_every_nth
+from .synthetic import SyntheticTeacher, resolve_families
+from .label_store import read_labels
+from .synthetic_photos import check_photos
 from .train_config import SyntheticConfig
 
 __all__ = ["ClipLabelled", "build_synthetic"]
@@ -23,8 +25,6 @@ class ClipLabelled:
     """Photos with CLIP pseudo-labels, drawn as random crops (group ``-1``: one ranking pool)."""
 
     def __init__(self, label_dir: str, *, crop: int, max_side: int) -> None:
-        from .label import read_labels  # written by the labelling step
-
         self.paths, self.labels = read_labels(label_dir)
         if not self.paths:
             raise ValueError(f"no labelled images in {label_dir}")

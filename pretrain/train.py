@@ -37,7 +37,7 @@ from .validity import family_srcc
 
 DESCRIPTION = __doc__
 
-__all__ = ["DESCRIPTION", "PretrainConfig", "RUN_FILES", "RESUME_FREE_KEYS", "check_config", "heldout_srcc", "train",
+__all__ = ["DESCRIPTION", "RUN_FILES", "RESUME_FREE_KEYS", "check_config", "heldout_srcc", "train",
            "add_arguments", "run"]
 
 #: What a run writes into its folder: any of them present means the folder holds a run.

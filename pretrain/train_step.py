@@ -22,10 +22,11 @@ from attiqa_loss import ATTRIBUTES, AttiqaNet
 from attiqa_train.optim import autocast
 from attiqa_train.sampling import step_generator
 
-from .hardening import (HardeningConfig, adversarial_twins, alignment_loss, edge_invariance_loss, edge_ranking_loss,
-                        frozen_batchnorm, no_gain_loss, sample_anchors, sample_edge_pairs, sensitivity_penalty)
+from .hardening import HardeningConfig
+from .hardening_anchors import sample_anchors, sample_edge_pairs
+from .hardening_terms import (adversarial_twins, alignment_loss, clipped_fix, edge_invariance_loss, edge_ranking_loss,
+                              frozen_batchnorm, no_gain_loss, sensitivity_penalty)
 from .objectives import calibration_loss, consistency_loss, pretrain_losses, specificity_loss
-from .robustness_attacks import clipped_fix
 from .teachers import ClipLabelled
 from .train_config import RankingLossConfig
 

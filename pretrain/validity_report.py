@@ -29,13 +29,14 @@ from attiqa_loss import ATTRIBUTES, load_attiqa, read_checkpoint_metadata
 from attiqa_loss.checks import MIN_SIZE
 from attiqa_loss.io import atomic_write, list_images, read_image
 from attiqa_loss.loss import default_checkpoint_path
+from attiqa_train.files import write_csv
+from attiqa_train.sampling import split_every_nth
 
+from .degradations import list_families
 from .handcrafted import handcrafted_scores
 from .ship_rule import validity_verdicts
-from .degradations import list_families
-from .synthetic import resolve_families, split_every_nth
+from .synthetic import resolve_families
 from .validity import family_srcc
-from attiqa_train.files import write_csv
 
 DESCRIPTION = __doc__
 
@@ -147,7 +148,7 @@ def report_files(
 
     The split is the file names recorded in ``metadata`` (``training.holdout_files``)
     unless ``holdout_every`` is given (then every N-th photo by sorted path, as
-    :func:`pretrain.synthetic.split_every_nth`; 5 when nothing is recorded);
+    :func:`attiqa_train.sampling.split_every_nth`; 5 when nothing is recorded);
     ``all_images`` takes every photo. At most ``max_images``, evenly spaced so every
     source folder is represented. Raises ``ValueError`` when nothing is left.
     """

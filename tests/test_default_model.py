@@ -46,7 +46,7 @@ def test_default_model_was_trained_by_the_committed_recipe():
     not what it learnt."""
     from attiqa_train.config import config_to_dict, load_config, with_current_keys
     from pretrain.ship_rule import RUNTIME_KEYS
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
                                         / "configs" / "pretrain_synthetic.yaml"))
@@ -161,7 +161,7 @@ def test_random_views_make_the_optimiser_change_brightness_not_a_pattern(photos)
     assert viewed["gain_per_luminance"] < 0.8 * plain["gain_per_luminance"], (plain, viewed)
 
 
-# -- as an optimisation target (pretrain/robustness.py; README "Robustness") ----------------
+# -- as an optimisation target (pretrain/robustness_report.py; README "Robustness") ----------------
 #
 # These are the anchors, attack and generator targets of the robustness report, on the
 # bundled photos. A model trained without anchors fails the anchor and generator tests,
@@ -178,7 +178,7 @@ twins_only = pytest.mark.xfail(not _HARDENING.get("adversarial", 0), strict=True
 
 @anchored_only
 def test_default_model_meets_the_physical_anchors(net):
-    from pretrain.robustness import check_anchors
+    from pretrain.robustness_anchors import check_anchors
 
     failed = [(r["anchor"], r["attribute"], round(r["worst"], 3)) for r in check_anchors(net, sizes=(128,))
               if not r["passed"]]
@@ -190,7 +190,7 @@ def test_a_short_4_255_attack_gains_far_less_than_the_real_fix(photos):
     """Adam on the pixels within 4/255, 20 steps: each attribute's score gain stays below
     a third of what undoing the degradation earns (the report's target is a quarter at
     60 steps)."""
-    from pretrain.robustness import attack_rows
+    from pretrain.robustness_attacks import attack_rows
 
     rows, _ = attack_rows(load_attiqa(), photos[:, :, :128, :128], eps_list=(4 / 255,), steps=20)
     ratios = {r["attribute"]: round(r["gain_vs_fix"], 3) for r in rows}
@@ -201,7 +201,7 @@ def test_a_short_4_255_attack_gains_far_less_than_the_real_fix(photos):
 def test_a_loss_only_generator_does_not_go_flat(photos):
     """A tiny conv net trained on the loss alone, 30 steps: every output keeps at least
     half its input's RMS contrast."""
-    from pretrain.robustness import generator_probe
+    from pretrain.robustness_generator import generator_probe
 
     rows, _ = generator_probe(load_attiqa(), photos[:, :, :128, :128], modes=("loss",), steps=30)
     assert not rows[0]["flat"], rows[0]
@@ -247,7 +247,7 @@ def test_the_trials_record_names_the_shipped_weights_and_their_recipe():
 
 @ship_rule_passed
 def test_default_model_meets_every_anchor_at_128_and_256_px(net):
-    from pretrain.robustness import check_anchors
+    from pretrain.robustness_anchors import check_anchors
 
     failed = [(r["anchor"], r["attribute"], r["size"], round(r["worst"], 3))
               for r in check_anchors(net, sizes=(128, 256)) if not r["passed"]]
@@ -259,7 +259,7 @@ def test_a_short_4_255_attack_earns_about_what_an_honest_step_earns(photos):
     """Adam on the pixels within 4/255, 20 steps, on the bundled photos: each attribute's
     gain stays within twice what the real fix clipped to the same ball earns (the rule:
     1.5x at 60 steps on held-out photos)."""
-    from pretrain.robustness import attack_rows
+    from pretrain.robustness_attacks import attack_rows
 
     rows, _ = attack_rows(load_attiqa(), photos[:, :, :128, :128], eps_list=(4 / 255,), steps=20)
     ratios = {r["attribute"]: round(r["gain_vs_fix"] / r["clip_fix_vs_fix"], 2) for r in rows}
@@ -272,7 +272,7 @@ def test_a_loss_only_generator_with_typical_targets_stays_a_photo(photos):
     degraded attribute moves the right way by its independent measure, and no output is
     flat, embossed or single-hue. (The rule's longer run on held-out photos asks more:
     the model shipped before the rule fails it there on PSNR and contrast.)"""
-    from pretrain.robustness import generator_probe
+    from pretrain.robustness_generator import generator_probe
 
     crops = torch.cat([photos[:, :, :128, :128], photos[:1, :, 32:160, 32:160]])
     rows, _ = generator_probe(load_attiqa(), crops, modes=("loss@median",), steps=60)

@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES
-from pretrain.clip_model import create_clip_teacher, load_clip_image, pseudo_labels
-from pretrain.label import label_files, list_label_inputs, read_embeddings, read_labels, rescore
-from pretrain.label_store import shard_path
+from pretrain.clip_model import create_clip_teacher
+from pretrain.clip_teacher import load_clip_image, pseudo_labels
+from pretrain.label import list_label_inputs
+from pretrain.label_job import label_files
+from pretrain.label_records import rescore
+from pretrain.label_store import read_embeddings, read_labels, shard_path
 from pretrain.prompts import CANDIDATE_PAIRS, Prompt, default_prompt_set, save_prompt_set
 
 ROOT = Path(__file__).resolve().parents[1]

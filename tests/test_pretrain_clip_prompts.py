@@ -22,7 +22,8 @@ from pretrain.prompts import (
     load_prompt_set,
     save_prompt_set,
 )
-from pretrain.select_prompts import pick_images, score_prompts
+from pretrain.prompt_proxy import score_prompts
+from pretrain.select_prompts import pick_images
 
 TINY_CLIP = str(Path(__file__).resolve().parents[1] / "configs" / "open_clip_tiny.json")
 

@@ -220,7 +220,7 @@ def test_a_generator_that_leaves_its_inputs_alone_is_no_degenerate_optimum():
     are photos (noisy, dark, grey-ish, blurred), so none may read as flat, embossed or
     single-hue, and the degraded attribute did not move."""
     from helpers import build_tiny_net
-    from pretrain.robustness import generator_probe
+    from pretrain.robustness_generator import generator_probe
 
     x = torch.stack([make_texture(64, 64, seed=i, smoothness=4) for i in range(5)])
     rows, _ = generator_probe(build_tiny_net(0), x, steps=0, modes=("l1",))

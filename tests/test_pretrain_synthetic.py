@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from attiqa_loss import ATTRIBUTES
-from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families, luminance
+from attiqa_loss.measures import luminance
+from attiqa_train.sampling import split_every_nth
+from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families
 from pretrain.handcrafted import handcrafted_scores
-from pretrain.synthetic import SyntheticTeacher, resolve_families, split_every_nth
+from pretrain.synthetic import SyntheticTeacher, resolve_families
 from pretrain.validity import family_srcc, spearman
 
 from helpers import make_texture

@@ -22,7 +22,8 @@ from pretrain.objectives import (
     specificity_loss,
 )
 from pretrain.synthetic import SyntheticTeacher
-from pretrain.train import PretrainConfig, train
+from pretrain.train import train
+from pretrain.train_config import PretrainConfig
 
 from helpers import make_texture
 

@@ -116,7 +116,7 @@ def test_a_file_that_breaks_after_the_check_is_named(tmp_path):
 
 def _pretrain_cfg(photo_dir, **extra):
     from attiqa_train.config import load_config
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     sets = ["train.steps=2", "train.batch_size=8", "train.state_every=2", "train.val_every=1", "train.threads=1",
             "train.warmup_steps=1", "model.backbone=test_resnet", "synthetic.crop=48", "synthetic.holdout_every=3",
@@ -149,7 +149,7 @@ def test_pretrain_leaves_out_bad_photos_by_name_and_trains_on_the_rest(write_png
 
 
 def test_pretrain_photos_of_a_good_folder_are_what_they_always_were(write_png, tmp_path):
-    from pretrain.synthetic import split_every_nth
+    from attiqa_train.sampling import split_every_nth
     from pretrain.teachers import build_synthetic
 
     photos = tmp_path / "photos"

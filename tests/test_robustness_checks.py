@@ -60,7 +60,7 @@ def test_validity_unreadable_checkpoint_is_one_line_naming_it(kind, photo_dir, t
 
 def test_pretrain_val_levels_below_2_is_refused_when_the_config_is_read():
     from attiqa_train.config import ConfigError, load_config
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     with pytest.raises(ConfigError, match=r"val\.levels must be >= 2, got 1"):
         load_config(PretrainConfig, overrides=["val.levels=1"])
@@ -120,7 +120,7 @@ def test_non_finite_floats_are_refused_in_every_config_naming_the_key(which, ove
     from attiqa_train.config import ConfigError, load_config
 
     if which == "pretrain":
-        from pretrain.train import PretrainConfig as cls
+        from pretrain.train_config import PretrainConfig as cls
     elif which == "enhance":
         from enhancement.config import EnhanceConfig as cls
     else:

@@ -323,7 +323,7 @@ def test_resnet10t_checkpoint_round_trips(tmp_path):
 
 
 def test_saving_or_configuring_a_backbone_the_loader_refuses_is_an_error(tiny_net, tmp_path):
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     tiny_net.backbone_name = "hf-hub:org/repo"  # as if built from a hub name
     with pytest.raises(CheckpointError, match=r"the network's backbone='hf-hub:org/repo' is not a timm architecture name"):
@@ -710,7 +710,7 @@ def test_temp_files_are_named_after_the_target_host_and_process(tmp_path, monkey
     ],
 )
 def test_pretrain_config_values_are_checked_when_read(override, message):
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     with pytest.raises(ConfigError, match=message) as info:
         load_config(PretrainConfig, None, [override])
@@ -727,7 +727,7 @@ def test_pretrain_cli_reports_a_bad_value_in_one_line(tmp_path):
 
 
 def test_shipped_pretrain_configs_pass_the_checks():
-    from pretrain.train import PretrainConfig
+    from pretrain.train_config import PretrainConfig
 
     for name in ("pretrain_synthetic.yaml", "pretrain_attiqa_r50.yaml"):
         load_config(PretrainConfig, REPO / "configs" / name)

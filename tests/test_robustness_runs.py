@@ -286,7 +286,7 @@ def test_second_enhance_process_is_refused(enhance_assets, tmp_path, held_by_oth
 
 def test_second_label_process_is_refused(tmp_path, write_png, held_by_other_process):
     from pretrain.clip_model import create_clip_teacher
-    from pretrain.label import label_files
+    from pretrain.label_job import label_files
     from attiqa_train.rundir import RunLockError
 
     photos = [write_png(tmp_path / "photos" / f"{i}.png", 64, 64, seed=i) for i in range(2)]
