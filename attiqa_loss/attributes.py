@@ -24,7 +24,7 @@ _PROMPTS = {
     "noisiness": ("clean", "noisy"),
 }
 
-# Templates the default prompt pair is averaged over (pretrain/prompts.py has the
+# Templates the default prompt pair is averaged over (pretrain/clip/prompts.py has the
 # candidate lists that prompt selection chooses from).
 DEFAULT_TEMPLATES: Tuple[str, ...] = (
     "a {} photo.",

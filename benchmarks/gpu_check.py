@@ -166,9 +166,9 @@ def run_enhance_step(args: argparse.Namespace, photos: Path, tmp: Path) -> List[
 
 
 def run_pretrain_step(args: argparse.Namespace, photos: Path, tmp: Path) -> List[dict]:
-    import pretrain.train as pretrain_train
+    import pretrain.training.train as pretrain_train
     from attiqa_train.config import load_config
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     steps = args.step_warmup + args.step_repeats + 1
     backbone, crop, batch = ("test_resnet", 48, 8) if args.quick else (DEFAULT_BACKBONE, 192, 32)

@@ -11,7 +11,7 @@ For each CLIP architecture (random weights by default: this measures cost, not l
   compared with ``bare``.
 * ``label_wall``: the same run timed from outside, start-up included, for information.
 
-Both halves build the model the same way (``pretrain.clip_model.create_clip_teacher``,
+Both halves build the model the same way (``pretrain.clip.model.create_clip_teacher``,
 same seed) and use the same batch size and thread count; the two alternate over repeats
 and medians are reported. Writes a CSV atomically and prints a table.
 
@@ -109,7 +109,7 @@ def select_images(args: argparse.Namespace) -> List[Path]:
 
 
 def _teacher(name: str, args: argparse.Namespace, device: torch.device):
-    from pretrain.clip_model import create_clip_teacher
+    from pretrain.clip.model import create_clip_teacher
 
     return create_clip_teacher(name, args.clip_pretrained, device=device)
 
@@ -118,7 +118,7 @@ def predecode(teacher, files: Sequence[Path], batch: int, device: torch.device, 
     """CLIP-normalised ``(b, 3, H, W)`` float batches, decoded exactly as the label command decodes."""
     from tqdm import tqdm
 
-    from pretrain.clip_teacher import load_clip_image
+    from pretrain.clip.teacher import load_clip_image
 
     images = [load_clip_image(f, teacher.image_size, teacher.resize_mode)
               for f in tqdm(files, desc="decode", file=sys.stderr, disable=not progress)]

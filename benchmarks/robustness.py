@@ -1,8 +1,9 @@
 """Robustness of quality models as a loss, side by side: anchors, bounded attacks, generator.
 
-One command runs the ``attiqa-pretrain robustness`` report (pretrain/robustness_report.py) for
-one or more checkpoints on the same photos and settings, and writes one CSV with a
-``model`` column plus, per model, the markdown tables and PNG strips under ``--strips``.
+One command runs the ``attiqa-pretrain robustness`` report
+(pretrain/diagnostics/robustness_report.py) for one or more checkpoints on the same
+photos and settings, and writes one CSV with a ``model`` column plus, per model, the
+markdown tables and PNG strips under ``--strips``.
 
 Photos: the held-out split of ``--images`` (default: the shared photo folder beside the
 repository when it exists, else scikit-image's bundled samples, all of them).
@@ -49,8 +50,8 @@ def _photos(args) -> Tuple[Optional[List[Path]], Optional[List[str]]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from pretrain.robustness_report import add_arguments, build_rows, centre_crops, markdown, save_grid
-    from pretrain.validity_report import report_files
+    from pretrain.diagnostics.robustness_report import add_arguments, build_rows, centre_crops, markdown, save_grid
+    from pretrain.diagnostics.validity_report import report_files
 
     p = argparse.ArgumentParser(prog="robustness.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -33,7 +33,7 @@ import torch
 
 from attiqa_loss.io import read_image
 from benchmarks import _common as common
-from pretrain.views_probe import brightness_ascent
+from pretrain.diagnostics.views_probe import brightness_ascent
 
 PHOTOS = ("astronaut.png", "chelsea.png")
 COLUMNS = ("views", "steps", "score_before", "score_after", "score_gain", "luminance_gain",

@@ -26,14 +26,18 @@ HELP_TEXTS_FILE = Path(__file__).with_name("help_texts.py")
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "select-prompts": ("pretrain.select_prompts", "score candidate antonym prompts on a degradation proxy task"),
-    "label": ("pretrain.label", "CLIP pseudo-labels (and fp16 embeddings) for a folder or file list, sharded"),
-    "train": ("pretrain.train", "train the attribute-aware network (clip and/or synthetic teacher)"),
-    "finetune": ("pretrain.finetune", "fit a MOS quality head on a path,mos CSV (probe or full fine-tune)"),
-    "evaluate": ("pretrain.mos_evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
-    "validity": ("pretrain.validity_report", "does each score follow its own degradation? (held-out photos)"),
-    "robustness": ("pretrain.robustness_report", "can an optimiser fool the scores? anchors, bounded attacks, a generator"),
-    "verdict": ("pretrain.ship_rule", "the ship rule: PASS or FAIL for a model from its robustness and validity reports"),
+    "select-prompts": ("pretrain.clip.select_prompts",
+                       "score candidate antonym prompts on a degradation proxy task"),
+    "label": ("pretrain.clip.label", "CLIP pseudo-labels (and fp16 embeddings) for a folder or file list, sharded"),
+    "train": ("pretrain.training.train", "train the attribute-aware network (clip and/or synthetic teacher)"),
+    "finetune": ("pretrain.mos.finetune", "fit a MOS quality head on a path,mos CSV (probe or full fine-tune)"),
+    "evaluate": ("pretrain.mos.evaluate", "SRCC/PLCC/KRCC over repeated 80/20 splits, median reported"),
+    "validity": ("pretrain.diagnostics.validity_report",
+                 "does each score follow its own degradation? (held-out photos)"),
+    "robustness": ("pretrain.diagnostics.robustness_report",
+                   "can an optimiser fool the scores? anchors, bounded attacks, a generator"),
+    "verdict": ("pretrain.diagnostics.ship_rule",
+                "the ship rule: PASS or FAIL for a model from its robustness and validity reports"),
 }
 
 #: The exit statuses, in the epilog of every subcommand's --help.

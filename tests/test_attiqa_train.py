@@ -202,7 +202,7 @@ def _train_sections():
     import typing
 
     from enhancement.config import EnhanceTrainConfig
-    from pretrain.train_config import PretrainTrainConfig
+    from pretrain.training.config import PretrainTrainConfig
 
     return typing.get_type_hints(PretrainTrainConfig), typing.get_type_hints(EnhanceTrainConfig)
 
@@ -236,7 +236,7 @@ def test_keys_the_trainers_share_have_one_name_and_one_type():
 ])
 def test_shared_keys_are_checked_by_one_rule_with_one_message(override, message):
     from enhancement.config import EnhanceConfig
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     for cls in (PretrainConfig, EnhanceConfig):
         with pytest.raises(ConfigError) as info:
@@ -247,7 +247,7 @@ def test_shared_keys_are_checked_by_one_rule_with_one_message(override, message)
 def test_each_trainer_keeps_its_own_stricter_rules():
     from attiqa_train.config import TRAIN_MINIMUMS
     from enhancement.config import EnhanceConfig
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     assert TRAIN_MINIMUMS["batch_size"] == 1 and TRAIN_MINIMUMS["lr"] == 0.0
     with pytest.raises(ConfigError, match=r"train.batch_size must be >= 4, got 2"):  # the ranking loss needs pairs
@@ -287,7 +287,7 @@ def test_earlier_enhance_names_and_values_still_load_with_one_warning_line(tmp_p
     for name in shipped_configs():
         if name.startswith(("enhance_", "pretrain_")):
             from enhancement.config import EnhanceConfig as E
-            from pretrain.train_config import PretrainConfig as P
+            from pretrain.training.config import PretrainConfig as P
 
             load_config(E if name.startswith("enhance_") else P, name)
     assert not _warnings(capsys.readouterr().err)

@@ -84,7 +84,8 @@ def test_pretrain_help_without_stored_texts_still_works(monkeypatch, capsys):
 
 
 def test_plain_text():
-    assert plain_text("writes ``state.pt`` (see :mod:`pretrain.label_store`)") == "writes state.pt (see pretrain.label_store)"
+    assert (plain_text("writes ``state.pt`` (see :mod:`pretrain.clip.label_store`)")
+            == "writes state.pt (see pretrain.clip.label_store)")
     assert plain_text(":func:`~attiqa_loss.loss.load_attiqa` and :class:`AttiqaLoss`") == "load_attiqa and AttiqaLoss"
     assert plain_text("keep `single` quotes and %(default)s") == "keep `single` quotes and %(default)s"
 

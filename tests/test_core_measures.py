@@ -282,7 +282,7 @@ def test_colour_cast_by_hand_and_a_tint_moves_only_the_cast_term():
 
 def test_handcrafted_pretrain_measures_are_these():
     pytest.importorskip("kornia")
-    from pretrain.handcrafted import handcrafted_scores
+    from pretrain.diagnostics.handcrafted import handcrafted_scores
 
     x = torch.stack([make_texture(40, 48, seed=s) for s in range(3)])
     expected = torch.stack([M.laplacian_variance(x), M.rms_contrast(x), M.mean_luminance(x), M.colourfulness(x),

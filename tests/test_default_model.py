@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaLoss, default_checkpoint_path, load_attiqa, read_checkpoint_metadata
-from pretrain.degradations import degrade
+from pretrain.degrade.families import degrade
 
 from helpers import skimage_photos
 
@@ -45,8 +45,8 @@ def test_default_model_was_trained_by_the_committed_recipe():
     machine's settings (``train.threads``, ``train.device``), which choose where it ran,
     not what it learnt."""
     from attiqa_train.config import config_to_dict, load_config, with_current_keys
-    from pretrain.ship_rule import RUNTIME_KEYS
-    from pretrain.train_config import PretrainConfig
+    from pretrain.diagnostics.ship_rule import RUNTIME_KEYS
+    from pretrain.training.config import PretrainConfig
 
     recipe = config_to_dict(load_config(PretrainConfig, Path(__file__).resolve().parent.parent
                                         / "configs" / "pretrain_synthetic.yaml"))
@@ -153,7 +153,7 @@ def test_random_views_make_the_optimiser_change_brightness_not_a_pattern(photos)
     setup of ``benchmarks/views_robustness.py``). The hardened default is less
     pattern-driven without views (14.8 score per unit of luminance against the unhardened
     model's 22.5), so views now cut less (24% against 41%)."""
-    from pretrain.views_probe import brightness_ascent
+    from pretrain.diagnostics.views_probe import brightness_ascent
 
     plain, _ = brightness_ascent(photos[:2], views=0)
     viewed, _ = brightness_ascent(photos[:2], views=2)
@@ -161,7 +161,7 @@ def test_random_views_make_the_optimiser_change_brightness_not_a_pattern(photos)
     assert viewed["gain_per_luminance"] < 0.8 * plain["gain_per_luminance"], (plain, viewed)
 
 
-# -- as an optimisation target (pretrain/robustness_report.py; README "Robustness") ----------------
+# -- as an optimisation target (pretrain/diagnostics/robustness_report.py; README "Robustness") --
 #
 # These are the anchors, attack and generator targets of the robustness report, on the
 # bundled photos. A model trained without anchors fails the anchor and generator tests,
@@ -178,7 +178,7 @@ twins_only = pytest.mark.xfail(not _HARDENING.get("adversarial", 0), strict=True
 
 @anchored_only
 def test_default_model_meets_the_physical_anchors(net):
-    from pretrain.robustness_anchors import check_anchors
+    from pretrain.diagnostics.robustness_anchors import check_anchors
 
     failed = [(r["anchor"], r["attribute"], round(r["worst"], 3)) for r in check_anchors(net, sizes=(128,))
               if not r["passed"]]
@@ -190,7 +190,7 @@ def test_a_short_4_255_attack_gains_far_less_than_the_real_fix(photos):
     """Adam on the pixels within 4/255, 20 steps: each attribute's score gain stays below
     a third of what undoing the degradation earns (the report's target is a quarter at
     60 steps)."""
-    from pretrain.robustness_attacks import attack_rows
+    from pretrain.diagnostics.robustness_attacks import attack_rows
 
     rows, _ = attack_rows(load_attiqa(), photos[:, :, :128, :128], eps_list=(4 / 255,), steps=20)
     ratios = {r["attribute"]: round(r["gain_vs_fix"], 3) for r in rows}
@@ -201,13 +201,13 @@ def test_a_short_4_255_attack_gains_far_less_than_the_real_fix(photos):
 def test_a_loss_only_generator_does_not_go_flat(photos):
     """A tiny conv net trained on the loss alone, 30 steps: every output keeps at least
     half its input's RMS contrast."""
-    from pretrain.robustness_generator import generator_probe
+    from pretrain.diagnostics.robustness_generator import generator_probe
 
     rows, _ = generator_probe(load_attiqa(), photos[:, :, :128, :128], modes=("loss",), steps=30)
     assert not rows[0]["flat"], rows[0]
 
 
-# -- the ship rule (pretrain/ship_rule.py; docs/default_model.md "The ship rule") ----------
+# -- the ship rule (pretrain/diagnostics/ship_rule.py; docs/default_model.md "The ship rule") --
 #
 # research/trials.csv records every judged trial; its latest row with shipped=yes is the
 # embedded model. Its recorded verdict decides whether the rule's short checks below are
@@ -236,7 +236,7 @@ def test_the_trials_record_names_the_shipped_weights_and_their_recipe():
     import json
 
     from attiqa_train.files import sha256_file
-    from pretrain.ship_rule import recipe_of
+    from pretrain.diagnostics.ship_rule import recipe_of
 
     row = _shipped_trial()
     assert row["verdict"] in ("PASS", "FAIL")
@@ -247,7 +247,7 @@ def test_the_trials_record_names_the_shipped_weights_and_their_recipe():
 
 @ship_rule_passed
 def test_default_model_meets_every_anchor_at_128_and_256_px(net):
-    from pretrain.robustness_anchors import check_anchors
+    from pretrain.diagnostics.robustness_anchors import check_anchors
 
     failed = [(r["anchor"], r["attribute"], r["size"], round(r["worst"], 3))
               for r in check_anchors(net, sizes=(128, 256)) if not r["passed"]]
@@ -259,7 +259,7 @@ def test_a_short_4_255_attack_earns_about_what_an_honest_step_earns(photos):
     """Adam on the pixels within 4/255, 20 steps, on the bundled photos: each attribute's
     gain stays within twice what the real fix clipped to the same ball earns (the rule:
     1.5x at 60 steps on held-out photos)."""
-    from pretrain.robustness_attacks import attack_rows
+    from pretrain.diagnostics.robustness_attacks import attack_rows
 
     rows, _ = attack_rows(load_attiqa(), photos[:, :, :128, :128], eps_list=(4 / 255,), steps=20)
     ratios = {r["attribute"]: round(r["gain_vs_fix"] / r["clip_fix_vs_fix"], 2) for r in rows}
@@ -272,7 +272,7 @@ def test_a_loss_only_generator_with_typical_targets_stays_a_photo(photos):
     degraded attribute moves the right way by its independent measure, and no output is
     flat, embossed or single-hue. (The rule's longer run on held-out photos asks more:
     the model shipped before the rule fails it there on PSNR and contrast.)"""
-    from pretrain.robustness_generator import generator_probe
+    from pretrain.diagnostics.robustness_generator import generator_probe
 
     crops = torch.cat([photos[:, :, :128, :128], photos[:1, :, 32:160, 32:160]])
     rows, _ = generator_probe(load_attiqa(), crops, modes=("loss@median",), steps=60)

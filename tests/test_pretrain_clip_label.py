@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES
-from pretrain.clip_model import create_clip_teacher
-from pretrain.clip_teacher import load_clip_image, pseudo_labels
-from pretrain.label import list_label_inputs
-from pretrain.label_job import label_files
-from pretrain.label_records import rescore
-from pretrain.label_store import read_embeddings, read_labels, shard_path
-from pretrain.prompts import CANDIDATE_PAIRS, Prompt, default_prompt_set, save_prompt_set
+from pretrain.clip.label import list_label_inputs
+from pretrain.clip.label_job import label_files
+from pretrain.clip.label_records import rescore
+from pretrain.clip.label_store import read_embeddings, read_labels, shard_path
+from pretrain.clip.model import create_clip_teacher
+from pretrain.clip.prompts import CANDIDATE_PAIRS, Prompt, default_prompt_set, save_prompt_set
+from pretrain.clip.teacher import load_clip_image, pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = str(ROOT / "configs" / "open_clip_tiny.json")
@@ -97,7 +97,7 @@ def test_unknown_model_and_weights_are_clear_errors(tmp_path):
 
 def test_the_tiny_model_config_named_in_the_help_works_from_any_folder(tmp_path, monkeypatch):
     # --clip-model's help names configs/open_clip_tiny.json; outside a clone that is the shipped file (#37).
-    from pretrain.clip_model import resolve_clip_model
+    from pretrain.clip.model import resolve_clip_model
 
     monkeypatch.chdir(tmp_path)
     for name in ("configs/open_clip_tiny.json", "open_clip_tiny.json"):

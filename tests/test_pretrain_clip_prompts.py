@@ -11,8 +11,8 @@ import yaml
 
 from attiqa_loss import ATTRIBUTES, DEFAULT_TEMPLATES
 from pretrain.cli import main as pretrain_main
-from pretrain.correlation import batched_srcc
-from pretrain.prompts import (
+from pretrain.clip.prompt_proxy import score_prompts
+from pretrain.clip.prompts import (
     CANDIDATE_PAIRS,
     CANDIDATE_TEMPLATES,
     Prompt,
@@ -22,8 +22,8 @@ from pretrain.prompts import (
     load_prompt_set,
     save_prompt_set,
 )
-from pretrain.prompt_proxy import score_prompts
-from pretrain.select_prompts import pick_images
+from pretrain.clip.select_prompts import pick_images
+from pretrain.metrics.correlation import batched_srcc
 
 TINY_CLIP = str(Path(__file__).resolve().parents[1] / "configs" / "open_clip_tiny.json")
 
@@ -100,7 +100,7 @@ def test_batched_srcc_known_values():
 
 
 def test_batched_spearman_matches_the_numpy_srcc_with_ties_and_is_nan_when_constant():
-    from pretrain.correlation import batched_spearman, srcc
+    from pretrain.metrics.correlation import batched_spearman, srcc
 
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 4, (6, 7), generator=g).double()  # many ties
@@ -161,7 +161,7 @@ def test_select_prompts_cli_writes_yaml_and_csv(image_folder, tmp_path, capsys):
         assert {r["kind"] for r in rows if r["attribute"] == a} == {"candidate", "selected_top2", "library_default"}
         assert all(-1.0 <= s <= 1.0 for s in scores)
         fams = cand_rows[0]["family_srcc"].split(";")
-        from pretrain.degradations import list_families
+        from pretrain.degrade.families import list_families
 
         assert [f.split("=")[0] for f in fams] == [f.name for f in list_families(a)]
     doc = yaml.safe_load((out / "prompts.yaml").read_text())

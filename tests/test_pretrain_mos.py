@@ -14,9 +14,9 @@ import torch
 from attiqa_loss import CheckpointError, load_checkpoint
 from attiqa_loss.io import save_image
 from pretrain.cli import main as pretrain_main
-from pretrain.correlation import correlations, krcc, plcc, plcc_logistic, rankdata, srcc
-from pretrain.mos import MosModel, fit_ridge, load_mos_model, save_mos_model
-from pretrain.mos_data import random_splits, read_mos_csv
+from pretrain.metrics.correlation import correlations, krcc, plcc, plcc_logistic, rankdata, srcc
+from pretrain.mos.data import random_splits, read_mos_csv
+from pretrain.mos.model import MosModel, fit_ridge, load_mos_model, save_mos_model
 
 from helpers import build_tiny_net, make_texture
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from attiqa_loss import ATTRIBUTES, AttiqaNet
-from pretrain.hardening_anchors import BRIGHT, SATURATED, sample_anchors, sample_edge_pairs
-from pretrain.hardening_terms import (clipped_fix, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
-                                      first_order_gain, frozen_batchnorm, no_gain_loss)
-from pretrain.robustness_anchors import ANCHOR_RULES, anchor_images, check_anchors
-from pretrain.robustness_attacks import attack_rows, bounded_attack, high_frequency_fraction
-from pretrain.robustness_generator import TinyGenerator, generator_probe
+from pretrain.diagnostics.robustness_anchors import ANCHOR_RULES, anchor_images, check_anchors
+from pretrain.diagnostics.robustness_attacks import attack_rows, bounded_attack, high_frequency_fraction
+from pretrain.diagnostics.robustness_generator import TinyGenerator, generator_probe
+from pretrain.training.hardening_anchors import BRIGHT, SATURATED, sample_anchors, sample_edge_pairs
+from pretrain.training.hardening_terms import (clipped_fix, craft_adversarial, edge_invariance_loss, edge_ranking_loss,
+                                               first_order_gain, frozen_batchnorm, no_gain_loss)
 
 from helpers import build_tiny_net, make_texture
 
@@ -297,7 +297,7 @@ def test_edge_invariance_compares_the_other_four_scores_of_each_pair():
 
 
 def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_else():
-    from pretrain.train_step import Logits as _Logits
+    from pretrain.training.step import Logits as _Logits
 
     net = build_tiny_net(0).train()
     logits = _Logits(net)
@@ -317,7 +317,7 @@ def test_adversarial_twins_stay_in_the_ball_raise_their_logit_and_touch_nothing_
 
 
 def test_clipped_fix_with_one_radius_per_image_moves_at_most_eps_towards_the_better_image():
-    from pretrain.hardening_terms import clipped_fix
+    from pretrain.training.hardening_terms import clipped_fix
 
     degraded = torch.full((2, 3, 4, 4), 0.5)
     better = degraded.clone()
@@ -344,8 +344,8 @@ def test_alignment_loss_is_one_minus_the_honest_share_of_the_first_order_attack(
     with ``d`` the clipped move towards the group's first level: 0 when the weights point
     where the fix goes, 2 when against it, and scale-free (10 w and 100 w give the same
     value, up to the denominator's padding)."""
-    from pretrain.hardening import HardeningConfig
-    from pretrain.hardening_terms import alignment_loss
+    from pretrain.training.hardening import HardeningConfig
+    from pretrain.training.hardening_terms import alignment_loss
 
     x = torch.full((2, 3, 2, 2), 0.5)
     x[0] += 0.1  # the group's first (least degraded) level is brighter than level 1
@@ -386,7 +386,7 @@ def test_first_order_gain_is_what_a_small_sign_attack_earns_and_training_it_down
     (the definition), on the logits and on the scores, and a few optimiser steps on the
     logits' gain make a real 4/255 sign attack earn less: the penalty is differentiable in
     the parameters (double backward)."""
-    from pretrain.train_step import Logits as _Logits
+    from pretrain.training.step import Logits as _Logits
 
     net = build_tiny_net(0).eval()
     logits = _Logits(net)
@@ -428,7 +428,7 @@ def test_remove_tone_takes_out_exposure_and_contrast_and_keeps_detail():
     """A change that is a global shift plus scaling of the image's own values (exposure,
     linear contrast) is removed entirely; what is left is orthogonal to the image and sums
     to zero per image and channel; a change already free of tone passes unchanged."""
-    from pretrain.hardening_terms import remove_tone
+    from pretrain.training.hardening_terms import remove_tone
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 16, 16, generator=g)
@@ -446,8 +446,8 @@ def test_alignment_tone_free_ignores_the_tone_part_of_sharpness_and_noise_fixes_
     """With ``alignment_tone_free`` a sharpness group whose fix is a pure brightening has
     nothing left to align with (r = 0 whatever the gradient), while a brightness group's
     identical fix still counts in full: the option touches sharpness and noisiness only."""
-    from pretrain.hardening import HardeningConfig
-    from pretrain.hardening_terms import alignment_loss
+    from pretrain.training.hardening import HardeningConfig
+    from pretrain.training.hardening_terms import alignment_loss
 
     x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
     x[0] = x[1] * 1.2  # level 0 is level 1 brighter: a pure tone change

@@ -1,4 +1,5 @@
-"""The ship rule (`attiqa-pretrain verdict`, pretrain/ship_rule.py) and the generator's photo checks."""
+"""The ship rule (`attiqa-pretrain verdict`, pretrain/diagnostics/ship_rule.py) and the generator's photo
+checks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 
 from attiqa_loss import ATTRIBUTES
 from attiqa_train.files import sha256_file
-from pretrain import ship_rule as S
-from pretrain.robustness_generator import hue_concentration, structure_correlation
+from pretrain.diagnostics import ship_rule as S
+from pretrain.diagnostics.robustness_generator import hue_concentration, structure_correlation
 
 from helpers import make_texture
 
@@ -220,7 +221,7 @@ def test_a_generator_that_leaves_its_inputs_alone_is_no_degenerate_optimum():
     are photos (noisy, dark, grey-ish, blurred), so none may read as flat, embossed or
     single-hue, and the degraded attribute did not move."""
     from helpers import build_tiny_net
-    from pretrain.robustness_generator import generator_probe
+    from pretrain.diagnostics.robustness_generator import generator_probe
 
     x = torch.stack([make_texture(64, 64, seed=i, smoothness=4) for i in range(5)])
     rows, _ = generator_probe(build_tiny_net(0), x, steps=0, modes=("l1",))

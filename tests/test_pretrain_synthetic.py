@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from attiqa_loss import ATTRIBUTES
 from attiqa_loss.measures import luminance
 from attiqa_train.sampling import split_every_nth
-from pretrain.degradations import FAMILIES, degrade, graded_strengths, list_families
-from pretrain.handcrafted import handcrafted_scores
-from pretrain.synthetic import SyntheticTeacher, resolve_families
-from pretrain.validity import family_srcc, spearman
+from pretrain.degrade.families import FAMILIES, degrade, graded_strengths, list_families
+from pretrain.diagnostics.handcrafted import handcrafted_scores
+from pretrain.synthetic.graded import family_srcc, spearman
+from pretrain.synthetic.teacher import SyntheticTeacher, resolve_families
 
 from helpers import make_texture
 
@@ -368,7 +368,7 @@ def test_teacher_rejects_bad_settings():
 def test_validity_report_marks_what_the_model_never_saw(with_jpeg):
     """The report labels every family the checkpoint did not train on "(unseen)", the
     JPEG line included, and its numbers are real SRCCs (mean luminance follows exposure)."""
-    from pretrain.validity_report import _markdown, build_report
+    from pretrain.diagnostics.validity_report import _markdown, build_report
 
     trained = resolve_families({"sharpness": ["gaussian", "jpeg"]} if with_jpeg else None)
     imgs = [_photo(s, 48, 56) for s in range(2)]

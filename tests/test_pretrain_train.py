@@ -14,16 +14,16 @@ from safetensors.torch import load_file
 
 from attiqa_loss import AttiqaLoss, create_attiqa_net, read_checkpoint_metadata
 from attiqa_train.config import ConfigError, load_config
-from pretrain.objectives import (
+from pretrain.synthetic.teacher import SyntheticTeacher
+from pretrain.training.config import PretrainConfig
+from pretrain.training.objectives import (
     calibration_loss,
     consistency_loss,
     pretrain_losses,
     ranking_loss,
     specificity_loss,
 )
-from pretrain.synthetic import SyntheticTeacher
-from pretrain.train import train
-from pretrain.train_config import PretrainConfig
+from pretrain.training.train import train
 
 from helpers import make_texture
 
@@ -155,7 +155,7 @@ def test_init_checkpoint_of_another_tone_setting_is_refused(photo_dir, tmp_path)
                          ids=["plain", "hardened"])
 def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkeypatch, hardening):
     import attiqa_train.loop as loop_module
-    import pretrain.train_step as step_module
+    import pretrain.training.step as step_module
 
     full = train(_cfg(photo_dir, 4, **hardening), tmp_path / "full", progress=False)
 
@@ -187,8 +187,8 @@ def test_resume_replays_an_uninterrupted_run_exactly(photo_dir, tmp_path, monkey
 
 
 def test_synthetic_families_choose_what_the_teacher_trains_on(photo_dir, tmp_path, monkeypatch):
-    import pretrain.teachers as teachers_module
-    from pretrain.validity_report import trained_families
+    import pretrain.training.teachers as teachers_module
+    from pretrain.diagnostics.validity_report import trained_families
 
     seen = {}
     real = teachers_module.SyntheticTeacher
@@ -229,7 +229,7 @@ def test_config_rejects_unknown_keys_and_missing_teacher(photo_dir, tmp_path):
 
 def test_photo_problems_are_reported_before_the_network_is_built(photo_dir, tmp_path, monkeypatch, capsys):
     # A folder without usable photos must not wait for (or download) the backbone (#37).
-    import pretrain.train as train_module
+    import pretrain.training.train as train_module
 
     built = []
     real = train_module.create_attiqa_net
@@ -314,7 +314,7 @@ def test_train_from_clip_labels_end_to_end(photo_dir, tmp_path, with_synthetic, 
 
 
 def test_hardening_adds_twins_to_their_groups_and_anchors_outside_the_ranking(photo_dir, tmp_path, monkeypatch):
-    import pretrain.train_step as train_module
+    import pretrain.training.step as train_module
 
     seen = {}
     real_losses, real_spec, real_gain = train_module.pretrain_losses, train_module.specificity_loss, train_module.no_gain_loss
@@ -358,7 +358,7 @@ def test_no_gain_clipped_fix_bounds_each_twin_by_its_honest_partial_fix(photo_di
     and those of its start moved towards the group's least degraded level within the
     twin's radius (scored in the same pass, outside the ranking). Without the synthetic
     teacher the option is refused by name."""
-    import pretrain.train_step as train_module
+    import pretrain.training.step as train_module
 
     seen = {}
     real_losses, real_gain, real_fix = (train_module.pretrain_losses, train_module.no_gain_loss,
@@ -400,7 +400,7 @@ def test_alignment_term_uses_levels_with_a_better_one_and_is_logged(photo_dir, t
     loss/alignment, and refused by name without the synthetic teacher."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import pretrain.train_step as train_module
+    import pretrain.training.step as train_module
 
     seen = []
     real = train_module.alignment_loss
@@ -431,7 +431,7 @@ def test_large_anchors_learn_in_their_own_pass_and_leave_batchnorm_statistics_al
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import attiqa_train.loop as loop_module
-    import pretrain.train_step as train_module
+    import pretrain.training.step as train_module
 
     states = {}
     real_save, real_sample = loop_module.save_state, train_module.sample_anchors
@@ -470,8 +470,8 @@ def test_sensitivity_penalty_trains_after_every_other_draw(photo_dir, tmp_path, 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import attiqa_train.loop as loop_module
-    import pretrain.hardening_terms as terms_module
-    import pretrain.train_step as train_module
+    import pretrain.training.hardening_terms as terms_module
+    import pretrain.training.step as train_module
 
     states, values = {}, []
     real_save, real_penalty, real_gain = loop_module.save_state, train_module.sensitivity_penalty, terms_module.first_order_gain

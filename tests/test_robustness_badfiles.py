@@ -116,7 +116,7 @@ def test_a_file_that_breaks_after_the_check_is_named(tmp_path):
 
 def _pretrain_cfg(photo_dir, **extra):
     from attiqa_train.config import load_config
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     sets = ["train.steps=2", "train.batch_size=8", "train.state_every=2", "train.val_every=1", "train.threads=1",
             "train.warmup_steps=1", "model.backbone=test_resnet", "synthetic.crop=48", "synthetic.holdout_every=3",
@@ -127,7 +127,7 @@ def _pretrain_cfg(photo_dir, **extra):
 
 
 def test_pretrain_leaves_out_bad_photos_by_name_and_trains_on_the_rest(write_png, tmp_path, capsys):
-    from pretrain.train import train
+    from pretrain.training.train import train
 
     photos = tmp_path / "photos"
     for i in range(5):
@@ -150,7 +150,7 @@ def test_pretrain_leaves_out_bad_photos_by_name_and_trains_on_the_rest(write_png
 
 def test_pretrain_photos_of_a_good_folder_are_what_they_always_were(write_png, tmp_path):
     from attiqa_train.sampling import split_every_nth
-    from pretrain.teachers import build_synthetic
+    from pretrain.training.teachers import build_synthetic
 
     photos = tmp_path / "photos"
     for i in range(7):
@@ -165,7 +165,7 @@ def test_pretrain_photos_of_a_good_folder_are_what_they_always_were(write_png, t
 
 
 def test_pretrain_without_a_usable_photo_is_a_one_line_error(tmp_path):
-    from pretrain.train import train
+    from pretrain.training.train import train
 
     photos = tmp_path / "photos"
     _truncated_jpeg(photos / "a.jpg")

@@ -60,7 +60,7 @@ def test_validity_unreadable_checkpoint_is_one_line_naming_it(kind, photo_dir, t
 
 def test_pretrain_val_levels_below_2_is_refused_when_the_config_is_read():
     from attiqa_train.config import ConfigError, load_config
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     with pytest.raises(ConfigError, match=r"val\.levels must be >= 2, got 1"):
         load_config(PretrainConfig, overrides=["val.levels=1"])
@@ -120,11 +120,11 @@ def test_non_finite_floats_are_refused_in_every_config_naming_the_key(which, ove
     from attiqa_train.config import ConfigError, load_config
 
     if which == "pretrain":
-        from pretrain.train_config import PretrainConfig as cls
+        from pretrain.training.config import PretrainConfig as cls
     elif which == "enhance":
         from enhancement.config import EnhanceConfig as cls
     else:
-        from pretrain.label import LabelConfig as cls
+        from pretrain.clip.label import LabelConfig as cls
     with pytest.raises(ConfigError) as info:
         load_config(cls, overrides=[override])
     assert str(info.value).startswith(f"config key '{key}' must be a finite number, got ")
@@ -298,7 +298,7 @@ def test_setup_cfg_asks_for_a_torch_whose_weights_only_load_is_safe():
 def test_clip_pretrained_file_that_runs_code_is_refused_and_never_unpickled(tmp_path, monkeypatch):
     import open_clip.factory
 
-    from pretrain.clip_model import create_clip_teacher
+    from pretrain.clip.model import create_clip_teacher
 
     monkeypatch.setattr(open_clip.factory, "load_state_dict", _old_library_load)
     marker = tmp_path / "ran"
@@ -313,7 +313,7 @@ def test_clip_pretrained_file_that_runs_code_is_refused_and_never_unpickled(tmp_
 def test_clip_pretrained_state_dict_file_loads_its_weights(tmp_path, monkeypatch):
     import open_clip.factory
 
-    from pretrain.clip_model import create_clip_teacher
+    from pretrain.clip.model import create_clip_teacher
 
     monkeypatch.setattr(open_clip.factory, "load_state_dict", _old_library_load)
     state = create_clip_teacher(TINY_CLIP, "none", init_seed=3).model.state_dict()
@@ -415,7 +415,7 @@ def test_mos_model_backbone_kwargs_describing_a_huge_network_are_refused_before_
     import json
 
     from attiqa_loss.checkpoint import CheckpointError
-    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+    from pretrain.mos.model import MosModel, load_mos_model, save_mos_model
 
     from helpers import rewrite_checkpoint
 

@@ -204,7 +204,7 @@ def test_other_modes_become_rgb(tmp_path, mode):
 
 
 def test_labeller_reads_a_16_bit_grey_png_like_its_8_bit_copy(tmp_path):
-    from pretrain.clip_teacher import load_clip_image
+    from pretrain.clip.teacher import load_clip_image
 
     grey8 = (np.random.default_rng(1).random((48, 64)) * 255).round().astype(np.uint8)
     Image.fromarray(grey8).save(tmp_path / "g8.png")
@@ -218,7 +218,7 @@ def test_labeller_reads_a_16_bit_grey_png_like_its_8_bit_copy(tmp_path):
 
 
 def test_labeller_applies_exif_orientation(tmp_path):
-    from pretrain.clip_teacher import load_clip_image
+    from pretrain.clip.teacher import load_clip_image
 
     path = _sideways_jpeg(tmp_path / "portrait.jpg")
     t = load_clip_image(path, (24, 16), "squash", draft=False).float() / 255  # (3, 24 high, 16 wide)
@@ -251,7 +251,7 @@ def _old_load_clip_image(path, size, resize_mode="shortest", draft=True):
 @pytest.mark.parametrize("size, mode", [((32, 32), "shortest"), ((24, 40), "squash"), ((48, 48), "shortest")])
 def test_labeller_numerics_of_8_bit_rgb_files_are_unchanged(tmp_path, texture, suffix, size, mode):
     from attiqa_loss.io import save_image
-    from pretrain.clip_teacher import load_clip_image
+    from pretrain.clip.teacher import load_clip_image
 
     path = tmp_path / f"x{suffix}"
     save_image(texture(150, 210, seed=4), path)
@@ -301,8 +301,8 @@ def test_a_decompression_bomb_is_one_files_error_in_attiqa_score(image_folder, t
 
 
 def test_labeller_lists_a_decompression_bomb_as_skipped(tmp_path, write_png):
-    from pretrain.clip_model import create_clip_teacher
-    from pretrain.label_job import label_files
+    from pretrain.clip.label_job import label_files
+    from pretrain.clip.model import create_clip_teacher
 
     files = [write_png(tmp_path / "in" / "a.png", 64, 64), _bomb(tmp_path / "in" / "bomb.png")]
     teacher = create_clip_teacher(str(REPO / "configs" / "open_clip_tiny.json"), "none")

@@ -128,7 +128,7 @@ def test_score_cli_refuses_a_checkpoint_whose_scores_are_nan(tiny_checkpoint, im
 
 
 def test_mos_model_whose_network_gives_non_finite_scores_is_refused(tiny_net, tmp_path):
-    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+    from pretrain.mos.model import MosModel, load_mos_model, save_mos_model
 
     path = save_mos_model(MosModel(tiny_net, "probe"), tmp_path / "mos.safetensors")
     _rewrite(path, tensors=_negated("net.backbone.bn1.running_var"))
@@ -296,7 +296,7 @@ def test_backbone_name_timm_does_not_list_is_refused_before_timm_is_called(tiny_
 
 
 def test_mos_model_backbone_name_is_checked(tiny_net, tmp_path, timm_calls):
-    from pretrain.mos import MosModel, load_mos_model, save_mos_model
+    from pretrain.mos.model import MosModel, load_mos_model, save_mos_model
 
     path = save_mos_model(MosModel(tiny_net, "probe"), tmp_path / "mos.safetensors")
     with safe_open(str(path), framework="pt") as f:
@@ -323,7 +323,7 @@ def test_resnet10t_checkpoint_round_trips(tmp_path):
 
 
 def test_saving_or_configuring_a_backbone_the_loader_refuses_is_an_error(tiny_net, tmp_path):
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     tiny_net.backbone_name = "hf-hub:org/repo"  # as if built from a hub name
     with pytest.raises(CheckpointError, match=r"the network's backbone='hf-hub:org/repo' is not a timm architecture name"):
@@ -339,13 +339,13 @@ def test_saving_or_configuring_a_backbone_the_loader_refuses_is_an_error(tiny_ne
 
 @pytest.fixture
 def mos_file(tiny_net, tmp_path):
-    from pretrain.mos import MosModel, save_mos_model
+    from pretrain.mos.model import MosModel, save_mos_model
 
     return save_mos_model(MosModel(tiny_net, "probe", mos_mean=50.0, mos_std=10.0), tmp_path / "mos.safetensors")
 
 
 def test_mos_model_with_nan_head_is_refused(mos_file):
-    from pretrain.mos import load_mos_model
+    from pretrain.mos.model import load_mos_model
 
     load_mos_model(mos_file)
     _rewrite(mos_file, tensors=_with_tensor("head.bias", torch.tensor([math.nan])))
@@ -354,7 +354,7 @@ def test_mos_model_with_nan_head_is_refused(mos_file):
 
 
 def test_mos_model_backbone_kwargs_and_normalisation_are_checked(mos_file, tmp_path):
-    from pretrain.mos import load_mos_model
+    from pretrain.mos.model import load_mos_model
 
     with safe_open(str(mos_file), framework="pt") as f:
         net = json.loads(f.metadata()["net"])
@@ -710,7 +710,7 @@ def test_temp_files_are_named_after_the_target_host_and_process(tmp_path, monkey
     ],
 )
 def test_pretrain_config_values_are_checked_when_read(override, message):
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     with pytest.raises(ConfigError, match=message) as info:
         load_config(PretrainConfig, None, [override])
@@ -727,7 +727,7 @@ def test_pretrain_cli_reports_a_bad_value_in_one_line(tmp_path):
 
 
 def test_shipped_pretrain_configs_pass_the_checks():
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     for name in ("pretrain_synthetic.yaml", "pretrain_attiqa_r50.yaml"):
         load_config(PretrainConfig, REPO / "configs" / name)

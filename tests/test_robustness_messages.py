@@ -98,7 +98,7 @@ def bad_yaml(tmp_path):
 
 def test_yaml_syntax_error_is_a_config_error_naming_file_and_line(bad_yaml):
     from attiqa_train.config import ConfigError, load_config
-    from pretrain.train_config import PretrainConfig
+    from pretrain.training.config import PretrainConfig
 
     with pytest.raises(ConfigError) as info:
         load_config(PretrainConfig, bad_yaml)
@@ -125,7 +125,7 @@ def test_enhance_yaml_syntax_error_is_one_line(bad_yaml, tmp_path):
 
 
 def test_prompt_file_syntax_error_is_one_line(tmp_path):
-    from pretrain.prompts import load_candidates
+    from pretrain.clip.prompts import load_candidates
 
     path = tmp_path / "prompts.yaml"
     path.write_text("pairs:\n  sharpness: [[a, b]\n")
@@ -177,11 +177,11 @@ DOCUMENTED_ERRORS = {("checkpoints.md", "train.steps=0")}
 
 def _config_classes():
     from enhancement.config import EnhanceConfig
-    from pretrain.mos_evaluate import EvaluateConfig
-    from pretrain.finetune_config import FinetuneConfig
-    from pretrain.label import LabelConfig
-    from pretrain.select_prompts import SelectPromptsConfig
-    from pretrain.train_config import PretrainConfig
+    from pretrain.clip.label import LabelConfig
+    from pretrain.clip.select_prompts import SelectPromptsConfig
+    from pretrain.mos.config import FinetuneConfig
+    from pretrain.mos.evaluate import EvaluateConfig
+    from pretrain.training.config import PretrainConfig
 
     return {"enhancement.md": [EnhanceConfig],
             "*": [PretrainConfig, LabelConfig, SelectPromptsConfig, FinetuneConfig, EvaluateConfig]}
@@ -256,8 +256,8 @@ def test_pretrain_names_photos_smaller_than_the_crop(write_png, tmp_path, capsys
 
 def test_label_cleanup_keeps_a_running_writers_temp_file(write_png, tmp_path):
     from attiqa_loss.io import _HOST
-    from pretrain.clip_model import create_clip_teacher
-    from pretrain.label_job import label_files
+    from pretrain.clip.label_job import label_files
+    from pretrain.clip.model import create_clip_teacher
 
     photos = [write_png(tmp_path / "photos" / f"{i}.png", 64, 64, seed=i) for i in range(2)]
     out = tmp_path / "labels"

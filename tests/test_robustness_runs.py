@@ -196,7 +196,7 @@ def test_pretrain_resume_with_a_changed_config_is_refused_naming_the_keys(photo_
 
 
 def test_pretrain_resume_reuses_the_runs_config(photo_dir, tmp_path, monkeypatch):
-    import pretrain.train as train_module
+    import pretrain.training.train as train_module
     from pretrain.cli import main
 
     out = tmp_path / "run"
@@ -285,8 +285,8 @@ def test_second_enhance_process_is_refused(enhance_assets, tmp_path, held_by_oth
 
 
 def test_second_label_process_is_refused(tmp_path, write_png, held_by_other_process):
-    from pretrain.clip_model import create_clip_teacher
-    from pretrain.label_job import label_files
+    from pretrain.clip.label_job import label_files
+    from pretrain.clip.model import create_clip_teacher
     from attiqa_train.rundir import RunLockError
 
     photos = [write_png(tmp_path / "photos" / f"{i}.png", 64, 64, seed=i) for i in range(2)]

@@ -14,8 +14,9 @@ and :func:`niqe` return float64.
 - :func:`clipped_fraction`: fraction of pixels in [0, 1]; higher = more clipped (worse)
 - :func:`niqe`: unitless distance >= 0; higher = less natural (worse), lower = better
 
-The first five are the handcrafted baselines of :mod:`pretrain.handcrafted` (which uses
-them from here). See ``docs/measures.md`` for the formulas and references.
+The first five are the handcrafted baselines of
+:mod:`pretrain.diagnostics.handcrafted` (which uses them from here). See
+``docs/measures.md`` for the formulas and references.
 
 NIQE (Mittal, Soundararajan and Bovik, "Making a 'Completely Blind' Image Quality
 Analyzer", IEEE Signal Processing Letters 20(3), 2013) is written from the paper; its
