@@ -126,6 +126,160 @@ def test_the_import_picture_has_no_upward_or_sideways_arrow(package):
     assert not wrong, f"{package} may import only {sorted(ALLOWED_IMPORTS[package])}; found {wrong}"
 
 
+#: pretrain's sub-packages by pipeline stage, bottom to top: a module may import its own
+#: sub-package and those of a lower rank, never one of its own rank or above. synthetic and
+#: clip share a rank (the two teachers: neither imports the other); mos needs no training
+#: code (it reads a checkpoint) but comes after training in the pipeline; nothing imports
+#: diagnostics (the validity and robustness reports, the ship rule).
+PRETRAIN_STAGES = {"metrics": 0, "degrade": 1, "synthetic": 2, "clip": 2, "training": 3, "mos": 4, "diagnostics": 5}
+#: pretrain's own top-level modules: the command line, above every stage (it loads the
+#: commands by their dotted names); no stage imports them.
+PRETRAIN_TOP = {"pretrain", "pretrain.cli", "pretrain.help_texts"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _imported_modules(path: Path):
+    """``(line, node, module)`` for every import in the file at ``path`` (at any depth),
+    relative ones resolved; ``from package import module`` names the module."""
+    here = _module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, node, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            submodules = [f"{module}.{a.name}" for a in node.names if _is_module(f"{module}.{a.name}")]
+            yield from ((node.lineno, node, m) for m in (submodules or [module]))
+
+
+def _pretrain_graph() -> dict:
+    """``{pretrain module: {pretrain module it imports: [file:line, ...]}}``."""
+    graph: dict = {}
+    for path in sorted((ROOT / "pretrain").rglob("*.py")):
+        edges = graph.setdefault(_module_name(path), {})
+        for line, _, module in _imported_modules(path):
+            if module.split(".")[0] == "pretrain":
+                edges.setdefault(module, []).append(f"{path.relative_to(ROOT)}:{line}")
+    return graph
+
+
+def _stage(module: str) -> str:
+    return "top" if module in PRETRAIN_TOP else module.split(".")[1]
+
+
+def test_every_pretrain_module_belongs_to_a_stage():
+    packages = {p.parent.name for p in (ROOT / "pretrain").glob("*/__init__.py")}
+    assert packages == set(PRETRAIN_STAGES), "a new pretrain sub-package needs its rank in PRETRAIN_STAGES"
+    for module in _pretrain_graph():
+        in_a_stage = module.count(".") <= 2 and _stage(module) in PRETRAIN_STAGES
+        assert module in PRETRAIN_TOP or in_a_stage, f"{module}: pretrain modules live in a stage's sub-package"
+
+
+@pytest.mark.parametrize("stage", PRETRAIN_STAGES)
+def test_a_pretrain_stage_imports_only_the_stages_below_it(stage):
+    wrong = {}
+    for module, edges in _pretrain_graph().items():
+        if module in PRETRAIN_TOP or _stage(module) != stage:
+            continue
+        for target, where in edges.items():
+            other = _stage(target)
+            if other != stage and (other == "top" or PRETRAIN_STAGES[other] >= PRETRAIN_STAGES[stage]):
+                wrong.setdefault(target, []).extend(where)
+    below = ", ".join(f"pretrain.{s}" for s, r in PRETRAIN_STAGES.items() if r < PRETRAIN_STAGES[stage])
+    assert not wrong, f"pretrain.{stage} may import only {below or 'no other stage'}; found {wrong}"
+
+
+def test_training_never_imports_the_diagnostics():
+    graph = _pretrain_graph()
+    reached, todo = set(), [m for m in graph if _stage(m) == "training"]
+    while todo:  # everything a training module loads, directly or through other modules
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph.get(module, {}))
+    assert not sorted(m for m in reached if _stage(m) == "diagnostics")
+    code = ("import sys\nimport pretrain.training.train, pretrain.training.step\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pretrain.diagnostics')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_pretrain_modules_import_no_circle():
+    graph = _pretrain_graph()
+    state: dict = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in graph.get(module, {}):
+            if state.get(target) == "open":
+                circle = path[path.index(target):] + [target]
+                pytest.fail("import circle: " + " -> ".join(circle))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def _defined_names(module: str) -> set:
+    """Names a module defines at its top level (functions, classes, assignments)."""
+    path = ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    names = set()
+
+    def walk(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.If, ast.Try)):
+                walk(node.body + node.orelse + [n for h in getattr(node, "handlers", []) for n in h.body])
+
+    walk(ast.parse(path.read_text()).body)
+    return names
+
+
+def test_no_pretrain_module_re_exports_a_name():
+    """A name is imported from the module that defines it: no module lists an imported name
+    in ``__all__``, no sub-package's ``__init__`` imports anything, and no import in
+    pretrain/, tests/ or benchmarks/ takes a pretrain name from a module that only imports it."""
+    wrong = []
+    for path in sorted((ROOT / "pretrain").rglob("*.py")):
+        module = _module_name(path)
+        tree = ast.parse(path.read_text())
+        if path.name == "__init__.py":
+            wrong += [f"{module} imports {m}" for _, _, m in _imported_modules(path)]
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                wrong += [f"{module}.__all__ lists {n}, defined elsewhere"
+                          for n in ast.literal_eval(node.value) if n not in _defined_names(module)]
+    for folder in ("pretrain", "tests", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for line, node, module in _imported_modules(path):
+                if not (isinstance(node, ast.ImportFrom) and module.split(".")[0] == "pretrain") \
+                        or any(module.endswith(f".{a.name}") for a in node.names):
+                    continue
+                wrong += [f"{path.relative_to(ROOT)}:{line} imports {a.name} from {module}, which does not define it"
+                          for a in node.names if a.name not in _defined_names(module)]
+    assert not wrong, "\n".join(wrong)
+
+
 @pytest.mark.parametrize("package, extra", [("pretrain", "pretrain"), ("enhancement", "enhance"),
                                             ("attiqa_train", "pretrain"), ("attiqa_train", "enhance")])
 def test_every_import_of_a_tool_is_declared_in_its_extra(package, extra):
