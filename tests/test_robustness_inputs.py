@@ -426,7 +426,7 @@ _BAD_UNETS = [
     ({"gain_max": math.inf}, r"metadata unet\.gain_max must be a number in \(1, 1024\], got inf"),
     ({"gain_residual_highpass": 6}, r"metadata unet\.gain_residual_highpass must be 0 \(a free residual\) or an odd"),
     ({"global_context": "yes"}, r"metadata unet\.global_context must be true or false, got 'yes'"),
-    ({"output": "other"}, r"metadata unet\.output must be one of \['residual', 'curves', 'gain'\]"),
+    ({"output": "other"}, r"metadata unet\.output must be one of \['residual', 'curves', 'gain', 'gain_denoise'\]"),
     ({"init_file": "/w.pt"}, r"metadata unet holds 'init_file'='/w\.pt', which is not a U-Net argument"),
 ]
 
