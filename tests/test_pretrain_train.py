@@ -567,3 +567,29 @@ def test_init_checkpoint_starts_from_an_exported_model_and_refuses_another_archi
     with pytest.raises(ValueError, match="model.init_checkpoint .* does not fit model.backbone"):
         train(_cfg(photo_dir, 1, **{"model.init_checkpoint": str(first), "model.backbone": "resnet10t"}),
               tmp_path / "third", progress=False)
+
+
+def test_a_diverged_run_exits_1_naming_what_is_not_finite(tmp_path, photo_dir, monkeypatch, capsys):
+    """NaN weights or NaN final validation SRCCs are no result: `attiqa-pretrain train`
+    says so in one line and exits 1 (the files are kept); a finite run exits 0."""
+    from attiqa_loss import save_checkpoint
+    from pretrain.cli import main
+    from pretrain.training import train as train_module
+
+    torch.manual_seed(0)
+    net = create_attiqa_net("test_resnet").eval()
+    finite = save_checkpoint(net, tmp_path / "finite.safetensors", training={"val_srcc": {"sharpness": 0.9}})
+    nan_srcc = save_checkpoint(net, tmp_path / "nan_srcc.safetensors", training={"val_srcc": {"sharpness": NAN}})
+    with torch.no_grad():
+        net.heads["contrast"].weight.fill_(NAN)
+    nan_weights = save_checkpoint(net, tmp_path / "nan_weights.safetensors")
+    assert train_module.diverged(finite) is None
+    assert train_module.diverged(nan_srcc) == "the final validation SRCCs are not finite (sharpness=nan)"
+    assert "the trained network is not usable" in train_module.diverged(nan_weights)
+    assert "heads.contrast.weight" in train_module.diverged(nan_weights)
+    for checkpoint, code in ((finite, 0), (nan_srcc, 1), (nan_weights, 1)):
+        monkeypatch.setattr(train_module, "train", lambda *a, checkpoint=checkpoint, **k: checkpoint)
+        assert main(["train", "--images", str(photo_dir), "--out", str(tmp_path / "run")]) == code
+        err = capsys.readouterr().err
+        assert ("is kept" not in err and "kept for inspection" not in err) if code == 0 else \
+            err.strip().startswith("attiqa-pretrain train: the ") and "kept for inspection" in err

@@ -12,6 +12,8 @@ loads. The step itself is :class:`pretrain.training.step.PretrainStep`.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -248,7 +250,27 @@ def run(args: argparse.Namespace) -> int:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     try:
-        train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        final = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"attiqa-pretrain train: {exc}") from None
+    problem = diverged(final) if int(os.environ.get("RANK", "0")) == 0 else None
+    if problem is not None:  # a diverged run is no result: never exit 0 with NaN weights or metrics
+        print(f"attiqa-pretrain train: {problem}; its files in {args.out} are kept for inspection "
+              "(a lower train.lr or train.grad_clip may help)", file=sys.stderr)
+        return 1
     return 0
+
+
+def diverged(checkpoint: Path) -> Optional[str]:
+    """Why the exported ``checkpoint`` is no result, or None: weights or scores that are
+    not finite (the loader's probe, :func:`attiqa_loss.load_checkpoint`), or a final
+    validation SRCC that is not finite."""
+    from attiqa_loss.checkpoint import CheckpointError, read_checkpoint_metadata
+
+    try:
+        load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        return f"the trained network is not usable: {exc}"
+    val = read_checkpoint_metadata(checkpoint).get("training", {}).get("val_srcc", {})
+    bad = [f"{k}={v}" for k, v in sorted(val.items()) if not (isinstance(v, (int, float)) and math.isfinite(v))]
+    return f"the final validation SRCCs are not finite ({', '.join(bad)})" if bad else None
