@@ -11,6 +11,7 @@ is unpickled).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Dict, Union
@@ -36,14 +37,25 @@ def _first_line(exc: BaseException) -> str:
 
 
 def save_state(path: Union[str, os.PathLike], *, step: int, **objects: Any) -> None:
-    """Save ``{name: obj.state_dict() or plain value}`` plus ``step`` atomically (temp file + rename)."""
+    """Save ``{name: obj.state_dict() or plain value}`` plus ``step`` atomically (temp file + rename).
+
+    The state is serialised in memory first and its bytes written with
+    :func:`attiqa_loss.io.atomic_write`: a write that fails (a full disk) raises an
+    ``OSError`` naming ``path``, where ``torch.save`` writing into the file itself would
+    raise ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos ...``."""
     payload: Dict[str, Any] = {"step": int(step)}
     for name, obj in objects.items():
         if obj is None:
             continue
         payload[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    try:
+        with atomic_write(path) as f:
+            f.write(data)
+    finally:
+        data.release()
 
 
 def load_state(path: Union[str, os.PathLike], *, map_location: Union[str, torch.device] = "cpu", **objects: Any) -> int:

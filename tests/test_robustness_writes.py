@@ -216,6 +216,81 @@ def test_a_full_disk_in_pretrain_is_one_line_naming_the_file(tmp_path, photo_dir
     assert err.strip().splitlines()[-1] == f"attiqa-pretrain train: I/O error on {out / 'state.pt'}: No space left on device"
 
 
+class _FullFile:
+    """A file on a disk that fills after ``room`` bytes: ``write`` raises ENOSPC, as the
+    operating system does (torch's zip writer turns that into ``RuntimeError: [enforce fail
+    at inline_container.cc] unexpected pos ...``)."""
+
+    def __init__(self, real, room=64):
+        self._real, self._room = real, room
+
+    def write(self, data):
+        size = memoryview(data).nbytes
+        if size > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= size
+        return self._real.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._real.close()
+
+
+def _real_full_disk_at(name, monkeypatch):
+    """Writing the bytes of a file called ``name`` fails after 64 bytes as on a full disk."""
+    from attiqa_loss.io import atomic
+
+    real_temp, real_fdopen, full = atomic._temp_file, os.fdopen, set()
+
+    def temp_file(path):
+        fd, tmp = real_temp(path)
+        if Path(path).name == name:
+            full.add(fd)
+        return fd, tmp
+
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        return _FullFile(f) if fd in full else f
+
+    monkeypatch.setattr(atomic, "_temp_file", temp_file)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_torch_save_raises_runtime_error_on_a_full_disk():
+    # why the test below matters: torch's own error names no file and is no OSError
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        import torch
+
+        torch.save({"x": torch.zeros(1000)}, _FullFile(io.BytesIO()))
+
+
+@pytest.mark.parametrize("command", ["enhance", "pretrain"])
+def test_a_real_full_disk_while_saving_the_state_is_one_line_naming_it(command, assets, tmp_path, photo_dir,
+                                                                       monkeypatch, capsys):
+    _real_full_disk_at("state.pt", monkeypatch)
+    out = tmp_path / "run"
+    if command == "enhance":
+        code, prog = _enhance_train(assets, out), "attiqa-enhance train"
+    else:
+        from pretrain.cli import main
+
+        prog = "attiqa-pretrain train"
+        code = main(["train", "--out", str(out), "--images", str(photo_dir), "--no-progress",
+                     "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=1",
+                     "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "train.threads=1",
+                     "--set", "synthetic.holdout_every=0"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "unexpected pos" not in err
+    assert code == EXIT_IO, err
+    assert err.strip().splitlines()[-1] == f"{prog}: I/O error on {out / 'state.pt'}: No space left on device"
+    assert not list(out.glob(".state.pt.*.tmp")) and not (out / "state.pt").exists()
+
+
 def test_every_atomic_write_error_names_the_destination_not_the_temporary_file(tmp_path, monkeypatch):
     from attiqa_loss.io import atomic, atomic_path, atomic_write
 
