@@ -256,7 +256,9 @@ def network_from_metadata(
             skeleton = build()
         expected = {prefix + k: v for k, v in skeleton.state_dict().items()}
         found = {k: tuple(v) for k, v in tensor_shapes.items() if k.startswith(prefix)}
-        differences = state_dict_differences(expected, found)
+        # The heads come first: their input width is the backbone's feature width, the
+        # difference that tells two backbones apart (the lists are cut after a few keys).
+        differences = state_dict_differences(expected, found, first=(f"{prefix}heads.",))
         if differences:
             raise CheckpointError(f"{path} does not match {does_not_match or f'backbone {backbone!r}'}: {differences}")
     return build()

@@ -127,21 +127,40 @@ def _shape(value: Any) -> Tuple[int, ...]:
     return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
 
 
-def state_dict_differences(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
+def state_dict_differences(expected: Mapping[str, Any], found: Mapping[str, Any], *,
+                           first: Sequence[str] = ()) -> str:
     """What keeps ``found`` from loading strictly into a module whose state dict is
     ``expected``: ``"missing keys [...], unexpected keys [...], shape mismatches [...]"``,
-    or ``""`` when nothing differs. Values are tensors (also on the meta device) or shapes
-    (:func:`read_tensor_shapes`)."""
+    or ``""`` when nothing differs. Each list holds its first :data:`LISTED_DIFFERENCES`
+    entries and ``"and N more"`` when longer. Keys are sorted, but shape mismatches are
+    in the network's order (``expected``'s: the first is nearest the input), those of keys
+    starting with one of ``first`` before the others. Values are tensors (also
+    on the meta device) or shapes (:func:`read_tensor_shapes`)."""
+
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     mismatched = [
         f"{k}: checkpoint {_shape(found[k])} vs network {_shape(expected[k])}"
-        for k in sorted(set(found) & set(expected))
-        if _shape(found[k]) != _shape(expected[k])
+        for k in sorted(expected, key=lambda k: not k.startswith(tuple(first)))  # stable: the network's order
+        if k in found and _shape(found[k]) != _shape(expected[k])
     ]
     if not (missing or unexpected or mismatched):
         return ""
-    return f"missing keys {missing}, unexpected keys {unexpected}, shape mismatches {mismatched}"
+    return (f"missing keys {_first(missing)}, unexpected keys {_first(unexpected)}, "
+            f"shape mismatches {_first(mismatched)}")
+
+
+#: How many names of each kind :func:`state_dict_differences` lists before "and N more".
+LISTED_DIFFERENCES = 5
+
+
+def _first(names: Sequence[str], count: int = LISTED_DIFFERENCES) -> str:
+    """``"['a', 'b']"``, or the first ``count`` names and how many more
+    (``"['a', ..., 'e', and 12 more]"``): a file of another network (hundreds of keys)
+    stays a readable line."""
+    if len(names) <= count:
+        return repr(list(names))
+    return f"[{', '.join(repr(n) for n in names[:count])}, and {len(names) - count} more]"
 
 
 def check_state_tensors(path: Any, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:

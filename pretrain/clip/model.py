@@ -161,6 +161,41 @@ def _resolve_pretrained(name: str, pretrained: Optional[str]) -> Tuple[Optional[
     )
 
 
+def _raise_if_not_its_state_dict(name: str, model: str, weights: str, load: str, extra: Dict[str, Any],
+                                 exc: BaseException) -> None:
+    """Raise a one-line ``ValueError`` naming ``--clip-pretrained`` when open_clip failed
+    (``exc``) to load the local weight file ``load`` (the safetensors copy of ``weights``)
+    because its tensors are not those of model ``name``: the model is built on the meta
+    device (nothing allocated, no random draw) and its state dict compared with the
+    file's header. Returns when nothing differs and ``exc`` is not a state-dict error
+    (the caller raises ``exc`` again)."""
+    import logging
+
+    import open_clip
+
+    from attiqa_loss.checkpoint import CheckpointError
+    from attiqa_loss.weights_file import read_tensor_shapes, state_dict_differences
+
+    try:
+        found = read_tensor_shapes(load)
+    except CheckpointError:
+        found = None
+    differences = ""
+    if found is not None:
+        logging.disable(logging.WARNING)  # open_clip's "No pretrained weights loaded" for the skeleton
+        try:
+            with torch.device("meta"):
+                skeleton = open_clip.create_model(name, pretrained=None, device="meta", **extra)
+        finally:
+            logging.disable(logging.NOTSET)
+        differences = state_dict_differences(skeleton.state_dict(), found)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(":")
+    if not differences and not first.startswith("Error(s) in loading state_dict"):
+        return
+    raise ValueError(f"--clip-pretrained (clip.pretrained) {weights} is not a state dict of open_clip model "
+                     f"{model!r}: {differences or first}") from None
+
+
 def create_clip_teacher(
     model: str = "RN50",
     pretrained: Optional[str] = "openai",
@@ -206,7 +241,13 @@ def create_clip_teacher(
                                                             state_keys=OPEN_CLIP_STATE_KEYS)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            clip = open_clip.create_model(name, pretrained=load, device=device, **extra)
+            try:
+                clip = open_clip.create_model(name, pretrained=load, device=device, **extra)
+            except (RuntimeError, KeyError, ValueError, IndexError) as exc:
+                if not local:
+                    raise
+                _raise_if_not_its_state_dict(name, str(model), weights, load, extra, exc)
+                raise
         tokenizer = open_clip.get_tokenizer(name)  # its context length comes from the config
     clip.eval().requires_grad_(False)
     pp = dict(clip.visual.preprocess_cfg)

@@ -1,0 +1,99 @@
+"""Weight-file fields, option values and config files checked before anything is built
+from them, each failure one line naming the option, key or file (issue 38, second audit):
+a CLIP weight file of another model, the quality model ``attiqa-enhance infer`` scores
+with, long key lists, ``--checkpoint`` folders, normalisation bounds, optimiser betas,
+duplicate YAML keys, refused training states, non-compute devices and ``verdict``'s
+input folders.
+
+Tiny random models, CPU only, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from enhancement_helpers import REPO
+
+TINY_CLIP = str(REPO / "configs" / "open_clip_tiny.json")
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- CLIP weights of another model
+
+
+def test_label_clip_pretrained_of_another_model_is_one_line_exit_2(photo_dir, tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from pretrain.cli import main
+
+    other = tmp_path / "q.safetensors"  # a real safetensors file, of a timm ResNet
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}, str(other))
+    with pytest.raises(SystemExit) as info:
+        main(["label", "--images", str(photo_dir), "--out", str(tmp_path / "labels"), "--clip-model", TINY_CLIP,
+              "--clip-pretrained", str(other), "--set", "label.device=cpu", "--workers", "0"])
+    assert info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"error: --clip-pretrained (clip.pretrained) {other} is not a state dict of open_clip "
+                           f"model '{TINY_CLIP}': missing keys ['ln_final.bias', ")
+    assert " more]" in line and len(line) < 1000
+    assert not (tmp_path / "labels").exists()
+
+
+def test_clip_pretrained_of_another_config_names_the_shape_mismatches(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from pretrain.clip.model import create_clip_teacher
+
+    cfg = json.loads(open(TINY_CLIP).read())
+    cfg["embed_dim"] = 64
+    (tmp_path / "wide_clip.json").write_text(json.dumps(cfg))
+    state = create_clip_teacher(str(tmp_path / "wide_clip.json"), "none").model.state_dict()
+    weights = tmp_path / "wide.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    before = torch.random.get_rng_state()
+    with pytest.raises(ValueError) as info:
+        create_clip_teacher(TINY_CLIP, str(weights))
+    assert str(info.value) == (
+        f"--clip-pretrained (clip.pretrained) {weights} is not a state dict of open_clip model '{TINY_CLIP}': "
+        "missing keys [], unexpected keys [], shape mismatches ['text_projection: checkpoint (32, 64) vs network "
+        "(32, 32)', 'visual.proj: checkpoint (32, 64) vs network (32, 32)']")
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+# --------------------------------------------------------------------------- long key lists
+
+
+def test_checkpoint_of_another_listed_backbone_lists_a_few_keys_and_how_many_more(tiny_checkpoint):
+    from attiqa_loss import load_checkpoint
+    from attiqa_loss.checkpoint import CheckpointError
+
+    from helpers import rewrite_checkpoint
+
+    rewrite_checkpoint(tiny_checkpoint, metadata=lambda m: {**m, "backbone": "resnet18"})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_checkpoint)
+    message = str(info.value)
+    assert message.startswith(f"{tiny_checkpoint} does not match backbone 'resnet18': missing keys [")
+    assert len(message) < 1500 and "\n" not in message
+    # the heads come first among the shape mismatches: their width is the backbone's feature width
+    assert "shape mismatches ['heads.sharpness.weight: checkpoint (1, 96) vs network (1, 512)', " in message
+    assert message.endswith(" more]")
+
+
+def test_state_dict_differences_lists_five_of_each_kind_then_how_many_more():
+    from attiqa_loss.weights_file import state_dict_differences
+
+    expected = {f"k{i:02d}": (1,) for i in range(12)}
+    assert state_dict_differences(expected, {}) == (
+        "missing keys ['k00', 'k01', 'k02', 'k03', 'k04', and 7 more], unexpected keys [], shape mismatches []")
+    assert state_dict_differences({"a": (1,), "b": (2,)}, {"a": (1,)}) == \
+        "missing keys ['b'], unexpected keys [], shape mismatches []"
