@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, T
 import torch
 
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
-from .rundir import prepare_run_dir
+from .rundir import folder_files, prepare_run_dir, record_contents
 from .state import STATE_NAME, load_state, save_state
 
 __all__ = ["TrainingRun", "run_steps", "StepFn"]
@@ -69,6 +69,7 @@ class TrainingRun:
         self.config_class = config_class
         self.dist: Optional[DistInfo] = None
         self._lock = None
+        self._found_before: Tuple[str, ...] = ()
 
     @property
     def state_path(self) -> Path:
@@ -89,11 +90,31 @@ class TrainingRun:
         except BaseException:
             cleanup_distributed()
             raise
+        if self._lock is not None:  # files already in the run's folders (tb/) are not this run's
+            self._found_before = tuple(f for name in self.run_files for f in folder_files(self.out, name))
         return self
+
+    def record_written(self) -> None:
+        """Record (rank 0) the files that appeared in the run's folders (``tb/``) since the
+        run began in ``OUT/attiqa-run.json``'s ``contents``: ``--overwrite`` deletes a run
+        folder's ``tb`` only when every file in it is the run's
+        (:func:`attiqa_train.rundir.check_replaceable`). Called at each state save and when
+        the run ends."""
+        if self._lock is not None:
+            record_contents(self.out, self.run_files, exclude=self._found_before)
 
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
             barrier()  # rank 0 may still be exporting: nobody leaves the process group before it
+        try:
+            self.record_written()
+        except OSError:  # a full disk: the run's own error (if any) is the one to report
+            if exc_type is None:
+                self._release()
+                raise
+        self._release()
+
+    def _release(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -121,6 +142,7 @@ class TrainingRun:
         """Write ``state.pt`` (rank 0, atomically); every rank waits for it."""
         if self.is_main:
             save_state(self.state_path, step=step, **objects)
+            self.record_written()
         barrier()
 
 

@@ -13,6 +13,13 @@ folders").
   ``tb/``) is refused with one line naming the folder and the files
   (:func:`check_replaceable`), and nothing is deleted. ``--resume`` of a run written
   before the record existed records it.
+- A recorded name that is a folder (``tb``) is deleted only when every file in it is the
+  run's: recorded by name under ``contents`` (:func:`record_contents`: a training run
+  records the files that appeared in its folders at each state save and when it ends) or,
+  in ``tb``, a TensorBoard event file (``events.out.tfevents.*``, the only files the
+  trainers' writers make, so a run killed before its first save, or recorded before
+  ``contents`` existed, is still replaced). Any other file there (the user's
+  ``tb/my_plot.txt``) makes ``--overwrite`` refuse, naming it, and nothing is deleted.
 
 Under ``torchrun`` only rank 0 takes the lock and inspects the folder; its verdict is
 shared with the other ranks, so they stop too instead of waiting at a barrier.
@@ -21,6 +28,7 @@ shared with the other ranks, so they stop too instead of waiting at a barrier.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
@@ -29,11 +37,17 @@ from .distributed import agree_across_ranks
 from .lock import LOCK_NAME, PathLike, RunFolderError, RunLock, RunLockError, _say, acquire_lock
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "RunFolderError", "RunLockError", "RunLock", "acquire_lock", "lock_folder",
-           "changed_keys", "prepare_run_dir", "read_manifest", "owned_files", "record_files", "check_replaceable"]
+           "changed_keys", "prepare_run_dir", "read_manifest", "owned_files", "record_files", "check_replaceable",
+           "folder_files", "record_contents"]
 
-#: The record of the names a run wrote into its folder (JSON: ``commands``, ``files``).
+#: The record of the names a run wrote into its folder (JSON: ``commands``, ``files``, and
+#: ``contents``: files inside the recorded folders, relative to the run folder).
 #: ``--overwrite`` deletes or replaces only names listed in it.
 MANIFEST_NAME = "attiqa-run.json"
+
+#: Recorded folders whose files of this name prefix count as the run's without being listed
+#: in ``contents``: TensorBoard's writers name every file they make so.
+EVENT_FILE_PREFIXES = {"tb": "events.out.tfevents."}
 
 
 def read_manifest(out: PathLike) -> Optional[Dict[str, Any]]:
@@ -54,27 +68,105 @@ def owned_files(out: PathLike) -> Optional[Set[str]]:
     return None if data is None else {str(n) for n in data["files"]}
 
 
+def _contents(data: Optional[Mapping[str, Any]]) -> List[str]:
+    found = (data or {}).get("contents")
+    return [str(n) for n in found] if isinstance(found, list) else []
+
+
+def _write_manifest(out: Path, commands: Sequence[str], files: Sequence[str], contents: Sequence[str]) -> None:
+    from .files import write_json
+
+    write_json(out / MANIFEST_NAME, {"format": "attiqa-run-files", "version": 1, "commands": list(commands),
+                                     "files": list(files), "contents": list(contents)})
+
+
 def record_files(out: PathLike, command: str, names: Iterable[str]) -> None:
     """Add ``names`` (relative to ``out``) to the folder's run record, written atomically;
     call it before the files are written, under the folder's lock."""
-    from .files import write_json
-
     old = read_manifest(out) or {}
     files = list(dict.fromkeys([*map(str, old.get("files", [])), *names]))
     earlier = old.get("commands") if isinstance(old.get("commands"), list) else []
     commands = list(dict.fromkeys([*map(str, earlier), command]))
-    write_json(Path(out) / MANIFEST_NAME, {"format": "attiqa-run-files", "version": 1, "commands": commands,
-                                           "files": files})
+    _write_manifest(Path(out), commands, files, _contents(old))
 
 
-def check_replaceable(out: PathLike, present: Sequence[str], flag: str = "--overwrite") -> None:
+def folder_files(out: PathLike, name: str) -> List[str]:
+    """Every file (or link, or other non-folder entry) below ``out/name``, as paths
+    relative to ``out`` with ``/`` separators, sorted; links are not followed. Empty when
+    ``out/name`` is not a folder."""
+    root = Path(out) / name
+    if root.is_symlink() or not root.is_dir():
+        return []
+    found: List[str] = []
+
+    def walk(folder: Path, rel: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = f"{rel}/{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                walk(Path(entry.path), path)
+            else:
+                found.append(path)
+
+    walk(root, name)
+    return found
+
+
+def record_contents(out: PathLike, folders: Iterable[str], exclude: Iterable[str] = ()) -> List[str]:
+    """Add the files below each of ``folders`` (names in ``out``) to the run record's
+    ``contents``, except ``exclude`` (files that were there before the run: the user's
+    or an earlier run's, see :func:`folder_files`). Rewrites the record only when a file
+    is new to it; does nothing without a record. Returns the files added."""
+    out = Path(out)
+    data = read_manifest(out)
+    if data is None:
+        return []
+    known = set(_contents(data)) | set(exclude)
+    new = [f for name in folders for f in folder_files(out, name) if f not in known]
+    if new:
+        _write_manifest(out, [str(c) for c in data.get("commands", []) or []], [str(n) for n in data["files"]],
+                        [*_contents(data), *new])
+    return new
+
+
+def _forget_contents(out: Path, removed: Iterable[str]) -> None:
+    """Drop the ``contents`` entries below the folders ``removed`` (they were deleted)."""
+    data = read_manifest(out)
+    if data is None:
+        return
+    removed = tuple(f"{name}/" for name in removed)
+    kept = [f for f in _contents(data) if not f.startswith(removed)]
+    if kept != _contents(data):
+        _write_manifest(out, [str(c) for c in data.get("commands", []) or []], [str(n) for n in data["files"]], kept)
+
+
+def _owned_inside(data: Optional[Mapping[str, Any]], path: str) -> bool:
+    if path in set(_contents(data)):
+        return True
+    prefix = EVENT_FILE_PREFIXES.get(path.split("/", 1)[0])
+    return prefix is not None and path.rsplit("/", 1)[-1].startswith(prefix)
+
+
+def check_replaceable(out: PathLike, present: Sequence[str], flag: str = "--overwrite", *,
+                      deleted_folders: Iterable[str] = ()) -> None:
     """Raise :class:`RunFolderError` (one line naming the folder and the files) unless every
     name in ``present`` (files a command is about to delete or replace) is listed in the
-    folder's run record: files no run wrote are the user's and are never deleted."""
+    folder's run record: files no run wrote are the user's and are never deleted.
+
+    ``deleted_folders``: names in ``present`` that are deleted with what they hold (``tb``);
+    every file in such a folder must be the run's too (recorded in ``contents``, or a
+    TensorBoard event file in ``tb``), else the files that are not are named."""
     out = Path(out)
-    owned = owned_files(out)
+    data = read_manifest(out)
+    owned = None if data is None else {str(n) for n in data["files"]}
     foreign = [n for n in present if owned is None or n not in owned]
     if not foreign:
+        inside = [f for name in deleted_folders if name in present for f in folder_files(out, name)
+                  if not _owned_inside(data, f)]
+        if inside:
+            raise RunFolderError(
+                f"{flag}: {out} holds {', '.join(inside)}, which no run recorded writing ({out / MANIFEST_NAME}), "
+                "so nothing is deleted; move them out of the folder or choose another --out"
+            )
         return
     manifest = out / MANIFEST_NAME
     if owned is None:
@@ -248,9 +340,10 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
                     f"{out} already holds a run ({', '.join(present)}); --resume continues it, --overwrite replaces it "
                     "(its files are deleted), or choose another --out"
                 )
-            check_replaceable(out, present)  # before anything is deleted
+            check_replaceable(out, present, deleted_folders=present)  # before anything is deleted
             for name in present:
                 _remove(out / name)
+            _forget_contents(out, present)
             _say(f"{command}: --overwrite: removed the previous run's {', '.join(present)} from {out}")
         record_files(out, command, run_files)  # before the run writes any of them
     except BaseException:

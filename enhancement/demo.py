@@ -223,7 +223,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         with lock_folder(args.out, "attiqa-enhance demo"):
-            check_replaceable(args.out, present)  # --overwrite replaces only what a run wrote
+            # --overwrite replaces only what a run wrote (the training run's folders, tb/, are deleted: every
+            # file in them must be the run's)
+            check_replaceable(args.out, present, deleted_folders=[n for n in present if n in RUN_FILES])
             record_files(args.out, "attiqa-enhance demo", own)
     except RunFolderError as exc:
         raise SystemExit(f"attiqa-enhance demo: {exc}") from None

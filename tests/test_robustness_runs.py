@@ -317,6 +317,44 @@ def test_label_cli_refuses_a_second_process_in_one_line(tmp_path, write_png, hel
     assert not (out / "config.yaml").exists()
 
 
+def test_pretrain_overwrite_never_deletes_a_users_file_inside_the_runs_tb(photo_dir, tmp_path):
+    # Issue 38: attiqa-run.json recorded the folder tb as a whole, so --overwrite deleted tb/my_own_plot.txt.
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    record = json.loads((out / MANIFEST_NAME).read_text())
+    events = sorted(str(p.relative_to(out)) for p in (out / "tb").rglob("*") if p.is_file())
+    assert events and sorted(record["contents"]) == events  # the run knows which files it wrote in tb/
+    (out / "tb" / "my_own_plot.txt").write_text("mine")
+    code, message = _pretrain(out, photo_dir, "--overwrite")
+    assert code is None and "\n" not in message
+    assert message == (f"attiqa-pretrain train: --overwrite: {out} holds tb/my_own_plot.txt, which no run recorded "
+                       f"writing ({out / MANIFEST_NAME}), so nothing is deleted; move them out of the folder or choose "
+                       "another --out")
+    assert (out / "tb" / "my_own_plot.txt").read_text() == "mine" and (out / "state.pt").is_file()
+    assert sorted(str(p.relative_to(out)) for p in (out / "tb").rglob("*") if p.is_file()) == sorted(
+        events + ["tb/my_own_plot.txt"])
+    # a file the user adds before --resume is not the run's either
+    assert _pretrain(out, photo_dir, "--resume", "--set", "train.log_every=7") == (0, "")
+    assert "tb/my_own_plot.txt" not in json.loads((out / MANIFEST_NAME).read_text())["contents"]
+    code, message = _pretrain(out, photo_dir, "--overwrite")
+    assert code is None and "holds tb/my_own_plot.txt, which no run recorded writing" in message
+    (out / "tb" / "my_own_plot.txt").unlink()
+    assert _pretrain(out, photo_dir, "--overwrite") == (0, "")  # the run's own files only: replaced
+    assert json.loads((out / MANIFEST_NAME).read_text())["contents"] == sorted(
+        str(p.relative_to(out)) for p in (out / "tb").rglob("*") if p.is_file())
+
+
+def test_overwrite_replaces_tensorboard_events_of_a_run_killed_before_it_recorded_them(photo_dir, tmp_path):
+    # A run killed before its first state save (or recorded before "contents" existed) has event files in tb/
+    # that its record does not list: TensorBoard's own files, replaced; anything else in tb/ is refused.
+    out = tmp_path / "run"
+    assert _pretrain(out, photo_dir) == (0, "")
+    record = json.loads((out / MANIFEST_NAME).read_text())
+    del record["contents"]
+    (out / MANIFEST_NAME).write_text(json.dumps(record))
+    assert _pretrain(out, photo_dir, "--overwrite") == (0, "")
+
+
 # --------------------------------------------------------------------------- enhance train
 
 
@@ -550,3 +588,33 @@ def test_demo_never_replaces_files_no_run_wrote(tmp_path, tiny_checkpoint_path, 
         main(args + ["--overwrite"])
     assert (out / "comparison.png").read_bytes() == b"my own picture"
     assert sorted(p.name for p in out.iterdir()) == ["comparison.png"]
+
+
+def test_enhance_and_demo_overwrite_never_delete_a_users_file_inside_tb(enhance_assets, tmp_path, tiny_checkpoint_path,
+                                                                        write_png, capsys):
+    out = tmp_path / "run"
+    assert _enhance(enhance_assets, out) == 0
+    (out / "tb" / "my_own_plot.txt").write_text("mine")
+    capsys.readouterr()
+    assert _enhance(enhance_assets, out, "--overwrite") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--overwrite: {out} holds tb/my_own_plot.txt, which no run recorded writing" in err
+    assert (out / "tb" / "my_own_plot.txt").read_text() == "mine" and (out / "enhancer.safetensors").is_file()
+
+    from enhancement.demo import main
+
+    photos = tmp_path / "photos"
+    for i in range(6):
+        write_png(photos / f"{i}.png", 64, 64, seed=i)
+    demo = tmp_path / "demo"
+    args = ["--out", str(demo), "--steps", "1", "--checkpoint", str(tiny_checkpoint_path), "--data", str(photos),
+            "--set", "data.crop_size=32", "--set", "val.crop_size=32", "--set", "data.val_images=2",
+            "--set", "model.width=4", "--set", "model.depth=2", "--set", "train.batch_size=2",
+            "--set", "loss.lpips_weight=0", "--set", "val.lpips=false", "--set", "train.progress=false"]
+    assert main(args) == 0
+    (demo / "tb" / "my_own_plot.txt").write_text("mine")
+    weights = (demo / "enhancer.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match=rf"--overwrite: {demo} holds tb/my_own_plot.txt, which no run recorded"):
+        main(args + ["--overwrite"])
+    assert (demo / "tb" / "my_own_plot.txt").read_text() == "mine"
+    assert (demo / "enhancer.safetensors").read_bytes() == weights
