@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 from attiqa_loss.cli import DEFAULT_MAX_SIDE as _DEFAULT_MAX_SIDE
 from attiqa_loss.cli import max_side_arg as _max_side_arg
@@ -47,8 +48,8 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
         "--attiqa-checkpoint",
         type=Path,
         default=None,
-        help="quality model (.safetensors) for the scores; default: the one the enhancer was trained with if it "
-        "still exists, else the model embedded in the package",
+        help="quality model (.safetensors) for the scores; default: the model embedded in the package (the "
+        "quality model an enhancer's metadata names is never loaded from there: pass it here)",
     )
     p.add_argument(
         "--format",
@@ -106,7 +107,6 @@ def run_infer(args: argparse.Namespace) -> int:
         return 2
     try:
         model = load_enhancer(args.checkpoint)
-        training = model.training_info
         listing = scan_inputs(args.data)
     except (FileNotFoundError, ValueError) as exc:
         _say(f"infer: error: {exc}")
@@ -144,9 +144,9 @@ def run_infer(args: argparse.Namespace) -> int:
         _say(f"infer: error: {len(replaced)} output(s) would replace an input, e.g. {replaced[0]}; "
              "choose another --out")
         return 2
+    # The scores come from --attiqa-checkpoint or the embedded model, never from a path read
+    # in the enhancer's metadata: a file the user did not write cannot steer the loader.
     quality_path = args.attiqa_checkpoint
-    if quality_path is None and training.get("attiqa_checkpoint") and Path(training["attiqa_checkpoint"]).is_file():
-        quality_path = Path(training["attiqa_checkpoint"])
     jpeg_quality = DEFAULT_JPEG_QUALITY if args.quality is None else args.quality
     from attiqa_train.lock import RunFolderError, acquire_lock
 
@@ -162,6 +162,31 @@ def run_infer(args: argparse.Namespace) -> int:
         return _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality, settings, device)
     finally:
         lock.release()
+
+
+def _metadata_quality_model(training) -> Optional[str]:
+    """The quality model an enhancer's ``training.attiqa_checkpoint`` names, quoted and cut
+    to 200 characters for a message (never opened), or None when it names none."""
+    named = training.get("attiqa_checkpoint") if isinstance(training, dict) else None
+    if named in (None, ""):
+        return None
+    text = repr(named)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _quality_model_note(quality_path, training) -> str:
+    """How the summary names the quality model the scores come from; with the embedded one,
+    also the model the enhancer's metadata names, if any (mentioned, never loaded)."""
+    if quality_path is not None:
+        return f"the quality model {quality_path} (--attiqa-checkpoint)"
+    from attiqa_loss.loss import default_checkpoint_path
+
+    note = f"the embedded quality model {default_checkpoint_path().name}"
+    named = _metadata_quality_model(training)
+    if named is not None:
+        note += (f" (the enhancer's metadata names {named} as the quality model it was trained with: "
+                 "pass --attiqa-checkpoint to score with it)")
+    return note
 
 
 def _settings(args: argparse.Namespace, enhancer: Path, quality_path, jpeg_quality: int) -> dict:
@@ -247,7 +272,8 @@ def _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality,
     print(summarize(rows))
     _say(f"infer: {len(rows)} image(s) written to {args.out}"
          + (f" ({len(earlier)} of them by the interrupted run)" if earlier else "")
-         + f", scores in {args.out / SCORES_FILENAME}")
+         + f", scores in {args.out / SCORES_FILENAME} by "
+         + _quality_model_note(quality_path, getattr(model, "training_info", None)))
     for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
         print(line, file=sys.stderr)
     non_finite = [str(r["path"]) for r in rows if not _finite_scores(r)]

@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
 
 def _infer(setup, out: Path, *extra: str) -> int:
     return cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(setup["data"]),
-                     "--out", str(out), "--no-progress", *extra])
+                     "--out", str(out), "--attiqa-checkpoint", str(setup["quality"]), "--no-progress", *extra])
 
 
 def _rows(out: Path):
@@ -164,7 +164,7 @@ def test_16_bit_inputs_give_16_bit_outputs(setup, tmp_path):
         pass
     out = tmp_path / "out"
     assert cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data), "--out", str(out),
-                     "--no-progress"]) == 0
+                     "--attiqa-checkpoint", str(setup["quality"]), "--no-progress"]) == 0
     assert _png_bit_depth(out / "d.png") == 16
     written = read_image(out / "d.png")
     with torch.no_grad():

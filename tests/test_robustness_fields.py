@@ -97,3 +97,48 @@ def test_state_dict_differences_lists_five_of_each_kind_then_how_many_more():
         "missing keys ['k00', 'k01', 'k02', 'k03', 'k04', and 7 more], unexpected keys [], shape mismatches []")
     assert state_dict_differences({"a": (1,), "b": (2,)}, {"a": (1,)}) == \
         "missing keys ['b'], unexpected keys [], shape mismatches []"
+
+
+# --------------------------------------------------------------------------- the quality model infer scores with
+
+
+def test_infer_never_loads_the_quality_model_an_enhancers_metadata_names(tmp_path, monkeypatch, capsys):
+    import csv
+
+    import attiqa_loss
+    from enhancement import cli
+    from enhancement.unet import UNet
+    from enhancement.weights import save_enhancer
+
+    from enhancement_helpers import write_images, write_quality_model
+    from helpers import build_tiny_net
+
+    write_images(tmp_path / "in", 2, size=(40, 48))
+    steer = write_quality_model(tmp_path / "elsewhere" / "q.safetensors")  # a file the metadata points the loader to
+    torch.manual_seed(0)
+    enhancer = save_enhancer(UNet(width=4, depth=2, blocks=1), tmp_path / "e.safetensors",
+                             training={"attiqa_checkpoint": str(steer)})
+    loaded = []
+
+    def spy(checkpoint=None, **kwargs):
+        loaded.append(checkpoint)
+        return build_tiny_net(0)
+
+    monkeypatch.setattr(attiqa_loss, "load_attiqa", spy)
+    out = tmp_path / "out"
+    assert cli.main(["infer", "--checkpoint", str(enhancer), "--data", str(tmp_path / "in"), "--out", str(out),
+                     "--no-progress"]) == 0
+    assert loaded == [None]  # the embedded model, not the metadata's path
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (f"attiqa-enhance infer: 2 image(s) written to {out}, scores in {out / 'scores.csv'} by the "
+                    f"embedded quality model attiqa_default.safetensors (the enhancer's metadata names '{steer}' as "
+                    "the quality model it was trained with: pass --attiqa-checkpoint to score with it)")
+    with open(out / "scores.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+    given = tmp_path / "given.safetensors"
+    assert cli.main(["infer", "--checkpoint", str(enhancer), "--data", str(tmp_path / "in"), "--out",
+                     str(tmp_path / "out2"), "--attiqa-checkpoint", str(given), "--no-progress"]) == 0
+    assert loaded == [None, given]
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"scores in {tmp_path / 'out2' / 'scores.csv'} by the quality model {given} (--attiqa-checkpoint)")
