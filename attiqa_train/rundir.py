@@ -31,14 +31,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .distributed import agree_across_ranks
 from .lock import LOCK_NAME, PathLike, RunFolderError, RunLock, RunLockError, _say, acquire_lock
 
 __all__ = ["LOCK_NAME", "MANIFEST_NAME", "RunFolderError", "RunLockError", "RunLock", "acquire_lock", "lock_folder",
            "changed_keys", "prepare_run_dir", "read_manifest", "owned_files", "record_files", "check_replaceable",
-           "folder_files", "record_contents"]
+           "folder_files", "record_contents", "not_replaceable"]
 
 #: The record of the names a run wrote into its folder (JSON: ``commands``, ``files``, and
 #: ``contents``: files inside the recorded folders, relative to the run folder).
@@ -146,6 +146,41 @@ def _owned_inside(data: Optional[Mapping[str, Any]], path: str) -> bool:
     return prefix is not None and path.rsplit("/", 1)[-1].startswith(prefix)
 
 
+def _not_the_runs(out: Path, present: Sequence[str], deleted_folders: Iterable[str] = ()) -> Tuple[str, List[str]]:
+    """("", []) when every name in ``present`` (and every file in ``deleted_folders``) is the
+    run's; else ("names", files) when names in ``present`` are not recorded, ("inside",
+    files) when files inside recorded folders are not."""
+    data = read_manifest(out)
+    owned = None if data is None else {str(n) for n in data["files"]}
+    foreign = [n for n in present if owned is None or n not in owned]
+    if foreign:
+        return "names", foreign
+    inside = [f for name in deleted_folders if name in present for f in folder_files(out, name)
+              if not _owned_inside(data, f)]
+    return ("inside", inside) if inside else ("", [])
+
+
+def _whose(out: Path, kind: str, files: Sequence[str]) -> str:
+    """``"OUT holds a, b, but <why>"``: the files of :func:`_not_the_runs`."""
+    manifest = out / MANIFEST_NAME
+    if kind == "inside":
+        return f"{out} holds {', '.join(files)}, which no run recorded writing ({manifest})"
+    if manifest.is_file() and read_manifest(out) is not None:
+        why = f"the run recorded in {manifest} did not write them"
+    else:
+        why = f"no record of a run that wrote them ({manifest} is missing)"
+    return f"{out} holds {', '.join(files)}, but {why}"
+
+
+def not_replaceable(out: PathLike, present: Sequence[str], deleted_folders: Iterable[str] = ()) -> Optional[str]:
+    """None when :func:`check_replaceable` would accept ``present``; else the reason,
+    ``"OUT holds a, b, but no record of a run that wrote them (...)"``, for a refusal
+    that should not suggest ``--overwrite``."""
+    out = Path(out)
+    kind, files = _not_the_runs(out, present, deleted_folders)
+    return _whose(out, kind, files) if kind else None
+
+
 def check_replaceable(out: PathLike, present: Sequence[str], flag: str = "--overwrite", *,
                       deleted_folders: Iterable[str] = ()) -> None:
     """Raise :class:`RunFolderError` (one line naming the folder and the files) unless every
@@ -156,27 +191,15 @@ def check_replaceable(out: PathLike, present: Sequence[str], flag: str = "--over
     every file in such a folder must be the run's too (recorded in ``contents``, or a
     TensorBoard event file in ``tb``), else the files that are not are named."""
     out = Path(out)
-    data = read_manifest(out)
-    owned = None if data is None else {str(n) for n in data["files"]}
-    foreign = [n for n in present if owned is None or n not in owned]
-    if not foreign:
-        inside = [f for name in deleted_folders if name in present for f in folder_files(out, name)
-                  if not _owned_inside(data, f)]
-        if inside:
-            raise RunFolderError(
-                f"{flag}: {out} holds {', '.join(inside)}, which no run recorded writing ({out / MANIFEST_NAME}), "
-                "so nothing is deleted; move them out of the folder or choose another --out"
-            )
-        return
-    manifest = out / MANIFEST_NAME
-    if owned is None:
-        why = f"no record of a run that wrote them ({manifest} is missing)"
-    else:
-        why = f"the run recorded in {manifest} did not write them"
-    raise RunFolderError(
-        f"{flag}: {out} holds {', '.join(foreign)}, but {why}, so nothing is deleted; move them out of the folder "
-        "(or delete them yourself if they are an earlier run's) or choose another --out"
-    )
+    kind, files = _not_the_runs(out, present, deleted_folders)
+    if kind == "inside":
+        raise RunFolderError(f"{flag}: {_whose(out, kind, files)}, so nothing is deleted; move them out of the folder "
+                             "or choose another --out")
+    if kind:
+        raise RunFolderError(
+            f"{flag}: {_whose(out, kind, files)}, so nothing is deleted; move them out of the folder "
+            "(or delete them yourself if they are an earlier run's) or choose another --out"
+        )
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "",
@@ -292,6 +315,24 @@ def prepare_run_dir(
     return lock
 
 
+def _occupied(out: Path, present: Sequence[str], state: Path, state_what: str) -> str:
+    """Why a run without ``--resume``/``--overwrite`` is refused, suggesting only the flags
+    that would be accepted: ``--overwrite`` only when every file it would delete is a
+    recorded run's, ``--resume`` only when there is a state to continue from."""
+    kind, files = _not_the_runs(out, present, present)
+    if not kind:
+        return (f"{out} already holds a run ({', '.join(present)}); --resume continues it, --overwrite replaces it "
+                "(its files are deleted), or choose another --out")
+    if kind == "inside":
+        return (f"{out} already holds a run ({', '.join(present)}); --resume continues it, or choose another --out "
+                f"(--overwrite deletes nothing while {_whose(out, kind, files)})")
+    if state.is_file():  # a run of a version without the record, or the user's files: the user knows
+        return (f"{_whose(out, kind, files)}: --resume continues it if it is a run (of an earlier version, which "
+                f"--resume records), or choose another --out (--overwrite deletes only files a run recorded writing)")
+    return (f"{_whose(out, kind, files)}: they are not a run to continue or replace, so choose another --out "
+            "(or move them out of the folder)")
+
+
 def _check(out, command, run_files, state_name, state_what, resume, overwrite, config, free_keys,
            defaults=None, legacy_state_names=(), config_class=None) -> RunLock:
     if resume and overwrite:
@@ -310,8 +351,13 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
         present = [name for name in run_files if (out / name).exists()]
         if resume:
             if not state.is_file():
-                hint = (f"; the folder holds {', '.join(present)} but no state to continue from: "
-                        "--overwrite starts the run again there" if present else "")
+                hint = ""
+                if present:
+                    kind, files = _not_the_runs(out, present, present)
+                    hint = (f"; the folder holds {', '.join(present)} but no state to continue from: "
+                            "--overwrite starts the run again there" if not kind else
+                            f"; {_whose(out, kind, files)}: they are not a run to continue or replace, "
+                            "so choose another --out (or move them out of the folder)")
                 raise RunFolderError(f"--resume: no {state_what} at {state}{hint}")
             saved = out / "config.yaml"
             if config is not None and saved.is_file():
@@ -336,10 +382,7 @@ def _check(out, command, run_files, state_name, state_what, resume, overwrite, c
                     )
         elif present:
             if not overwrite:
-                raise RunFolderError(
-                    f"{out} already holds a run ({', '.join(present)}); --resume continues it, --overwrite replaces it "
-                    "(its files are deleted), or choose another --out"
-                )
+                raise RunFolderError(_occupied(out, present, state, state_what))
             check_replaceable(out, present, deleted_folders=present)  # before anything is deleted
             for name in present:
                 _remove(out / name)

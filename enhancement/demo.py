@@ -216,10 +216,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Besides the training run's files the demo writes these (the photos only when it samples them).
     own = ("samples", "comparison.png") + (("photos",) if args.data is None else ())
     present = [n for n in (*RUN_FILES, *own) if (args.out / n).exists()]
+    from attiqa_train.rundir import RunFolderError, check_replaceable, lock_folder, not_replaceable, record_files
+
     if present and not args.overwrite:  # before any work (the photos are sampled into --out)
+        why = not_replaceable(args.out, present, [n for n in present if n in RUN_FILES])
+        if why is not None:  # the user's files: --overwrite would be refused too
+            raise SystemExit(f"attiqa-enhance demo: {why}: they are not a run to replace, so choose another --out "
+                             "(or move them out of the folder)")
         raise SystemExit(f"attiqa-enhance demo: {args.out} already holds a run ({', '.join(present)}); "
                          "--overwrite replaces it, or choose another --out")
-    from attiqa_train.rundir import RunFolderError, check_replaceable, lock_folder, record_files
 
     try:
         with lock_folder(args.out, "attiqa-enhance demo"):

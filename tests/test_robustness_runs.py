@@ -118,10 +118,10 @@ def test_pretrain_refuses_an_out_holding_a_finished_run(photo_dir, tmp_path):
 
 def test_pretrain_refuses_a_started_run_too(photo_dir, tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "config.yaml").write_text("train: {steps: 2}\n")
+    assert _pretrain(out, photo_dir, "--set", "train.steps=1") == (0, "")  # a recorded run, stopped before its state
+    (out / "state.pt").unlink()
     code, message = _pretrain(out, photo_dir)
-    assert code is None and f"{out} already holds a run (config.yaml)" in message
+    assert code is None and f"{out} already holds a run (config.yaml, checkpoint.safetensors, tb)" in message
 
 
 def test_pretrain_overwrite_replaces_the_run_and_says_so(photo_dir, tmp_path, capsys):
@@ -156,6 +156,23 @@ def test_pretrain_overwrite_never_deletes_files_no_run_wrote(photo_dir, tmp_path
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "tb"]  # no lock, no record left behind
 
 
+def test_a_folder_of_the_users_files_never_suggests_overwrite(photo_dir, tmp_path):
+    # Issue 38: without a run record, the refusal suggested --overwrite, which is then refused.
+    out = tmp_path / "proj"
+    (out / "tb").mkdir(parents=True)
+    (out / "config.yaml").write_text("train: {steps: 2}\n")  # valid: --resume reads it as the config
+    missing = f"{out} holds config.yaml, tb, but no record of a run that wrote them ({out / MANIFEST_NAME} is missing)"
+    code, message = _pretrain(out, photo_dir)
+    assert code is None and "\n" not in message and "--overwrite" not in message and "--resume" not in message
+    assert message == (f"attiqa-pretrain train: {missing}: they are not a run to continue or replace, so choose "
+                       "another --out (or move them out of the folder)")
+    code, message = _pretrain(out, photo_dir, "--resume")
+    assert code is None and "--overwrite" not in message
+    assert message == (f"attiqa-pretrain train: --resume: no training state at {out / 'state.pt'}; {missing}: they "
+                       "are not a run to continue or replace, so choose another --out (or move them out of the folder)")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "tb"]
+
+
 def test_pretrain_resume_of_a_run_without_a_record_records_it(photo_dir, tmp_path):
     # A run folder of an earlier version has no record: --resume (the user says it is a run) adds one.
     out = tmp_path / "run"
@@ -175,8 +192,8 @@ def test_pretrain_resume_without_a_state_is_refused(photo_dir, tmp_path):
                        "(the folder does not exist)")
     assert not (tmp_path / "new").exists()
     started = tmp_path / "started"
-    started.mkdir()
-    (started / "config.yaml").write_text("{}\n")
+    assert _pretrain(started, photo_dir, "--set", "train.steps=1") == (0, "")
+    (started / "state.pt").unlink()  # a recorded run without a state
     code, message = _pretrain(started, photo_dir, "--resume")
     assert code is None and f"--resume: no training state at {started / 'state.pt'}" in message
     assert "--overwrite starts the run again there" in message
@@ -582,8 +599,10 @@ def test_demo_never_replaces_files_no_run_wrote(tmp_path, tiny_checkpoint_path, 
             "--set", "data.crop_size=32", "--set", "val.crop_size=32", "--set", "data.val_images=2",
             "--set", "model.width=4", "--set", "model.depth=2", "--set", "train.batch_size=2",
             "--set", "loss.lpips_weight=0", "--set", "val.lpips=false", "--set", "train.progress=false"]
-    with pytest.raises(SystemExit, match=r"already holds a run \(comparison.png\)"):
+    with pytest.raises(SystemExit, match=rf"demo: {out} holds comparison.png, but no record of a run that wrote them "
+                                         r".*: they are not a run to replace, so choose another --out") as info:
         main(args)
+    assert "--overwrite" not in str(info.value)
     with pytest.raises(SystemExit, match=rf"--overwrite: {out} holds comparison.png, but no record of a run"):
         main(args + ["--overwrite"])
     assert (out / "comparison.png").read_bytes() == b"my own picture"
