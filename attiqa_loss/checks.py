@@ -54,13 +54,15 @@ def check_device(name: "str | torch.device") -> torch.device:
     """``name`` as a :class:`torch.device`, after checking that this machine has it.
 
     Raises ``ValueError`` with one line naming the device: a name torch does not know,
-    ``cuda`` without CUDA (or a ``cuda:N`` beyond the GPUs present), ``mps`` without
+    ``meta`` (shapes without data: nothing can be scored there), ``cuda`` without CUDA (or a ``cuda:N`` beyond the GPUs present), ``mps`` without
     Metal. Commands call it on their ``--device``/``device`` option before any work.
     """
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"device {name!r} is not a torch device name (e.g. cpu, cuda, cuda:1): {exc}") from None
+    if device.type == "meta":
+        raise ValueError(f"device {name!r} holds no data and computes nothing (shapes only); use cpu or cuda")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(

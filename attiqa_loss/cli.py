@@ -147,6 +147,11 @@ def _run(args: argparse.Namespace) -> int:
         check_device(device)
     except ValueError as exc:
         raise SystemExit(f"attiqa-score: --device: {exc}") from None
+    from .weights_file import weight_file_option_error
+
+    folder = weight_file_option_error(args.checkpoint)
+    if folder is not None:
+        raise SystemExit(f"attiqa-score: {folder}")
     if args.logdir is not None:  # before any image is scored
         check_writable(args.logdir)
     paths: Dict[str, Path] = {}

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from .io import atomic_path
 
 __all__ = ["VERSION_KEY", "CheckpointError", "write_weights_file", "read_weights_file", "read_tensor_shapes",
-           "json_metadata", "state_dict_differences", "check_state_tensors", "load_strict", "read_user_state_dict",
-           "safetensors_copy", "TIMM_STATE_KEYS", "OPEN_CLIP_STATE_KEYS"]
+           "json_metadata", "state_dict_differences", "weight_file_option_error", "check_state_tensors", "load_strict",
+           "read_user_state_dict", "safetensors_copy", "TIMM_STATE_KEYS", "OPEN_CLIP_STATE_KEYS"]
 
 #: Where timm (``load_state_dict``) and open_clip look for the weights inside a checkpoint
 #: dict, in order: :func:`read_user_state_dict` takes them out the same way.
@@ -78,6 +78,8 @@ def read_weights_file(path: PathLike, *, format: str, version: int, what: str, n
             other than ``version`` (each a one-line message naming the file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{noun} {path} is a folder, expected a .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"{noun} not found: {path}")
     try:
@@ -96,6 +98,15 @@ def read_weights_file(path: PathLike, *, format: str, version: int, what: str, n
         raise CheckpointError(f"{path} has {format} {VERSION_KEY}={found!r}; this attiqa reads "
                               f"{VERSION_KEY}={version}")
     return state, meta
+
+
+def weight_file_option_error(path: Optional[PathLike], option: str = "--checkpoint") -> Optional[str]:
+    """``"--checkpoint DIR is a folder, expected a .safetensors file"`` when the option
+    names a folder (a run folder given for its checkpoint); None otherwise (also for a
+    missing file, which the loader names)."""
+    if path is not None and Path(path).is_dir():
+        return f"{option} {path} is a folder, expected a .safetensors file"
+    return None
 
 
 def read_tensor_shapes(path: PathLike) -> Dict[str, Tuple[int, ...]]:

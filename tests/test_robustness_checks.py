@@ -55,7 +55,10 @@ def test_validity_unreadable_checkpoint_is_one_line_naming_it(kind, photo_dir, t
                  "--out", str(tmp_path / "out")])
     assert code == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith(f"attiqa-pretrain validity: --checkpoint {path}: ")
+    if kind == "folder":  # issue 38, second audit: said "checkpoint not found"
+        assert line == f"attiqa-pretrain validity: --checkpoint {path} is a folder, expected a .safetensors file"
+    else:
+        assert line.startswith(f"attiqa-pretrain validity: --checkpoint {path}: ")
 
 
 def test_pretrain_val_levels_below_2_is_refused_when_the_config_is_read():

@@ -142,3 +142,53 @@ def test_infer_never_loads_the_quality_model_an_enhancers_metadata_names(tmp_pat
     assert loaded == [None, given]
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         f"scores in {tmp_path / 'out2' / 'scores.csv'} by the quality model {given} (--attiqa-checkpoint)")
+
+
+# --------------------------------------------------------------------------- --checkpoint FOLDER
+
+
+def _exit_code_and_err(run, capsys):
+    try:
+        code = run()
+    except SystemExit as exc:
+        code = exc.code
+    return code, _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["attiqa-score", "attiqa-pretrain validity", "attiqa-pretrain robustness"])
+def test_checkpoint_that_is_a_folder_is_named_as_one(command, photo_dir, tmp_path, capsys):
+    from attiqa_loss import cli as score_cli
+    from pretrain.cli import main as pretrain_main
+
+    folder = tmp_path / "run"  # a run folder given for the checkpoint file in it
+    folder.mkdir()
+    if command == "attiqa-score":
+        run = lambda: score_cli.main([str(photo_dir), "--checkpoint", str(folder), "--no-progress"])  # noqa: E731
+    else:
+        sub = command.split()[1]
+        run = lambda: pretrain_main([sub, "--images", str(photo_dir), "--checkpoint", str(folder),  # noqa: E731
+                                     "--out", str(tmp_path / "out")])
+    code, line = _exit_code_and_err(run, capsys)
+    assert code == 2
+    assert line == f"{command}: --checkpoint {folder} is a folder, expected a .safetensors file"
+    assert not (tmp_path / "out").exists()
+
+
+def test_loading_a_folder_says_it_is_a_folder(tmp_path):
+    from attiqa_loss import load_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=rf"^checkpoint {tmp_path} is a folder, expected a .safetensors file$"):
+        load_checkpoint(tmp_path)
+
+
+# --------------------------------------------------------------------------- --device meta
+
+
+def test_score_device_meta_is_an_option_error(photo_dir, tiny_checkpoint_path, capsys):
+    from attiqa_loss import cli as score_cli
+
+    code, line = _exit_code_and_err(lambda: score_cli.main([str(photo_dir), "--checkpoint", str(tiny_checkpoint_path),
+                                                            "--device", "meta", "--no-progress"]), capsys)
+    assert code == 2
+    assert line == ("attiqa-score: --device: device 'meta' holds no data and computes nothing (shapes only); "
+                    "use cpu or cuda")

@@ -186,6 +186,11 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--device must be 'cpu' or an available 'cuda', got {args.device!r}")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {args.out}")
+    from attiqa_loss.weights_file import weight_file_option_error
+
+    folder = weight_file_option_error(args.checkpoint)
+    if folder is not None:
+        raise ValueError(folder)
 
 
 def build_rows(net, clean: torch.Tensor, args: argparse.Namespace) -> tuple:

@@ -197,7 +197,9 @@ def option_error(args: argparse.Namespace) -> Optional[str]:
         return f"--max-images must be >= 1, got {args.max_images}"
     if args.holdout_every is not None and args.holdout_every < 1:
         return f"--holdout-every must be >= 1, got {args.holdout_every}"
-    return None
+    from attiqa_loss.weights_file import weight_file_option_error
+
+    return weight_file_option_error(args.checkpoint)
 
 
 def _refuse(message: str) -> int:
