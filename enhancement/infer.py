@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -84,6 +85,9 @@ def enhance_files(
 
     Every failure is one file's (decoding, the enhancer or the quality model running out
     of memory, writing): it is listed in the failures and the other files are processed.
+    A full disk, an exhausted quota or a read-only file system (:data:`STOP_ERRNOS`) while
+    writing is not: the ``OSError`` is raised, naming the file, and the run stops (the
+    record keeps what was complete, so the same command continues once there is room).
 
     Args:
         model: the enhancer, ``(1, 3, H, W)`` in [0, 1] -> same shape.
@@ -153,6 +157,10 @@ def enhance_files(
                 record.complete(str(rel), output, path, row, stat)
             reason = None
         except Exception as exc:  # memory errors too: this file fails, the others go on
+            if reason in ("writing", "recording") and _disk_is_full(exc):  # every later file would fail too
+                if exc.filename is None:
+                    exc.filename = str(target)
+                raise
             reason = _failure(reason, exc, target, tuple(image.shape))
         x = out = written = None
         if reason is not None:
@@ -164,10 +172,24 @@ def enhance_files(
     return rows, failures
 
 
+#: Write errors that stop :func:`enhance_files` (the command exits with status 3, one line
+#: naming the file) instead of failing one file: every later write would fail alike.
+STOP_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if e is not None)
+
+
+def _disk_is_full(exc: BaseException) -> bool:
+    """A full disk, an exhausted quota or a read-only file system (:data:`STOP_ERRNOS`)."""
+    return isinstance(exc, OSError) and exc.errno in STOP_ERRNOS
+
+
 def _failure(stage: str, exc: BaseException, target: Path, shape) -> str:
     from attiqa_loss.scoring import _is_memory_error
 
-    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, OSError) and exc.strerror:  # the reason alone: the path is named by the message
+        where = exc.filename if exc.filename not in (None, str(target)) else None
+        first = f"{exc.strerror}" + (f" ({where})" if where is not None else "")
+    else:
+        first = (str(exc).strip().splitlines() or [""])[0]
     if _is_memory_error(exc):
         return (f"out of memory {stage} a {shape[-1]}x{shape[-2]} image ({type(exc).__name__}: {first}); "
                 "a smaller --max-side bounds the memory")

@@ -255,7 +255,10 @@ def _real_full_disk_at(name, monkeypatch):
 
     def fdopen(fd, *args, **kwargs):
         f = real_fdopen(fd, *args, **kwargs)
-        return _FullFile(f) if fd in full else f
+        if fd in full:  # once: the number is reused by later files
+            full.discard(fd)
+            return _FullFile(f)
+        return f
 
     monkeypatch.setattr(atomic, "_temp_file", temp_file)
     monkeypatch.setattr(os, "fdopen", fdopen)
@@ -289,6 +292,71 @@ def test_a_real_full_disk_while_saving_the_state_is_one_line_naming_it(command, 
     assert code == EXIT_IO, err
     assert err.strip().splitlines()[-1] == f"{prog}: I/O error on {out / 'state.pt'}: No space left on device"
     assert not list(out.glob(".state.pt.*.tmp")) and not (out / "state.pt").exists()
+
+
+def _infer_into(assets, tmp_path, out):
+    from enhancement import cli
+    from enhancement.unet import create_unet
+    from enhancement.weights import save_enhancer
+
+    enhancer = save_enhancer(create_unet(width=4, depth=1, blocks=1), tmp_path / "enhancer.safetensors")
+    return cli.main(["infer", "--checkpoint", str(enhancer), "--data", str(assets["clean"]), "--out", str(out),
+                     "--attiqa-checkpoint", str(assets["quality"]), "--no-progress"])
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS] + ([errno.EDQUOT] if hasattr(errno, "EDQUOT") else []))
+def test_infer_onto_a_full_disk_stops_with_one_line_naming_the_file(error, assets, tmp_path, monkeypatch, capsys):
+    # Issue 38: each image failed with "cannot write ...: [Errno 28] No space left on device: '...' -> None" and the
+    # run went on; a full disk (or quota, or a read-only file system) fails every later write too.
+    from attiqa_loss.io import atomic
+
+    first = sorted(p.name for p in assets["clean"].iterdir())[0]
+    real = atomic._publish
+
+    def full(tmp, path):
+        if Path(path).suffix == ".png":
+            raise OSError(error, os.strerror(error))
+        return real(tmp, path)
+
+    monkeypatch.setattr(atomic, "_publish", full)
+    out = tmp_path / "out"
+    code = _infer_into(assets, tmp_path, out)
+    out_text, err = capsys.readouterr()
+    assert code == EXIT_IO and out_text == ""
+    assert _one_line(err) == f"attiqa-enhance infer: I/O error on {out / first}: {os.strerror(error)}"
+    assert not list(out.glob("*.png")) and not (out / "scores.csv").exists()
+
+
+def test_a_write_failure_of_one_output_names_it_without_an_arrow(assets, tmp_path, monkeypatch, capsys):
+    from attiqa_loss.io import atomic
+
+    first = sorted(p.name for p in assets["clean"].iterdir())[0]
+    real = atomic._publish
+
+    def refused(tmp, path):
+        if Path(path).name == first:
+            raise OSError(errno.EACCES, "Permission denied", str(tmp), str(path))  # as os.replace says it
+        return real(tmp, path)
+
+    monkeypatch.setattr(atomic, "_publish", refused)
+    out = tmp_path / "out"
+    assert _infer_into(assets, tmp_path, out) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {out / first}: Permission denied\n" in err and "-> None" not in err and ".tmp" not in err
+    assert len(list(out.glob("*.png"))) == 2  # the other images were written
+
+
+def test_a_renamed_error_never_prints_an_arrow_to_none(tmp_path, monkeypatch):
+    from attiqa_loss.io import atomic, atomic_write
+
+    def refused(tmp, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp), str(path))
+
+    monkeypatch.setattr(atomic, "_publish", refused)
+    with pytest.raises(OSError) as info:
+        with atomic_write(tmp_path / "a.bin") as f:
+            f.write(b"x")
+    assert str(info.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{tmp_path / 'a.bin'}'"
 
 
 def test_every_atomic_write_error_names_the_destination_not_the_temporary_file(tmp_path, monkeypatch):

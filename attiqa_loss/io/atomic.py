@@ -140,7 +140,9 @@ def _naming(exc: BaseException, path: Path, tmp) -> BaseException:
     if (isinstance(exc, OSError) and exc.strerror is not None
             and (exc.filename is None or (tmp is not None and exc.filename == tmp))):
         exc.filename = str(path)
-        exc.filename2 = None
+        # ``del``, not ``= None``: an OSError whose filename2 is set to None prints "... -> None"
+        with contextlib.suppress(AttributeError, TypeError):
+            del exc.filename2
     return exc
 
 
