@@ -213,6 +213,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f"attiqa-enhance demo: --steps must be >= 1, got {args.steps}")
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"attiqa-enhance demo: --out {args.out} is a file, not a folder")
+    # A missing input is a usage error (status 2), said before anything is written to --out.
+    for flag, path, folder in (("--data", args.data, True), ("--checkpoint", args.checkpoint, False),
+                               ("--config", args.config, False)):
+        if path is None:
+            continue
+        if not Path(path).exists():
+            raise SystemExit(f"attiqa-enhance demo: {flag} {path}: no such {'folder' if folder else 'file'}")
+        if folder and not Path(path).is_dir():
+            raise SystemExit(f"attiqa-enhance demo: {flag} {path} is not a folder (a folder of photos is expected)")
+        if not folder and Path(path).is_dir():
+            raise SystemExit(f"attiqa-enhance demo: {flag} {path} is a folder, not a file")
     # Besides the training run's files the demo writes these (the photos only when it samples them).
     own = ("samples", "comparison.png") + (("photos",) if args.data is None else ())
     present = [n for n in (*RUN_FILES, *own) if (args.out / n).exists()]

@@ -637,3 +637,24 @@ def test_enhance_and_demo_overwrite_never_delete_a_users_file_inside_tb(enhance_
         main(args + ["--overwrite"])
     assert (demo / "tb" / "my_own_plot.txt").read_text() == "mine"
     assert (demo / "enhancer.safetensors").read_bytes() == weights
+
+
+@pytest.mark.parametrize("flag, kind", [("--data", "folder"), ("--checkpoint", "file"), ("--config", "file")])
+def test_demo_missing_input_is_usage_and_writes_nothing(flag, kind, tmp_path, tiny_checkpoint_path, capsys):
+    # Issue 38: --data nope / --checkpoint nope exited 3 ("I/O error: data folder not found") and left
+    # attiqa-run.json in --out.
+    from enhancement import cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    values = {"--data": str(photos), "--checkpoint": str(tiny_checkpoint_path)}
+    missing = tmp_path / "nope"
+    values[flag] = str(missing)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--steps", "1"] + [x for k, v in values.items() for x in (k, v)]
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"attiqa-enhance demo: {flag} {missing}: no such {kind}"
+    assert not out.exists()
