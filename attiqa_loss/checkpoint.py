@@ -146,9 +146,15 @@ def check_backbone_kwargs(kwargs: Any, source: str = "backbone_kwargs") -> Dict[
     return dict(kwargs)
 
 
+#: Bounds of the normalisation's ``mean`` and ``std`` (per channel, for inputs in [0, 1]):
+#: far outside them every score saturates (a std of 1e-30 or a mean of 1e38 loaded before).
+NORMALIZATION_BOUNDS = {"mean": (-10.0, 10.0), "std": (1e-3, 100.0)}
+
+
 def check_normalization(mean: Any, std: Any, source: str = "normalization") -> None:
     """Raise a one-line :class:`CheckpointError` unless ``mean`` and ``std`` are three
-    finite numbers each and every ``std`` is > 0 (``source`` prefixes the key names)."""
+    finite numbers each, every ``std`` is > 0 and every value is within
+    :data:`NORMALIZATION_BOUNDS` (``source`` prefixes the key names)."""
     for key, values in (("mean", mean), ("std", std)):
         if values is None:
             raise CheckpointError(f"{source}.{key} is missing")
@@ -160,6 +166,11 @@ def check_normalization(mean: Any, std: Any, source: str = "normalization") -> N
             raise CheckpointError(f"{source}.{key} must be a list of 3 finite numbers, got {values!r}")
     if min(std) <= 0:
         raise CheckpointError(f"{source}.std must be > 0 in every channel, got {list(std)!r}")
+    for key, values in (("mean", mean), ("std", std)):
+        low, high = NORMALIZATION_BOUNDS[key]
+        if not all(low <= v <= high for v in values):
+            raise CheckpointError(f"{source}.{key} must be within [{low:g}, {high:g}] in every channel (inputs are "
+                                  f"in [0, 1]), got {list(values)!r}")
 
 
 #: Side of :func:`probe_image`: one forward of this size costs little for any backbone.

@@ -192,3 +192,32 @@ def test_score_device_meta_is_an_option_error(photo_dir, tiny_checkpoint_path, c
     assert code == 2
     assert line == ("attiqa-score: --device: device 'meta' holds no data and computes nothing (shapes only); "
                     "use cpu or cuda")
+
+
+# --------------------------------------------------------------------------- normalisation bounds
+
+
+@pytest.mark.parametrize("key, values, bounds", [
+    ("std", [1e-30, 0.2, 0.2], "[0.001, 100]"),
+    ("std", [0.2, 0.2, 1000.0], "[0.001, 100]"),
+    ("mean", [1e38, 0.5, 0.5], "[-10, 10]"),
+    ("mean", [0.5, -11.0, 0.5], "[-10, 10]"),
+])
+def test_normalisation_outside_its_bounds_is_refused_naming_the_key(tiny_checkpoint, key, values, bounds):
+    import json
+
+    from attiqa_loss import load_checkpoint
+    from attiqa_loss.checkpoint import CheckpointError
+
+    from helpers import rewrite_checkpoint
+
+    def edit(meta):
+        norm = json.loads(meta["normalization"])
+        norm[key] = values
+        return {**meta, "normalization": json.dumps(norm)}
+
+    rewrite_checkpoint(tiny_checkpoint, metadata=edit)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_checkpoint)
+    assert str(info.value) == (f"{tiny_checkpoint}: metadata normalization.{key} must be within {bounds} in every "
+                               f"channel (inputs are in [0, 1]), got {values!r}")
