@@ -33,7 +33,7 @@ import yaml
 from .config_files import ConfigError, read_yaml_file, resolve_config_path, save_config_dict, yaml_error_line
 
 __all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "check_positive", "TRAIN_MINIMUMS",
-           "check_train_minimums", "AMP_VALUE_ALIASES", "load_config", "config_to_dict", "save_config",
+           "check_train_minimums", "check_betas", "check_lr_range", "AMP_VALUE_ALIASES", "load_config", "config_to_dict", "save_config",
            "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
 
 T = TypeVar("T")
@@ -84,6 +84,23 @@ def check_train_minimums(obj: Any, section: str = "train", **minimums: float) ->
     rules = {k: v for k, v in TRAIN_MINIMUMS.items() if k in names}
     rules.update(minimums)
     check_minimums(section, obj, **rules)
+
+
+def check_betas(section: str, obj: Any, name: str = "betas") -> None:
+    """Raise ``ValueError("<section>.betas must be two numbers in [0, 1), got ...")`` unless
+    the field is Adam's two moment decays, each in [0, 1) (torch refuses others only when
+    the optimiser is built: after the run folder was written)."""
+    value = getattr(obj, name)
+    if len(value) != 2 or not all(0.0 <= v < 1.0 for v in value):
+        raise ValueError(f"{section}.{name} must be two numbers in [0, 1), got {list(value)!r}")
+
+
+def check_lr_range(section: str, obj: Any, low: str = "min_lr", high: str = "lr") -> None:
+    """Raise a ``ValueError`` naming both keys when the schedule's floor ``min_lr`` is
+    above its peak ``lr`` (the cosine decay would rise instead)."""
+    if getattr(obj, low) > getattr(obj, high):
+        raise ValueError(f"{section}.{low} must be <= {section}.{high} (the schedule decays from {high} to {low}), "
+                         f"got {section}.{low}={getattr(obj, low)!r} > {section}.{high}={getattr(obj, high)!r}")
 
 
 def _leaf_fields(cls: type, prefix: str = "") -> List[Tuple[str, Any]]:

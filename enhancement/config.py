@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 
 from attiqa_loss.attributes import validate_attribute_mapping
-from attiqa_train.config import AMP_VALUE_ALIASES, check_minimums, check_positive, check_train_minimums
+from attiqa_train.config import (AMP_VALUE_ALIASES, check_betas, check_lr_range, check_minimums, check_positive,
+                                 check_train_minimums)
 
 __all__ = [
     "UNetConfig",
@@ -284,8 +285,9 @@ class EnhanceTrainConfig:
     validation runs every ``val_every`` steps and at the end (``val.every``, its earlier
     place, is still read); the resumable state is saved every ``state_every`` steps
     (``ckpt_every``, its earlier name, is still read). The shared rules are
-    :data:`attiqa_train.config.TRAIN_MINIMUMS`; ``lr`` must also be > 0 here (the
-    schedule decays to ``min_lr / lr`` of it)."""
+    :data:`attiqa_train.config.TRAIN_MINIMUMS`; ``lr`` must also be > 0 here and
+    ``min_lr`` <= ``lr`` (the schedule decays to ``min_lr / lr`` of it); ``betas`` are
+    AdamW's, each in [0, 1)."""
 
     #: earlier spellings of renamed keys (still read from config files and --set)
     KEY_ALIASES: ClassVar[Dict[str, str]] = {"ckpt_every": "state_every"}
@@ -312,6 +314,8 @@ class EnhanceTrainConfig:
     def __post_init__(self) -> None:
         check_train_minimums(self, min_lr=0.0)
         check_positive("train", self, "lr")
+        check_lr_range("train", self)
+        check_betas("train", self)
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device != "auto":  # whether this machine has it is checked when training starts

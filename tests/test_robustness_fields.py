@@ -221,3 +221,26 @@ def test_normalisation_outside_its_bounds_is_refused_naming_the_key(tiny_checkpo
         load_checkpoint(tiny_checkpoint)
     assert str(info.value) == (f"{tiny_checkpoint}: metadata normalization.{key} must be within {bounds} in every "
                                f"channel (inputs are in [0, 1]), got {values!r}")
+
+
+# --------------------------------------------------------------------------- optimiser keys
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.betas=[2.0, 0.99]", "train.betas must be two numbers in [0, 1), got [2.0, 0.99]"),
+    ("train.betas=[0.9, 1.0]", "train.betas must be two numbers in [0, 1), got [0.9, 1.0]"),
+    ("train.betas=[-0.1, 0.99]", "train.betas must be two numbers in [0, 1), got [-0.1, 0.99]"),
+    ("train.min_lr=0.01", "train.min_lr must be <= train.lr (the schedule decays from lr to min_lr), "
+                          "got train.min_lr=0.01 > train.lr=0.0002"),
+])
+def test_enhance_betas_and_min_lr_are_refused_when_the_config_is_read(override, message, tmp_path, capsys):
+    from enhancement import cli
+
+    from enhancement_helpers import write_images
+
+    write_images(tmp_path / "clean", 2)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--data", str(tmp_path / "clean"), "--out", str(tmp_path / "run"), "--set", override])
+    assert info.value.code == 2
+    assert _one_line(capsys.readouterr().err) == f"error: invalid config section 'train': {message}"
+    assert not (tmp_path / "run").exists()  # refused before the run folder (attiqa-run.json) was written
