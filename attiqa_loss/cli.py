@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .attributes import ATTRIBUTES
-from .exits import EXIT_STATUS_HELP, STDOUT, flush_stdout, report_io_error, run_reporting_io_errors, stdout_closed, write_stdout
+from .exits import EXIT_STATUS_HELP, flush_stdout, run_reporting_io_errors, write_stdout
 from .extras import require_extra
 from .helptext import PlainHelpFormatter
 from .score_output import (  # noqa: F401  (Row, TB_MEAN_STEPS, run_names: importable from here, as before)
@@ -113,11 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if stdout_closed():  # the scores would go nowhere: say so rather than exit 0
-        return report_io_error("attiqa-score", OSError(None, "it is closed; redirect it to a file or a pipe", STDOUT))
-    # a read-only --logdir, a full disk or standard output: one line naming it, exit status 3;
+    # a read-only --logdir, a full disk or standard output, a closed standard output (the scores
+    # would go nowhere): one line naming it, exit status 3; a closed pipe (| head): quiet;
     # a bad option value: one line, exit status 2
-    return run_reporting_io_errors("attiqa-score", lambda: _run(args))
+    return run_reporting_io_errors("attiqa-score", lambda: _run(args), prints_results=True)
 
 
 def _run(args: argparse.Namespace) -> int:

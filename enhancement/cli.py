@@ -146,8 +146,10 @@ def run_train(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in ("train", "infer", "demo") else None
-    # a read-only --out, a full disk: one line naming the path, exit status 3
-    return run_reporting_io_errors(f"attiqa-enhance {command}" if command else "attiqa-enhance", lambda: _main(argv))
+    # a read-only --out, a full disk, a closed or full standard output (every command prints its
+    # results there): one line naming the path, exit status 3
+    return run_reporting_io_errors(f"attiqa-enhance {command}" if command else "attiqa-enhance", lambda: _main(argv),
+                                   prints_results=command is not None)
 
 
 def _main(argv: List[str]) -> int:

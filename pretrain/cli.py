@@ -40,6 +40,10 @@ SUBCOMMANDS = {
                 "the ship rule: PASS or FAIL for a model from its robustness and validity reports"),
 }
 
+#: The subcommands that print their results on the standard output (a report, a table, a
+#: verdict): started with it closed (``>&-``), they stop at once with one line, exit status 3.
+PRINTS_RESULTS = frozenset({"select-prompts", "finetune", "evaluate", "validity", "robustness", "verdict"})
+
 #: The exit statuses, in the epilog of every subcommand's --help.
 EXIT_STATUS = ("Exit status 0 when done (verdict: 1 for a FAIL verdict); otherwise one line on stderr\n"
                "says why; " + EXIT_STATUS_HELP)
@@ -109,8 +113,10 @@ def _stored_help(name: str) -> Optional[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = argv[0] if argv and argv[0] in SUBCOMMANDS else None
-    # a read-only --out, a full disk: one line naming the path, exit status 3
-    return run_reporting_io_errors(f"attiqa-pretrain {name}" if name else "attiqa-pretrain", lambda: _main(argv))
+    # a read-only --out, a full disk, a closed or full standard output (for the commands that
+    # print their results there): one line naming the path, exit status 3
+    return run_reporting_io_errors(f"attiqa-pretrain {name}" if name else "attiqa-pretrain", lambda: _main(argv),
+                                   prints_results=name in PRINTS_RESULTS)
 
 
 def _main(argv: List[str]) -> int:

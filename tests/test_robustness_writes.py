@@ -445,3 +445,131 @@ def test_an_os_error_made_from_a_message_alone_keeps_its_message(tmp_path, monke
     with pytest.raises(OSError, match="^disk full$"):
         with atomic_write(tmp_path / "a.bin") as f:
             f.write(b"x")
+
+
+# --------------------------------------------------------------------------- every command that prints results
+
+
+def _reports(tmp_path):
+    """Robustness and validity reports without rows: the verdict reads them as MISSING (FAIL, status 1)."""
+    (tmp_path / "rob").mkdir()
+    (tmp_path / "val").mkdir()
+    (tmp_path / "rob" / "robustness.csv").write_text("metric\n")
+    (tmp_path / "val" / "validity.csv").write_text("attribute\n")
+    return ["verdict", "--robustness", str(tmp_path / "rob"), "--validity", str(tmp_path / "val")]
+
+
+def _printing_command(which, assets, tmp_path, photo_dir, tiny_checkpoint_path):
+    """``(prog, run)``: a command that prints its results on the standard output."""
+    if which == "infer":
+        return "attiqa-enhance infer", lambda: _infer_into(assets, tmp_path, tmp_path / "out")
+    from pretrain.cli import main
+
+    if which == "validity":
+        return "attiqa-pretrain validity", lambda: main(
+            ["validity", "--images", str(photo_dir), "--all-images", "--checkpoint", str(tiny_checkpoint_path),
+             "--levels", "2", "--max-side", "48", "--out", str(tmp_path / "out")])
+    return "attiqa-pretrain verdict", lambda: main(_reports(tmp_path))
+
+
+@pytest.mark.parametrize("which", ["infer", "validity", "verdict"])
+def test_commands_that_print_results_refuse_a_closed_standard_output(which, assets, tmp_path, photo_dir,
+                                                                      tiny_checkpoint_path, monkeypatch, capsys):
+    # Issue 38: `attiqa-enhance infer >&-`, `attiqa-pretrain validity >&-`, `verdict >&-` printed nothing, exit 0.
+    prog, run = _printing_command(which, assets, tmp_path, photo_dir, tiny_checkpoint_path)
+    monkeypatch.setattr(sys, "stdout", None)  # how Python starts with descriptor 1 closed
+    code = run()
+    assert code == EXIT_IO
+    assert _one_line(capsys.readouterr().err) == (f"{prog}: I/O error on <standard output>: it is closed; "
+                                                  "redirect it to a file or a pipe")
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("which", ["infer", "verdict"])
+def test_commands_that_print_results_name_a_full_standard_output(which, assets, tmp_path, photo_dir,
+                                                                  tiny_checkpoint_path, monkeypatch, capsys):
+    # Issue 38: "I/O error: No space left on device", naming nothing.
+    prog, run = _printing_command(which, assets, tmp_path, photo_dir, tiny_checkpoint_path)
+    monkeypatch.setattr(sys, "stdout", _FullStream())
+    code = run()
+    err = capsys.readouterr().err
+    assert code == EXIT_IO and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"{prog}: I/O error on <standard output>: No space left on device"
+
+
+def test_a_print_that_fails_names_the_standard_output():
+    from attiqa_loss.exits import run_reporting_io_errors
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real, sys.stdout = sys.stdout, Full()
+    try:
+        errors = io.StringIO()
+        real_err, sys.stderr = sys.stderr, errors
+        try:
+            code = run_reporting_io_errors("prog", lambda: print("x" * 100000) or 0)
+        finally:
+            sys.stderr = real_err
+    finally:
+        sys.stdout = real
+    assert code == EXIT_IO and errors.getvalue() == "prog: I/O error on <standard output>: No space left on device\n"
+
+
+class _ClosedPipe(io.StringIO):
+    """A standard output whose reader has gone (``| head -1``): writes fail with EPIPE."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_score_into_a_closed_pipe_ends_quietly(image_folder, tiny_checkpoint_path, monkeypatch, capsys):
+    # Issue 38: `attiqa-score photos | head -1` ended with "I/O error on <standard output>: Broken pipe", exit 3.
+    from attiqa_loss import cli
+    from attiqa_loss.exits import EXIT_PIPE
+
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = cli.main([str(image_folder()), "--checkpoint", str(tiny_checkpoint_path), "--no-progress"])
+    assert code == EXIT_PIPE == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_score_piped_into_a_reader_that_stops_ends_quietly(image_folder, tiny_checkpoint_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "attiqa_loss.cli", str(image_folder()), "--checkpoint",
+                             str(tiny_checkpoint_path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert err == ""
+
+
+# --------------------------------------------------------------------------- the atomic writer's temporary file
+
+
+def test_verdict_record_into_a_read_only_folder_names_the_trials_file(tmp_path, read_only, capsys):
+    # Issue 38: the message named the temporary file .trials.csv.xxxx.tmp, not trials.csv.
+    from pretrain.cli import main
+
+    trials = read_only(tmp_path / "ro") / "trials.csv"
+    code = main(_reports(tmp_path) + ["--record", str(trials), "--trial", "t"])
+    err = capsys.readouterr().err
+    assert code == EXIT_IO and ".tmp" not in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"attiqa-pretrain verdict: I/O error on {trials}: Permission denied"
+
+
+def test_a_temporary_file_that_cannot_be_created_is_named_as_the_destination(tmp_path, read_only):
+    from attiqa_loss.io import atomic_path, atomic_write
+
+    folder = read_only(tmp_path / "ro")
+    for writer in (atomic_write, atomic_path):
+        target = folder / f"{writer.__name__}.bin"
+        with pytest.raises(OSError) as info:
+            with writer(target):
+                pass
+        assert info.value.filename == str(target) and ".tmp" not in str(info.value)

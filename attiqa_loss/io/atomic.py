@@ -127,7 +127,11 @@ def _temp_file(path: Path) -> Tuple[int, str]:
     try:
         return tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # a read-only folder, a full disk: name the file that was to be written
-        _naming(exc, path, None)
+        # (mkstemp's error names the temporary file it tried to create, never the destination)
+        if exc.strerror is not None:
+            exc.filename = str(path)
+            with contextlib.suppress(AttributeError, TypeError):
+                del exc.filename2
         raise
 
 
