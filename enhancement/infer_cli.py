@@ -206,6 +206,7 @@ def _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality,
     already (an interrupted run continues, a finished one needs --overwrite, files infer
     did not write are never replaced), then the work, then ``scores.csv``."""
     from attiqa_loss import load_attiqa
+    from attiqa_loss.checks import MIN_SIZE
     from attiqa_loss.cli import resized_note
 
     from .infer import SCORES_FILENAME, enhance_files, summarize, write_scores_csv
@@ -276,6 +277,10 @@ def _enhance_into(args, model, files, root, targets, quality_path, jpeg_quality,
          + _quality_model_note(quality_path, getattr(model, "training_info", None)))
     for line in resized_note("attiqa-enhance infer", resized, args.max_side, verb="enhanced (and written)"):
         print(line, file=sys.stderr)
+    unscored = [str(r["path"]) for r in rows if not any(str(k).endswith("_before") for k in r)]
+    if unscored:  # the quality model's smallest input: written, but their scores in scores.csv are empty
+        _say(f"infer: {len(unscored)} image(s) smaller than {MIN_SIZE}x{MIN_SIZE} were enhanced but not scored "
+             f"(empty scores in {SCORES_FILENAME}): {', '.join(unscored[:10])}{', ...' if len(unscored) > 10 else ''}")
     non_finite = [str(r["path"]) for r in rows if not _finite_scores(r)]
     if non_finite:  # written, but a NaN score is no result: never exit 0 with one
         _say(f"infer: the quality model gave non-finite (NaN) scores for {len(non_finite)} image(s), written as nan "

@@ -180,3 +180,22 @@ def test_16_bit_inputs_give_16_bit_outputs(setup, tmp_path):
     assert _png_bit_depth(tmp_path / "png" / "d.png") == 16
     if tifffile is not None:
         assert _png_bit_depth(tmp_path / "png" / "t.png") == 16
+
+
+def test_images_too_small_to_score_are_said_once(setup, tmp_path, capsys):
+    # Issue 38: a 1x1 image was written with blank scores in scores.csv and nothing said.
+    data = tmp_path / "in"
+    save_image(smooth_texture(40, 44, seed=1), data / "a.png")
+    save_image(torch.full((3, 1, 1), 0.5), data / "dot.png")
+    save_image(torch.full((3, 20, 64), 0.5), data / "strip.png")
+    out = tmp_path / "out"
+    code = cli.main(["infer", "--checkpoint", str(setup["enhancer"]), "--data", str(data), "--out", str(out),
+                     "--attiqa-checkpoint", str(setup["quality"]), "--no-progress"])
+    assert code == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "not scored" in line]
+    assert notes == ["attiqa-enhance infer: 2 image(s) smaller than 32x32 were enhanced but not scored "
+                     "(empty scores in scores.csv): dot.png, strip.png"]
+    rows = _rows(out)
+    assert (out / "dot.png").is_file() and rows["dot.png"][f"{ATTRIBUTES[0]}_before"] == ""
+    assert rows["a.png"][f"{ATTRIBUTES[0]}_before"] != ""
