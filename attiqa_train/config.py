@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import yaml
 
-from .config_files import ConfigError, read_yaml_file, resolve_config_path, save_config_dict, yaml_error_line
+from .config_files import (ConfigError, DuplicateKeyError, load_yaml, read_yaml_file, resolve_config_path,
+                           save_config_dict, yaml_error_line)
 
 __all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "check_positive", "TRAIN_MINIMUMS",
            "check_train_minimums", "check_betas", "check_lr_range", "AMP_VALUE_ALIASES", "load_config", "config_to_dict", "save_config",
@@ -348,7 +349,9 @@ def parse_override(text: str) -> tuple:
     if not key:
         raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"--set {key}: duplicate key {exc.key!r} in {raw.strip()!r}") from None
     except yaml.YAMLError:
         value = raw
     # YAML 1.1 reads "2e-4" as a string; numbers written that way are meant as floats.

@@ -14,7 +14,8 @@ from typing import Any, List, Mapping, Union
 
 import yaml
 
-__all__ = ["ConfigError", "shipped_configs", "resolve_config_path", "yaml_error_line", "read_yaml_file", "save_config_dict"]
+__all__ = ["ConfigError", "shipped_configs", "resolve_config_path", "yaml_error_line", "read_yaml_file", "save_config_dict",
+           "DuplicateKeyError", "load_yaml"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -56,11 +57,49 @@ def resolve_config_path(value: PathLike) -> Path:
                             f"{', '.join(shipped_configs())})")
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that holds the same key twice (``train:`` twice): plain
+    ``yaml.safe_load`` keeps the last one and silently drops the first."""
+
+    def __init__(self, key: Any, first: "yaml.Mark", again: "yaml.Mark") -> None:
+        super().__init__(None, None, f"duplicate key {key!r} (first at line {first.line + 1})", again)
+        self.key = key
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (a ``<<`` merge
+    may still be overridden by a key of the mapping itself, as YAML intends)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base constructor names it
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(key, first, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, but a mapping that holds a key twice is a
+    :class:`DuplicateKeyError` (every config, prompt file and ``--set`` value is read so)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def yaml_error_line(path: Union[str, Path], exc: Exception) -> str:
     """One line for a YAML error: ``FILE:LINE:COLUMN: what`` (line and column 1-based,
-    where the parser gives them)."""
+    where the parser gives them); a key given twice is ``FILE:LINE:COLUMN: duplicate key
+    'train' (first at line 1)``, at the second one."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    if isinstance(exc, DuplicateKeyError):
+        return f"{where}: {exc.problem}"
     what = getattr(exc, "problem", None) or type(exc).__name__
     context, begun = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and begun is not None and begun is not mark:
@@ -70,15 +109,16 @@ def yaml_error_line(path: Union[str, Path], exc: Exception) -> str:
 
 
 def read_yaml_file(path: Union[str, Path]) -> Any:
-    """``yaml.safe_load`` of a file (``{}`` when empty); a syntax error or an unreadable
-    file is a :class:`ConfigError` naming the file (and the line and column of a syntax error)."""
+    """:func:`load_yaml` of a file (``{}`` when empty); a syntax error, a key given twice
+    or an unreadable file is a :class:`ConfigError` naming the file (and the line and
+    column of the error)."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     try:
-        return yaml.safe_load(text) or {}
+        return load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_error_line(path, exc)) from None
 

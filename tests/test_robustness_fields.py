@@ -244,3 +244,47 @@ def test_enhance_betas_and_min_lr_are_refused_when_the_config_is_read(override, 
     assert info.value.code == 2
     assert _one_line(capsys.readouterr().err) == f"error: invalid config section 'train': {message}"
     assert not (tmp_path / "run").exists()  # refused before the run folder (attiqa-run.json) was written
+
+
+# --------------------------------------------------------------------------- a YAML key given twice
+
+
+_TWICE = "train:\n  lr: 0.001\nloss:\n  fidelity_weight: 1.0\ntrain:\n  steps: 5\n"
+
+
+@pytest.mark.parametrize("command", ["pretrain train", "enhance train"])
+def test_a_config_section_given_twice_is_refused_at_the_second(command, tmp_path, capsys):
+    from enhancement import cli as enhance_cli
+    from pretrain.cli import main as pretrain_main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(_TWICE)
+    main = pretrain_main if command.startswith("pretrain") else enhance_cli.main
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    assert info.value.code == 2
+    assert _one_line(capsys.readouterr().err) == f"error: {path}:5:1: duplicate key 'train' (first at line 1)"
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_keys_are_refused_in_nested_mappings_prompt_files_and_set_values(tmp_path):
+    from attiqa_train.config import ConfigError, load_config
+    from enhancement.config import EnhanceConfig
+    from pretrain.clip.prompts import load_candidates
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n  lr: 0.002\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3:3: duplicate key 'lr' \(first at line 2\)$"):
+        load_config(EnhanceConfig, path)
+    prompts = tmp_path / "candidates.yaml"
+    prompts.write_text("pairs:\n  sharpness: [[sharp, blurry]]\n  sharpness: [[crisp, soft]]\n")
+    with pytest.raises(ValueError, match=rf"^{prompts}:3:3: duplicate key 'sharpness' \(first at line 2\)$"):
+        load_candidates(prompts)
+    with pytest.raises(ConfigError, match=r"^--set loss.attiqa_weights: duplicate key 'noisiness' in "):
+        load_config(EnhanceConfig, overrides=["loss.attiqa_weights={noisiness: 1, noisiness: 2}"])
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
+    from attiqa_train.config_files import load_yaml
+
+    assert load_yaml("base: &b {lr: 1, steps: 2}\ntrain:\n  <<: *b\n  lr: 3\n")["train"] == {"lr": 3, "steps": 2}

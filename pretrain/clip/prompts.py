@@ -153,8 +153,10 @@ def _read_yaml(path: PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
+    from attiqa_train.config_files import load_yaml
+
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         from attiqa_train.config import yaml_error_line
 
