@@ -35,7 +35,7 @@ from .io import ImageFiles, scan_images
 from .network import AttiqaNet
 from .checks import MIN_SIZE
 
-__all__ = ["score_files", "score_folder", "FolderScores", "FolderComparison", "compare_folders", "MAX_BATCH_PIXELS",
+__all__ = ["score_files", "score_folder", "NothingScoredError", "FolderScores", "FolderComparison", "compare_folders", "MAX_BATCH_PIXELS",
            "failure_reason", "non_finite_reason"]
 
 
@@ -199,8 +199,12 @@ def score_folder(
         FileNotFoundError: ``folder`` does not exist, or no model is available.
         ValueError: ``folder`` holds no image file (an empty folder has no mean to give:
             the message names the folder and what was skipped there), or a bad
-            ``device``, ``batch_size``, ``max_side`` or ``num_workers``. (Images that
-            are all unreadable are not an error: they are in ``failures``.)
+            ``device``, ``batch_size``, ``max_side`` or ``num_workers``.
+        NothingScoredError: (a ``ValueError``) ``folder`` holds images but none of them
+            could be scored (all unreadable, too small or with non-finite scores): its
+            ``failures`` lists them with the reason, as :attr:`FolderScores.failures`
+            would. Some failures among scored images are not an error: they are in the
+            result's ``failures``.
     """
     from .loss import load_attiqa
     from .checks import check_device
@@ -224,4 +228,25 @@ def score_folder(
         net, files, batch_size=batch_size, device=device, num_workers=num_workers, max_side=max_side,
         progress=progress,
     )
+    if not rows:  # means of nothing would be NaN: no result to return
+        raise NothingScoredError(root, failures)
     return folder_scores_from_rows(root, rows, failures, net=net)
+
+
+class NothingScoredError(ValueError):
+    """:func:`score_folder` found images in ``folder`` but could score none of them.
+
+    Attributes:
+        folder: the folder (or file) given.
+        failures: ``(path, reason)`` for each image, as :attr:`FolderScores.failures`.
+    """
+
+    def __init__(self, folder: PathLike, failures: Sequence[Tuple[str, str]]) -> None:
+        self.folder = Path(folder)
+        self.failures = list(failures)
+        first = ""
+        if self.failures:
+            path, reason = self.failures[0]
+            first = f", e.g. {path}: {(str(reason).strip().splitlines() or [''])[0]}"
+        super().__init__(f"no image in {self.folder} could be scored: {len(self.failures)} failure(s){first} "
+                         "(the exception's .failures lists them all)")

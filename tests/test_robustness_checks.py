@@ -155,6 +155,25 @@ def test_score_folder_on_an_empty_folder_is_an_error_naming_it(tmp_path, tiny_ne
         score_folder(tmp_path / "empty", net=tiny_net, device="cpu")
 
 
+def test_score_folder_where_no_image_can_be_scored_is_an_error_naming_it(tmp_path, tiny_net, write_png):
+    # Issue 38: every file failed, and score_folder returned a result whose means were all NaN.
+    from attiqa_loss import score_folder
+    from attiqa_loss.scoring import NothingScoredError
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")
+    write_png(folder / "b.png", 8, 8, seed=1)  # smaller than 32x32
+    with pytest.raises(ValueError, match=rf"^no image in {folder} could be scored: 2 failure\(s\), e.g. "
+                                         rf"{folder / 'a.png'}: ") as info:
+        score_folder(folder, net=tiny_net, device="cpu")
+    assert isinstance(info.value, NothingScoredError) and "\n" not in str(info.value)
+    assert [p for p, _ in info.value.failures] == [str(folder / "a.png"), str(folder / "b.png")]
+    write_png(folder / "c.png", 40, 40, seed=2)  # one scored image: a result, the others in its failures
+    result = score_folder(folder, net=tiny_net, device="cpu")
+    assert result.names == ["c.png"] and len(result.failures) == 2
+
+
 def test_metric_compute_before_any_update_is_an_error():
     from attiqa_loss import AttiqaMetric
 
