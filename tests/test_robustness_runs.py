@@ -219,7 +219,11 @@ def test_pretrain_resume_reuses_the_runs_config(photo_dir, tmp_path, monkeypatch
     out = tmp_path / "run"
     assert _pretrain(out, photo_dir, "--set", "train.steps=3") == (0, "")
     seen = {}
-    monkeypatch.setattr(train_module, "train", lambda cfg, out, **kw: seen.setdefault("cfg", cfg))
+    def fake_train(cfg, out, **kw):
+        seen["cfg"] = cfg
+        return out / "checkpoint.safetensors"  # the first run's export, which the CLI checks
+
+    monkeypatch.setattr(train_module, "train", fake_train)
     assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert seen["cfg"].train.steps == 3 and seen["cfg"].synthetic.images == [str(photo_dir)]
 
