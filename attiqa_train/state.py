@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -34,6 +36,17 @@ class StateError(ValueError):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def _refusal(exc: BaseException) -> str:
+    """``"; WeightsUnpickler: <what it refused>"`` from torch's weights-only error, or ""."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker not in text:
+        return ""
+    detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+    detail = " ".join(detail.split()).split(". ")[0].rstrip(".")  # the refusal, not torch's advice to lift it
+    return f"; WeightsUnpickler: {detail[:200]}" if detail else ""
 
 
 def save_state(path: Union[str, os.PathLike], *, step: int, **objects: Any) -> None:
@@ -71,7 +84,18 @@ def load_state(path: Union[str, os.PathLike], *, map_location: Union[str, torch.
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        # torch warns (two lines) about a pickle protocol or a TorchScript archive it then
+        # refuses anyway: the one-line StateError below is the whole message.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise StateError(f"{path} is not a readable training state (truncated or corrupt?): "
+                             f"{_first_line(exc)}") from exc
+        raise StateError(f"{path} is not a readable training state: torch.load(weights_only=True) refused it (it "
+                         "holds something other than tensors and plain data, which could run code, or is no state "
+                         f"file){_refusal(exc)}") from exc
     except Exception as exc:  # zip/pickle/EOF errors of a truncated or foreign file
         raise StateError(f"{path} is not a readable training state (truncated or corrupt?): {_first_line(exc)}") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("step"), int):

@@ -10,6 +10,8 @@ Tiny random models, CPU only, nothing downloaded.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -288,3 +290,42 @@ def test_a_yaml_merge_key_may_still_be_overridden(tmp_path):
     from attiqa_train.config_files import load_yaml
 
     assert load_yaml("base: &b {lr: 1, steps: 2}\ntrain:\n  <<: *b\n  lr: 3\n")["train"] == {"lr": 3, "steps": 2}
+
+
+# --------------------------------------------------------------------------- a state.pt that would run code
+
+
+class _RunsCode:
+    """Pickled, it makes the unpickler create ``marker``: code a state file can carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_resume_from_a_state_that_would_run_code_is_one_line(protocol, photo_dir, tmp_path, capfd):
+    from pretrain.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "ran"
+    # protocol 4: torch's weights-only unpickler also warned "Detected pickle protocol 4" in two lines
+    torch.save({"step": 1, "model": {}, "extra": _RunsCode(marker)}, out / "state.pt", pickle_protocol=protocol)
+    args = ["train", "--out", str(out), "--images", str(photo_dir), "--resume", "--no-progress",
+            "--set", "model.backbone=test_resnet", "--set", "synthetic.crop=32", "--set", "train.steps=2",
+            "--set", "train.warmup_steps=0", "--set", "train.batch_size=4", "--set", "train.device=cpu",
+            "--set", "synthetic.holdout_every=0"]
+    with warnings.catch_warnings(record=True) as shown:  # what a plain run prints on stderr
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as info:
+            main(args)
+    assert info.value.code == 2
+    assert [str(w.message) for w in shown] == []
+    line = _one_line(capfd.readouterr().err)
+    assert line.startswith(f"attiqa-pretrain train: {out / 'state.pt'} is not a readable training state: "
+                           "torch.load(weights_only=True) refused it (it holds something other than tensors and "
+                           "plain data, which could run code, or is no state file); WeightsUnpickler: ")
+    assert "\x1b" not in line and not marker.exists()
