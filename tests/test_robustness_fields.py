@@ -329,3 +329,40 @@ def test_resume_from_a_state_that_would_run_code_is_one_line(protocol, photo_dir
                            "torch.load(weights_only=True) refused it (it holds something other than tensors and "
                            "plain data, which could run code, or is no state file); WeightsUnpickler: ")
     assert "\x1b" not in line and not marker.exists()
+
+
+# --------------------------------------------------------------------------- verdict's input folders
+
+
+def _reports(tmp_path):
+    rob, val = tmp_path / "rob", tmp_path / "val"
+    rob.mkdir()
+    val.mkdir()
+    (rob / "robustness.csv").write_text("measure,views,value\n")
+    (val / "validity.csv").write_text("scorer,family,srcc\n")
+    return rob, val
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--robustness", "nope", "--robustness {v}: no such folder or file"),
+    ("--validity", "nope", "--validity {v}: no such folder or file"),
+    ("--loss-cost", "nope.csv", "--loss-cost {v}: no such file"),
+    ("--robustness", "empty-folder", "--robustness {v}: the folder holds no robustness.csv (give the folder "
+                                     "attiqa-pretrain robustness wrote, or its robustness.csv)"),
+    ("--loss-cost", "empty-folder", "--loss-cost {v} is a folder, expected a CSV file"),
+    ("--checkpoint", "empty-folder", "--checkpoint {v} is a folder, expected a .safetensors file"),
+    ("--checkpoint", "nope.safetensors", "--checkpoint {v}: no such file"),
+])
+def test_verdict_inputs_that_are_missing_are_named_by_their_option(option, value, message, tmp_path, capsys):
+    from pretrain.cli import main
+
+    rob, val = _reports(tmp_path)
+    given = {"--robustness": str(rob), "--validity": str(val)}
+    path = tmp_path / value
+    if value == "empty-folder":
+        path.mkdir()
+    given[option] = str(path)
+    with pytest.raises(SystemExit) as info:
+        main(["verdict", *[x for pair in given.items() for x in pair]])
+    assert info.value.code == 2
+    assert _one_line(capsys.readouterr().err) == f"attiqa-pretrain verdict: {message.format(v=path)}"

@@ -337,6 +337,25 @@ def _csv_in(path: Path, name: str) -> Path:
     return path / name if path.is_dir() else path
 
 
+def _read_report(option: str, path: Path, name: Optional[str]) -> List[dict]:
+    """The rows of the CSV an option names (``name``: the file inside a folder given for
+    it); a missing folder or file, or one that is no CSV, is a ``ValueError`` naming the
+    option (exit status 2); another read error stays an ``OSError`` naming the file (3)."""
+    if not path.exists():
+        what = "no such folder or file" if name else "no such file"
+        raise ValueError(f"{option} {path}: {what}")
+    target = _csv_in(path, name) if name else path
+    if name and path.is_dir() and not target.is_file():
+        raise ValueError(f"{option} {path}: the folder holds no {name} (give the folder attiqa-pretrain "
+                         f"{option.lstrip('-')} wrote, or its {name})")
+    if target.is_dir():
+        raise ValueError(f"{option} {path} is a folder, expected a CSV file")
+    try:
+        return read_rows(target)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{option} {target} is not a CSV report: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     prog = "attiqa-pretrain verdict"
     if args.record is not None and not args.trial:
@@ -344,17 +363,27 @@ def run(args: argparse.Namespace) -> int:
     if args.views is not None and args.views < 0:
         raise SystemExit(f"{prog}: --views must be >= 0, got {args.views}")
     try:
-        rob = read_rows(_csv_in(args.robustness, "robustness.csv"))
-        val = read_rows(_csv_in(args.validity, "validity.csv"))
-        cost = read_rows(args.loss_cost) if args.loss_cost is not None else None
+        rob = _read_report("--robustness", args.robustness, "robustness.csv")
+        val = _read_report("--validity", args.validity, "validity.csv")
+        cost = _read_report("--loss-cost", args.loss_cost, None) if args.loss_cost is not None else None
         tone, backbone = False, "resnet10t"
         if args.checkpoint is not None:
             from attiqa_loss import read_checkpoint_metadata
+            from attiqa_loss.weights_file import weight_file_option_error
 
-            metadata = read_checkpoint_metadata(args.checkpoint)
-            tone = bool(metadata.get("normalization", {}).get("tone", False))
-            backbone = metadata.get("backbone", backbone)
-    except (OSError, ValueError, KeyError) as exc:
+            folder = weight_file_option_error(args.checkpoint)
+            if folder is not None:
+                raise ValueError(folder)
+            if not args.checkpoint.exists():
+                raise ValueError(f"--checkpoint {args.checkpoint}: no such file")
+            try:
+                metadata = read_checkpoint_metadata(args.checkpoint)
+            except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+                raise ValueError(f"--checkpoint {args.checkpoint}: {exc}") from None
+            norm = metadata.get("normalization")
+            tone = bool(norm.get("tone", False)) if isinstance(norm, dict) else False
+            backbone = str(metadata.get("backbone", backbone))
+    except (ValueError, KeyError) as exc:  # an OSError other than a missing file: one line naming it, exit 3
         raise SystemExit(f"{prog}: {exc}") from None
     views = default_views() if args.views is None else args.views
     verdicts = robustness_verdicts(rob, views) + validity_verdicts(val) + [throughput_verdict(cost, views, tone, backbone)]
