@@ -54,8 +54,8 @@ def check_device(name: "str | torch.device") -> torch.device:
     """``name`` as a :class:`torch.device`, after checking that this machine has it.
 
     Raises ``ValueError`` with one line naming the device: a name torch does not know,
-    ``meta`` (shapes without data: nothing can be scored there), ``cuda`` without CUDA (or a ``cuda:N`` beyond the GPUs present), ``mps`` without
-    Metal. Commands call it on their ``--device``/``device`` option before any work.
+    ``meta`` (shapes without data: nothing can be scored there), ``cuda`` without CUDA
+    (or a ``cuda:N`` beyond the GPUs present), ``mps`` without Metal. Commands call it on their ``--device``/``device`` option before any work.
     """
     try:
         device = torch.device(name)

@@ -34,8 +34,9 @@ from .config_files import (ConfigError, DuplicateKeyError, load_yaml, read_yaml_
                            save_config_dict, yaml_error_line)
 
 __all__ = ["ConfigError", "read_yaml_file", "yaml_error_line", "check_minimums", "check_positive", "TRAIN_MINIMUMS",
-           "check_train_minimums", "check_betas", "check_lr_range", "AMP_VALUE_ALIASES", "load_config", "config_to_dict", "save_config",
-           "save_config_dict", "with_current_keys", "add_config_arguments", "config_from_args"]
+           "check_train_minimums", "check_betas", "check_lr_range", "AMP_VALUE_ALIASES", "load_config",
+           "config_to_dict", "save_config", "save_config_dict", "with_current_keys", "add_config_arguments",
+           "config_from_args"]
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ from typing import Any, List, Mapping, Union
 
 import yaml
 
-__all__ = ["ConfigError", "shipped_configs", "resolve_config_path", "yaml_error_line", "read_yaml_file", "save_config_dict",
-           "DuplicateKeyError", "load_yaml"]
+__all__ = ["ConfigError", "shipped_configs", "resolve_config_path", "yaml_error_line", "read_yaml_file",
+           "save_config_dict", "DuplicateKeyError", "load_yaml"]
 
 PathLike = Union[str, os.PathLike]
 
