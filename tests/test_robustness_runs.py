@@ -662,3 +662,15 @@ def test_demo_missing_input_is_usage_and_writes_nothing(flag, kind, tmp_path, ti
     err = capsys.readouterr().err.strip()
     assert err == f"attiqa-enhance demo: {flag} {missing}: no such {kind}"
     assert not out.exists()
+
+
+def test_pretrain_resume_in_a_folder_of_the_users_own_config_says_there_is_no_run(photo_dir, tmp_path):
+    """--resume into a folder holding the user's own config.yaml (no run record): one line
+    saying there is no run to resume, not the config loader's list of unknown keys."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("my: config\n")
+    code, message = _pretrain(out, photo_dir, "--resume")
+    assert code is None and message.startswith(f"attiqa-pretrain train: --resume: no training state at {out / 'state.pt'}")
+    assert "no record of a run" in message and "unknown config key" not in message
+    assert (out / "config.yaml").read_text() == "my: config\n" and sorted(p.name for p in out.iterdir()) == ["config.yaml"]

@@ -28,6 +28,7 @@ from attiqa_loss.network import AA_LAYERS
 from attiqa_train.config import add_config_arguments, config_from_args, config_to_dict
 from attiqa_train.logger import RunLogger
 from attiqa_train.loop import TrainingRun, run_steps
+from attiqa_train.rundir import MANIFEST_NAME
 from attiqa_train.optim import adamw, fit_warmup, use_bf16, warmup_cosine_scheduler
 
 from ..synthetic.graded import family_srcc
@@ -238,9 +239,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and args.config is None and saved.is_file():
-        args.config = saved  # --resume continues with the run's own config (--set may still change free keys)
+    out = Path(args.out)
+    saved = out / "config.yaml"
+    # --resume continues with the run's own config (--set may still change free keys); a
+    # config.yaml beside neither a run record nor a state is the user's own file, not a
+    # run's: it is not read, and the run folder's check says what the folder holds.
+    if args.resume and args.config is None and saved.is_file() and (
+            (out / MANIFEST_NAME).is_file() or (out / "state.pt").is_file()):
+        args.config = saved
     values = {}
     if args.images:
         values["synthetic.images"] = list(args.images)
