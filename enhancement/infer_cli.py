@@ -18,9 +18,10 @@ from .cli_text import say as _say
 __all__ = ["INFER_DESCRIPTION", "add_infer_arguments", "run_infer"]
 
 
-INFER_DESCRIPTION = f"""Enhance every image under --data (any size up to --max-side; sizes and names are
-kept) and write the results to --out, with scores.csv listing each attribute before
-and after. A file that fails (unreadable, out of memory, ...) is listed on stderr and the
+INFER_DESCRIPTION = f"""Enhance every image under --data and write the results to --out under their names
+and at their sizes (an image whose longer side is above --max-side is enhanced and
+written downscaled to it, said on stderr), with scores.csv listing each attribute
+before and after. A file that fails (unreadable, out of memory, ...) is listed on stderr and the
 others are still processed (exit status 1).
 
 An interrupted run (killed, Ctrl-C, a failed image) continues when the same command is
