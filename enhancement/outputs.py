@@ -173,15 +173,23 @@ def guided_upsample(source_low: torch.Tensor, guide_low: torch.Tensor, guide: to
     Returns:
         ``(B, 1, H, W)``: smooth where the guide is flat, following its edges where it has them.
     """
-    mean_i, mean_p = _box(guide_low, radius), _box(source_low, radius)
-    cov = _box(guide_low * source_low, radius) - mean_i * mean_p
-    var = _box(guide_low * guide_low, radius) - mean_i * mean_i
+    a, b = _guided_fit(source_low, guide_low, radius, eps)
+    size = guide.shape[-2:]
+    a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    return a * guide + b
+
+
+def _guided_fit(source: torch.Tensor, guide: torch.Tensor, radius: int, eps) -> tuple:
+    """The guided filter's linear fit ``source ~ A * guide + b`` in every ``(2r+1)^2``
+    window, averaged over the windows covering each pixel: ``(A, b)``, each the shape of
+    ``source`` (broadcast with ``guide``)."""
+    mean_i, mean_p = _box(guide, radius), _box(source, radius)
+    cov = _box(guide * source, radius) - mean_i * mean_p
+    var = _box(guide * guide, radius) - mean_i * mean_i
     a = cov / (var.clamp_min(0) + eps)
     b = mean_p - a * mean_i
-    size = guide.shape[-2:]
-    a = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
-    return a * guide + b
+    return _box(a, radius), _box(b, radius)
 
 
 class _InwardClamp(torch.autograd.Function):
@@ -314,12 +322,8 @@ def guided_filter(source: torch.Tensor, guide: torch.Tensor, radius: int, eps) -
     Returns:
         ``(B, C, H, W)``.
     """
-    mean_i, mean_p = _box(guide, radius), _box(source, radius)
-    cov = _box(guide * source, radius) - mean_i * mean_p
-    var = _box(guide * guide, radius) - mean_i * mean_i
-    a = cov / (var.clamp_min(0) + eps)
-    b = mean_p - a * mean_i
-    return _box(a, radius) * guide + _box(b, radius)
+    a, b = _guided_fit(source, guide, radius, eps)
+    return a * guide + b
 
 
 #: ``eps = (NOISE_MARGIN * a * sigma)^2``: variation below about twice the lifted noise is smoothed.

@@ -90,10 +90,6 @@ def _hsv_saturation(x, s, g):
     return kornia.color.hsv_to_rgb(hsv).clamp(0, 1)
 
 
-#: Rec. 601 luma weights (:func:`attiqa_loss.measures.luminance`)
-_LUMA = (0.299, 0.587, 0.114)
-
-
 def _cast(x, s, g):
     # A uniform tint is not colour: the image's own chroma fades while one tint of a random
     # hue covers it. The tint has opponent chroma (R - G, (R + G) / 2 - B) of length 0.2 s
@@ -101,10 +97,10 @@ def _cast(x, s, g):
     # contrast stay; the mean chroma may rise while the spread of colours falls.
     hue = float(torch.rand((), generator=g)) * 2 * math.pi
     rg, yb = math.cos(hue), math.sin(hue)
-    tint = x.new_tensor([0.5 * rg, -0.5 * rg, -yb])
-    tint = tint - (x.new_tensor(_LUMA) * tint).sum()
+    tint = x.new_tensor([0.5 * rg, -0.5 * rg, -yb]).view(1, 3, 1, 1)
+    tint = tint - luminance(tint)
     faded = torch.lerp(x, luminance(x).expand_as(x), 0.8 * s)
-    return (faded + (0.2 * s) * tint.view(1, 3, 1, 1)).clamp(0, 1)
+    return (faded + (0.2 * s) * tint).clamp(0, 1)
 
 
 _DEFINITIONS = [
